@@ -1,0 +1,110 @@
+//! Timing-wheel cost per operation (insert, cancel, reschedule, expire) at 10k, 100k and
+//! 1M pending timers. A program, not a test: prints a table, or one JSON object as the
+//! last line with `--json`. Run through `bench/wheel.py` or `cargo bench --bench wheel`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use _core::wheel::{TimerKey, TimerWheel};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: enough spread for deadlines, no dependency.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+const START: u64 = 1_700_000_000_000;
+const HOUR_MS: u64 = 3_600_000;
+const OPS: usize = 200_000;
+
+fn filled(pending: usize, rng: &mut Rng) -> (TimerWheel<u64>, Vec<TimerKey>) {
+    let mut wheel = TimerWheel::new(START);
+    wheel.reserve(pending + OPS);
+    let keys = (0..pending)
+        .map(|i| wheel.insert(START + 1 + rng.next() % HOUR_MS, i as u64))
+        .collect();
+    (wheel, keys)
+}
+
+fn ns_per(ops: usize, start: Instant) -> f64 {
+    start.elapsed().as_nanos() as f64 / ops as f64
+}
+
+fn measure(pending: usize) -> [f64; 4] {
+    let mut rng = Rng(0x5EED ^ pending as u64);
+    let (mut wheel, keys) = filled(pending, &mut rng);
+    let deadlines: Vec<u64> = (0..OPS).map(|_| START + 1 + rng.next() % HOUR_MS).collect();
+
+    let t = Instant::now();
+    let new_keys: Vec<TimerKey> = deadlines
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| wheel.insert(d, i as u64))
+        .collect();
+    let insert = ns_per(OPS, t);
+
+    let t = Instant::now();
+    for &key in &new_keys {
+        black_box(wheel.cancel(key));
+    }
+    let cancel = ns_per(OPS, t);
+
+    let picks: Vec<TimerKey> = (0..OPS)
+        .map(|_| keys[rng.next() as usize % keys.len()])
+        .collect();
+    let t = Instant::now();
+    for (&key, &d) in picks.iter().zip(&deadlines) {
+        black_box(wheel.reschedule(key, d));
+    }
+    let reschedule = ns_per(OPS, t);
+
+    // Expire: walk the clock through the whole hour in 1 ms steps, as the engine does
+    // when busy, so the figure includes cascades and every empty tick.
+    let mut out = Vec::with_capacity(4_096);
+    let mut fired = 0usize;
+    let t = Instant::now();
+    for now in (START..=START + HOUR_MS + 1).step_by(1) {
+        wheel.advance(now, &mut out);
+        fired += out.len();
+        out.clear();
+    }
+    let expire = ns_per(fired.max(1), t);
+    assert_eq!(fired, pending, "every timer fires exactly once");
+    [insert, cancel, reschedule, expire]
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let sizes = [10_000usize, 100_000, 1_000_000];
+    let rows: Vec<(usize, [f64; 4])> = sizes.iter().map(|&n| (n, measure(n))).collect();
+    println!(
+        "timing wheel: ns per operation ({OPS} ops per figure; expire walks 1 h in 1 ms ticks)"
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>12} {:>10}",
+        "pending", "insert", "cancel", "reschedule", "expire"
+    );
+    for (n, [i, c, r, e]) in &rows {
+        println!("{n:>10} {i:>10.1} {c:>10.1} {r:>12.1} {e:>10.1}");
+    }
+    if json {
+        let body: Vec<String> = rows
+            .iter()
+            .map(|(n, [i, c, r, e])| {
+                format!(
+                    "\"{n}\": {{\"insert_ns\": {i:.2}, \"cancel_ns\": {c:.2}, \"reschedule_ns\": {r:.2}, \"expire_ns\": {e:.2}}}"
+                )
+            })
+            .collect();
+        println!(
+            "{{\"bench\": \"wheel\", \"ops\": {OPS}, \"pending\": {{{}}}}}",
+            body.join(", ")
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! The native engine: a clock thread that owns the schedule and dispatches due runs, and
+//! an outbox that Python drains in batches when the wake-up descriptor fires.
+//!
+//! Python never calls in per probe and the clock thread never calls into Python: both
+//! sides meet only at the mutex-guarded state, in batches.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::aggregate::{ProbeResult, Status, Transition, Verdicts};
+use crate::schedule::{CheckSpec, Due, ProbeKind, ScheduleError, ScheduleStats, Scheduler};
+use crate::wakeup::Wakeup;
+
+/// Wall-clock microseconds derived from a monotonic clock, so a wall-clock step while
+/// running never makes the schedule jump or fire twice.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    origin: Instant,
+    origin_us: u64,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            origin: Instant::now(),
+            origin_us: since_epoch.as_micros() as u64,
+        }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.origin_us + self.origin.elapsed().as_micros() as u64
+    }
+
+    fn instant_at_ms(&self, at_ms: u64) -> Instant {
+        self.origin + Duration::from_micros((at_ms * 1_000).saturating_sub(self.origin_us))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A due run handed to Python (a probe plugin must execute it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Work {
+    pub check_id: u64,
+    pub due_ms: u64,
+    pub dispatched_us: u64,
+    pub timeout_ms: u64,
+}
+
+/// Everything waiting for Python since the last drain.
+#[derive(Default, Debug)]
+pub struct Outbox {
+    pub work: Vec<Work>,
+    pub results: Vec<ProbeResult>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.work.is_empty() && self.results.is_empty() && self.transitions.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub checks: usize,
+    pub schedule: ScheduleStats,
+}
+
+struct State {
+    scheduler: Scheduler,
+    verdicts: Verdicts,
+    outbox: Outbox,
+    /// The wake-up descriptor has been signalled and not drained since.
+    signalled: bool,
+    stopping: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    tick: Condvar,
+    wakeup: Wakeup,
+    clock: Clock,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not take the scheduler down with it; the state is kept
+        // consistent by every critical section.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn signal_if_needed(&self, state: &mut State) {
+        if !state.signalled && !state.outbox.is_empty() {
+            state.signalled = true;
+            self.wakeup.signal();
+        }
+    }
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    clock_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    pub fn start() -> std::io::Result<Self> {
+        let clock = Clock::new();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                scheduler: Scheduler::new(clock.now_us() / 1_000),
+                verdicts: Verdicts::default(),
+                outbox: Outbox::default(),
+                signalled: false,
+                stopping: false,
+            }),
+            tick: Condvar::new(),
+            wakeup: Wakeup::new()?,
+            clock,
+        });
+        let thread_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("tocsin-clock".into())
+            .spawn(move || clock_loop(&thread_shared))?;
+        Ok(Engine {
+            shared,
+            clock_thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn now_us(&self) -> u64 {
+        self.shared.clock.now_us()
+    }
+
+    pub fn wakeup_fd(&self) -> i32 {
+        self.shared.wakeup.fd()
+    }
+
+    /// Add or change many checks at once. All are validated first: on error nothing
+    /// changes.
+    pub fn upsert(&self, specs: &[CheckSpec]) -> Result<(), ScheduleError> {
+        for spec in specs {
+            spec.validate()?;
+        }
+        let mut state = self.shared.lock();
+        let now_ms = self.shared.clock.now_us() / 1_000;
+        state.scheduler.reserve(specs.len());
+        for spec in specs {
+            state.scheduler.upsert(*spec, now_ms)?;
+        }
+        drop(state);
+        self.shared.tick.notify_one();
+        Ok(())
+    }
+
+    /// Remove checks; returns how many were known.
+    pub fn remove(&self, ids: &[u64]) -> usize {
+        let mut state = self.shared.lock();
+        let mut n = 0;
+        for &id in ids {
+            if state.scheduler.remove(id) {
+                n += 1;
+            }
+            state.verdicts.forget(id);
+        }
+        n
+    }
+
+    pub fn pause(&self, ids: &[u64]) -> usize {
+        let mut state = self.shared.lock();
+        ids.iter().filter(|&&id| state.scheduler.pause(id)).count()
+    }
+
+    pub fn resume(&self, ids: &[u64]) -> usize {
+        let mut state = self.shared.lock();
+        let now_ms = self.shared.clock.now_us() / 1_000;
+        let n = ids
+            .iter()
+            .filter(|&&id| state.scheduler.resume(id, now_ms))
+            .count();
+        drop(state);
+        self.shared.tick.notify_one();
+        n
+    }
+
+    /// Restore known statuses after a restart so the first result does not look like a
+    /// change.
+    pub fn seed(&self, statuses: &[(u64, Status)]) {
+        let mut state = self.shared.lock();
+        for &(id, status) in statuses {
+            state.verdicts.seed(id, status);
+        }
+    }
+
+    pub fn status(&self, id: u64) -> Status {
+        self.shared.lock().verdicts.status(id)
+    }
+
+    pub fn next_due(&self, id: u64) -> Option<u64> {
+        self.shared.lock().scheduler.next_due(id)
+    }
+
+    pub fn spec(&self, id: u64) -> Option<CheckSpec> {
+        self.shared.lock().scheduler.get(id)
+    }
+
+    /// Take results produced outside the core (Python probes) and fold them into
+    /// statuses; they come back through `drain` with any transitions.
+    pub fn report(&self, results: Vec<ProbeResult>) {
+        let mut state = self.shared.lock();
+        for result in results {
+            accept(&mut state, result);
+        }
+        self.shared.signal_if_needed(&mut state);
+    }
+
+    /// Everything waiting since the last drain.
+    pub fn drain(&self) -> Outbox {
+        // Clear before taking the lock: a signal raised after this point is for items
+        // we may not take now, and must stay readable.
+        self.shared.wakeup.clear();
+        let mut state = self.shared.lock();
+        state.signalled = false;
+        std::mem::take(&mut state.outbox)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let state = self.shared.lock();
+        EngineStats {
+            checks: state.scheduler.len(),
+            schedule: state.scheduler.stats(),
+        }
+    }
+
+    /// Stop the clock thread; idempotent.
+    pub fn close(&self) {
+        self.shared.lock().stopping = true;
+        self.shared.tick.notify_one();
+        let handle = self
+            .clock_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn accept(state: &mut State, result: ProbeResult) {
+    if let Some(transition) = state.verdicts.fold(&result) {
+        state.outbox.transitions.push(transition);
+    }
+    state.outbox.results.push(result);
+}
+
+fn clock_loop(shared: &Shared) {
+    let mut due: Vec<Due> = Vec::new();
+    let mut state = shared.lock();
+    loop {
+        if state.stopping {
+            return;
+        }
+        let now_ms = shared.clock.now_us() / 1_000;
+        due.clear();
+        state.scheduler.expire(now_ms, &mut due);
+        for run in &due {
+            let dispatched_us = shared.clock.now_us();
+            match run.kind {
+                ProbeKind::Python => state.outbox.work.push(Work {
+                    check_id: run.check_id,
+                    due_ms: run.due_ms,
+                    dispatched_us,
+                    timeout_ms: run.timeout_ms,
+                }),
+                ProbeKind::Noop => accept(
+                    &mut state,
+                    ProbeResult {
+                        check_id: run.check_id,
+                        due_ms: run.due_ms,
+                        started_us: dispatched_us,
+                        latency_us: 0,
+                        status: Status::Up,
+                        error_kind: None,
+                        message: None,
+                        status_code: 0,
+                    },
+                ),
+            }
+        }
+        shared.signal_if_needed(&mut state);
+        state = match state.scheduler.next_wakeup() {
+            None => shared
+                .tick
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner),
+            Some(at_ms) => {
+                let wait = shared
+                    .clock
+                    .instant_at_ms(at_ms)
+                    .saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    continue;
+                }
+                shared
+                    .tick
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noop(id: u64) -> CheckSpec {
+        CheckSpec {
+            id,
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            kind: ProbeKind::Noop,
+            active: true,
+        }
+    }
+
+    fn drain_until(engine: &Engine, mut done: impl FnMut(&Outbox) -> bool) -> Outbox {
+        let mut all = Outbox::default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let mut batch = engine.drain();
+            all.work.append(&mut batch.work);
+            all.results.append(&mut batch.results);
+            all.transitions.append(&mut batch.transitions);
+            if done(&all) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        all
+    }
+
+    #[test]
+    fn noop_checks_run_on_their_grid_and_transition_once() {
+        let engine = Engine::start().unwrap();
+        engine.upsert(&[noop(1), noop(2)]).unwrap();
+        let out = drain_until(&engine, |o| o.results.len() >= 4);
+        assert!(out.results.len() >= 4);
+        for r in &out.results {
+            assert!(r.started_us >= r.due_ms * 1_000, "fired early");
+            assert_eq!(
+                r.due_ms % 1_000,
+                crate::schedule::phase_ms(r.check_id, 1_000)
+            );
+        }
+        assert_eq!(out.transitions.len(), 2);
+        engine.close();
+    }
+
+    #[test]
+    fn python_work_is_handed_out_and_reported_results_fold_into_status() {
+        let engine = Engine::start().unwrap();
+        let mut spec = noop(9);
+        spec.kind = ProbeKind::Python;
+        engine.upsert(&[spec]).unwrap();
+        let out = drain_until(&engine, |o| !o.work.is_empty());
+        let work = out.work[0];
+        assert_eq!(work.check_id, 9);
+        engine.report(vec![ProbeResult {
+            check_id: 9,
+            due_ms: work.due_ms,
+            started_us: work.dispatched_us,
+            latency_us: 10,
+            status: Status::Down,
+            error_kind: Some("connect_refused".into()),
+            message: None,
+            status_code: 0,
+        }]);
+        let out = engine.drain();
+        assert_eq!(out.results.len(), 1);
+        assert_eq!(out.transitions[0].current, Status::Down);
+        assert_eq!(engine.status(9), Status::Down);
+    }
+
+    #[test]
+    fn a_bad_spec_in_a_batch_changes_nothing() {
+        let engine = Engine::start().unwrap();
+        let mut bad = noop(2);
+        bad.interval_ms = 10;
+        assert!(engine.upsert(&[noop(1), bad]).is_err());
+        assert_eq!(engine.stats().checks, 0);
+    }
+}

@@ -1,0 +1,516 @@
+//! Hierarchical timing wheel: 1 ms ticks, six levels of 64 slots (about 2.2 years of
+//! range), a `u64` occupancy bitmap per level so the next expiry is found with
+//! trailing-zero counts and empty ticks cost nothing.
+//!
+//! Entries live in a slab and are linked into their slot by index (intrusive doubly
+//! linked lists), which makes insert, cancel and reschedule O(1) with no allocation once
+//! the slab has grown.
+
+const LEVELS: usize = 6;
+const SLOT_BITS: u32 = 6;
+const SLOTS: usize = 1 << SLOT_BITS;
+const SLOT_MASK: u64 = (SLOTS as u64) - 1;
+const NIL: u32 = u32::MAX;
+const FREE: u16 = u16::MAX;
+
+/// Furthest distance from "now" a timer can be placed at exactly; later deadlines are
+/// parked in the top level and cascaded again when their slot comes round.
+pub const MAX_SPAN_MS: u64 = (1 << (SLOT_BITS * LEVELS as u32)) - 1;
+
+/// Handle to a pending timer. Stale handles (after fire or cancel) are detected by the
+/// generation and ignored, so a caller can never cancel somebody else's timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerKey {
+    index: u32,
+    generation: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Entry<T: Copy> {
+    deadline: u64,
+    value: T,
+    next: u32,
+    prev: u32,
+    generation: u32,
+    /// `level * 64 + slot` while pending, `FREE` while on the free list.
+    location: u16,
+}
+
+#[derive(Clone, Copy)]
+struct Level {
+    occupied: u64,
+    heads: [u32; SLOTS],
+}
+
+impl Level {
+    const EMPTY: Level = Level {
+        occupied: 0,
+        heads: [NIL; SLOTS],
+    };
+}
+
+/// The wheel. `T` is the small payload carried by each timer (a check id, say).
+pub struct TimerWheel<T: Copy> {
+    elapsed: u64,
+    levels: [Level; LEVELS],
+    slab: Vec<Entry<T>>,
+    free_head: u32,
+    len: usize,
+}
+
+fn slot_range(level: usize) -> u64 {
+    1 << (SLOT_BITS as usize * level)
+}
+
+fn level_range(level: usize) -> u64 {
+    1 << (SLOT_BITS as usize * (level + 1))
+}
+
+/// The level whose slots distinguish `when` from `elapsed`: the highest 6-bit digit in
+/// which the two differ.
+fn level_for(elapsed: u64, when: u64) -> usize {
+    let mut masked = (elapsed ^ when) | SLOT_MASK;
+    if masked >= MAX_SPAN_MS {
+        masked = MAX_SPAN_MS - 1;
+    }
+    let significant = 63 - masked.leading_zeros() as usize;
+    significant / SLOT_BITS as usize
+}
+
+impl<T: Copy> Default for TimerWheel<T> {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl<T: Copy> TimerWheel<T> {
+    /// A wheel whose clock starts at `now` (ms, any epoch as long as it is used
+    /// consistently).
+    pub fn new(now: u64) -> Self {
+        TimerWheel {
+            elapsed: now,
+            levels: [Level::EMPTY; LEVELS],
+            slab: Vec::new(),
+            free_head: NIL,
+            len: 0,
+        }
+    }
+
+    /// The time up to which the wheel has been advanced.
+    pub fn elapsed(&self) -> u64 {
+        self.elapsed
+    }
+
+    /// Number of pending timers.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Pre-allocate room for `additional` more timers.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slab.reserve(additional);
+    }
+
+    /// Schedule `value` to fire at `deadline`. A deadline at or before the wheel's
+    /// clock fires on the next `advance`.
+    pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
+        let index = if self.free_head == NIL {
+            let index = u32::try_from(self.slab.len()).expect("more than 2^32 timers");
+            assert!(index != NIL, "more than 2^32 - 1 timers");
+            self.slab.push(Entry {
+                deadline,
+                value,
+                next: NIL,
+                prev: NIL,
+                generation: 0,
+                location: FREE,
+            });
+            index
+        } else {
+            let index = self.free_head;
+            let entry = &mut self.slab[index as usize];
+            self.free_head = entry.next;
+            entry.deadline = deadline;
+            entry.value = value;
+            index
+        };
+        self.link(index);
+        self.len += 1;
+        TimerKey {
+            index,
+            generation: self.slab[index as usize].generation,
+        }
+    }
+
+    /// Remove a pending timer and return its payload; `None` if it already fired or was
+    /// cancelled.
+    pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
+        if !self.is_pending(key) {
+            return None;
+        }
+        self.unlink(key.index);
+        Some(self.release(key.index))
+    }
+
+    /// Move a pending timer to a new deadline; false if the key is stale.
+    pub fn reschedule(&mut self, key: TimerKey, deadline: u64) -> bool {
+        if !self.is_pending(key) {
+            return false;
+        }
+        self.unlink(key.index);
+        self.slab[key.index as usize].deadline = deadline;
+        self.link(key.index);
+        true
+    }
+
+    /// Deadline of a pending timer.
+    pub fn deadline(&self, key: TimerKey) -> Option<u64> {
+        self.is_pending(key)
+            .then(|| self.slab[key.index as usize].deadline)
+    }
+
+    fn is_pending(&self, key: TimerKey) -> bool {
+        self.slab
+            .get(key.index as usize)
+            .is_some_and(|e| e.generation == key.generation && e.location != FREE)
+    }
+
+    /// The earliest time at which `advance` would return something, if any timer is
+    /// pending. Never later than the earliest deadline, possibly earlier (a cascade
+    /// point), never earlier than the wheel's clock.
+    pub fn next_expiration(&self) -> Option<u64> {
+        self.next_slot().map(|(_, _, at)| at)
+    }
+
+    /// Advance the clock to `now`, appending every timer whose deadline is `<= now` to
+    /// `out` as `(deadline, value)` in deadline order. Never fires early.
+    pub fn advance(&mut self, now: u64, out: &mut Vec<(u64, T)>) {
+        let start = out.len();
+        let mut overdue = false;
+        while let Some((level, slot, at)) = self.next_slot() {
+            if at > now {
+                break;
+            }
+            self.elapsed = self.elapsed.max(at);
+            let levels = &mut self.levels[level];
+            let mut index = levels.heads[slot];
+            levels.heads[slot] = NIL;
+            levels.occupied &= !(1 << slot);
+            while index != NIL {
+                let entry = &mut self.slab[index as usize];
+                let next = entry.next;
+                if entry.deadline <= self.elapsed {
+                    overdue |= entry.deadline < at;
+                    let deadline = entry.deadline;
+                    let value = self.release(index);
+                    out.push((deadline, value));
+                } else {
+                    self.link(index);
+                }
+                index = next;
+            }
+        }
+        self.elapsed = self.elapsed.max(now);
+        if overdue {
+            // Only timers inserted with a past deadline can arrive out of order; the
+            // sort is linear on the otherwise sorted run.
+            out[start..].sort_by_key(|&(deadline, _)| deadline);
+        }
+    }
+
+    /// `(level, slot, time the slot is due)` of the earliest occupied slot.
+    fn next_slot(&self) -> Option<(usize, usize, u64)> {
+        for (level, lvl) in self.levels.iter().enumerate() {
+            if lvl.occupied == 0 {
+                continue;
+            }
+            let now_slot = ((self.elapsed >> (SLOT_BITS as usize * level)) & SLOT_MASK) as u32;
+            // The top level is a ring: its current slot holds only parked timers a
+            // whole rotation ahead, so the search starts just after it.
+            let first = if level == LEVELS - 1 {
+                (now_slot + 1) % SLOTS as u32
+            } else {
+                now_slot
+            };
+            let rotated = lvl.occupied.rotate_right(first);
+            let slot = ((rotated.trailing_zeros() + first) % SLOTS as u32) as usize;
+            let level_start = self.elapsed & !(level_range(level) - 1);
+            let mut at = level_start + slot as u64 * slot_range(level);
+            if level > 0 && at <= self.elapsed {
+                // Only the top level wraps: timers parked beyond the wheel's span sit
+                // in a slot "behind" now, which really is one rotation ahead.
+                debug_assert_eq!(level, LEVELS - 1);
+                at += level_range(level);
+            }
+            return Some((level, slot, at.max(self.elapsed)));
+        }
+        None
+    }
+
+    fn link(&mut self, index: u32) {
+        let deadline = self.slab[index as usize].deadline;
+        let (level, slot) = if deadline <= self.elapsed {
+            (0, (self.elapsed & SLOT_MASK) as usize)
+        } else {
+            let when = deadline.min(self.elapsed + MAX_SPAN_MS);
+            let level = level_for(self.elapsed, when);
+            let slot = ((when >> (SLOT_BITS as usize * level)) & SLOT_MASK) as usize;
+            (level, slot)
+        };
+        let lvl = &mut self.levels[level];
+        let head = lvl.heads[slot];
+        lvl.heads[slot] = index;
+        lvl.occupied |= 1 << slot;
+        if head != NIL {
+            self.slab[head as usize].prev = index;
+        }
+        let entry = &mut self.slab[index as usize];
+        entry.next = head;
+        entry.prev = NIL;
+        entry.location = (level * SLOTS + slot) as u16;
+    }
+
+    fn unlink(&mut self, index: u32) {
+        let Entry {
+            next,
+            prev,
+            location,
+            ..
+        } = self.slab[index as usize];
+        let (level, slot) = (location as usize / SLOTS, location as usize % SLOTS);
+        if prev == NIL {
+            let lvl = &mut self.levels[level];
+            lvl.heads[slot] = next;
+            if next == NIL {
+                lvl.occupied &= !(1 << slot);
+            }
+        } else {
+            self.slab[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.slab[next as usize].prev = prev;
+        }
+    }
+
+    fn release(&mut self, index: u32) -> T {
+        let entry = &mut self.slab[index as usize];
+        entry.location = FREE;
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.next = self.free_head;
+        self.free_head = index;
+        self.len -= 1;
+        entry.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+
+    #[test]
+    fn a_pending_timer_costs_at_most_64_bytes() {
+        assert!(std::mem::size_of::<Entry<u64>>() <= 64);
+        assert!(std::mem::size_of::<Entry<u32>>() <= 32);
+    }
+
+    #[test]
+    fn fires_at_its_deadline_and_not_before() {
+        let mut w = TimerWheel::new(1_000);
+        w.insert(1_250, 7u64);
+        let mut out = Vec::new();
+        w.advance(1_249, &mut out);
+        assert!(out.is_empty());
+        w.advance(1_250, &mut out);
+        assert_eq!(out, vec![(1_250, 7)]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_deadline_a_year_away_fires_on_time() {
+        let year = 365 * 24 * 3_600 * 1_000;
+        let start = 1_700_000_000_123;
+        let mut w = TimerWheel::new(start);
+        w.insert(start + year, 1u64);
+        let mut out = Vec::new();
+        w.advance(start + year - 1, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(w.next_expiration().map(|t| t <= start + year), Some(true));
+        w.advance(start + year, &mut out);
+        assert_eq!(out, vec![(start + year, 1)]);
+    }
+
+    #[test]
+    fn deadlines_beyond_the_span_wait_in_the_top_level() {
+        let mut w = TimerWheel::new(5);
+        let far = 5 + 3 * MAX_SPAN_MS;
+        w.insert(far, 1u32);
+        let mut out = Vec::new();
+        w.advance(far - 1, &mut out);
+        assert!(out.is_empty());
+        w.advance(far, &mut out);
+        assert_eq!(out, vec![(far, 1)]);
+    }
+
+    #[test]
+    fn past_deadlines_fire_on_the_next_advance_in_order() {
+        let mut w = TimerWheel::new(10_000);
+        w.insert(9_000, 1u32);
+        w.insert(5_000, 2);
+        w.insert(10_000, 3);
+        let mut out = Vec::new();
+        w.advance(10_000, &mut out);
+        assert_eq!(out, vec![(5_000, 2), (9_000, 1), (10_000, 3)]);
+    }
+
+    #[test]
+    fn cancel_and_stale_keys() {
+        let mut w = TimerWheel::new(0);
+        let a = w.insert(100, 1u32);
+        assert_eq!(w.cancel(a), Some(1));
+        assert_eq!(w.cancel(a), None);
+        let b = w.insert(100, 2);
+        // The slab slot is reused, but the old key must not reach the new timer.
+        assert_eq!(w.cancel(a), None);
+        assert!(!w.reschedule(a, 5));
+        assert_eq!(w.deadline(b), Some(100));
+    }
+
+    #[test]
+    fn next_expiration_skips_empty_ticks() {
+        let mut w = TimerWheel::new(0);
+        assert_eq!(w.next_expiration(), None);
+        w.insert(70_000, 1u32);
+        let at = w.next_expiration().unwrap();
+        assert!(at > 0 && at <= 70_000);
+        let mut out = Vec::new();
+        // Jumping straight to the deadline visits only occupied slots.
+        w.advance(70_000, &mut out);
+        assert_eq!(out, vec![(70_000, 1)]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64),
+        Cancel(usize),
+        Reschedule(usize, u64),
+        Advance(u64),
+    }
+
+    fn delay() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            4 => 0u64..70,
+            3 => 0u64..5_000,
+            2 => 0u64..400_000,
+            1 => 0u64..(3 * MAX_SPAN_MS),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => delay().prop_map(Op::Insert),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            1 => (any::<usize>(), delay()).prop_map(|(i, d)| Op::Reschedule(i, d)),
+            3 => delay().prop_map(Op::Advance),
+        ]
+    }
+
+    /// The reference: a binary heap of (deadline, id) with lazy deletion.
+    #[derive(Default)]
+    struct Reference {
+        heap: BinaryHeap<Reverse<(u64, u64, u64)>>,
+        live: HashMap<u64, (u64, u64)>,
+        version: u64,
+    }
+
+    impl Reference {
+        fn insert(&mut self, id: u64, deadline: u64) {
+            self.version += 1;
+            self.live.insert(id, (deadline, self.version));
+            self.heap.push(Reverse((deadline, id, self.version)));
+        }
+        fn remove(&mut self, id: u64) -> bool {
+            self.live.remove(&id).is_some()
+        }
+        fn advance(&mut self, now: u64) -> Vec<(u64, u64)> {
+            let mut out = Vec::new();
+            while let Some(&Reverse((deadline, id, version))) = self.heap.peek() {
+                if deadline > now {
+                    break;
+                }
+                self.heap.pop();
+                if self.live.get(&id) == Some(&(deadline, version)) {
+                    self.live.remove(&id);
+                    out.push((deadline, id));
+                }
+            }
+            out
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn behaves_like_a_binary_heap(start in 0u64..(1 << 45), ops in prop::collection::vec(op(), 1..300)) {
+            let mut wheel = TimerWheel::new(start);
+            let mut reference = Reference::default();
+            let mut now = start;
+            let mut keys: Vec<(u64, TimerKey)> = Vec::new();
+            let mut next_id = 0u64;
+            let mut out = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(d) => {
+                        // Some inserts land in the past on purpose.
+                        let deadline = (now + d).saturating_sub(if d % 7 == 0 { 30 } else { 0 });
+                        let key = wheel.insert(deadline, next_id);
+                        reference.insert(next_id, deadline);
+                        keys.push((next_id, key));
+                        next_id += 1;
+                    }
+                    Op::Cancel(i) if !keys.is_empty() => {
+                        let (id, key) = keys.swap_remove(i % keys.len());
+                        let expected = reference.remove(id);
+                        prop_assert_eq!(wheel.cancel(key).is_some(), expected);
+                    }
+                    Op::Reschedule(i, d) if !keys.is_empty() => {
+                        let (id, key) = keys[i % keys.len()];
+                        let pending = reference.live.contains_key(&id);
+                        prop_assert_eq!(wheel.reschedule(key, now + d), pending);
+                        if pending {
+                            reference.insert(id, now + d);
+                        }
+                    }
+                    Op::Advance(d) => {
+                        now += d;
+                        out.clear();
+                        wheel.advance(now, &mut out);
+                        let expected = reference.advance(now);
+                        // Deadline order, nothing early, nothing missing.
+                        prop_assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
+                        prop_assert!(out.iter().all(|&(deadline, _)| deadline <= now));
+                        let mut got = out.clone();
+                        got.sort_unstable();
+                        let mut want = expected;
+                        want.sort_unstable();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Cancel(_) | Op::Reschedule(..) => {}
+                }
+                prop_assert_eq!(wheel.len(), reference.live.len());
+                if let Some(at) = wheel.next_expiration() {
+                    let earliest = reference.live.values().map(|&(d, _)| d).min().unwrap();
+                    prop_assert!(at <= earliest.max(wheel.elapsed()));
+                    prop_assert!(at >= wheel.elapsed());
+                }
+            }
+        }
+    }
+}
