@@ -191,11 +191,7 @@ impl Scheduler {
             entry.spec = spec;
             match (entry.key, spec.active) {
                 (Some(key), true) if regrid => {
-                    let due = next_on_grid(
-                        now_ms,
-                        spec.interval_ms,
-                        phase_ms(spec.id, spec.interval_ms),
-                    );
+                    let due = first_due(&spec, now_ms);
                     self.wheel.reschedule(key, due);
                 }
                 (Some(key), false) => {
@@ -203,22 +199,14 @@ impl Scheduler {
                     entry.key = None;
                 }
                 (None, true) => {
-                    let due = next_on_grid(
-                        now_ms,
-                        spec.interval_ms,
-                        phase_ms(spec.id, spec.interval_ms),
-                    );
+                    let due = first_due(&spec, now_ms);
                     entry.key = Some(self.wheel.insert(due, spec.id));
                 }
                 _ => {}
             }
         } else {
             let key = spec.active.then(|| {
-                let due = next_on_grid(
-                    now_ms,
-                    spec.interval_ms,
-                    phase_ms(spec.id, spec.interval_ms),
-                );
+                let due = first_due(&spec, now_ms);
                 self.wheel.insert(due, spec.id)
             });
             self.checks.insert(spec.id, Entry { spec, key });
