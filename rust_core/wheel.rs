@@ -2,15 +2,16 @@
 //! range), a `u64` occupancy bitmap per level so the next expiry is found with
 //! trailing-zero counts and empty ticks cost nothing.
 //!
-//! Entries live in a slab and are linked into their slot by index (intrusive doubly
-//! linked lists), which makes insert, cancel and reschedule O(1) with no allocation once
-//! the slab has grown.
+//! Entries live in a slab; each slot is a vector of slab indices and every entry knows
+//! its position in it, so insert, cancel and reschedule are O(1) (swap-remove). Slots
+//! are vectors rather than linked lists so that a cascade walks a contiguous index
+//! array: the entry loads are independent and the CPU overlaps their cache misses,
+//! which is what keeps the cost flat at a million pending timers.
 
 const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 const SLOT_MASK: u64 = (SLOTS as u64) - 1;
-const NIL: u32 = u32::MAX;
 const FREE: u16 = u16::MAX;
 
 /// Furthest distance from "now" a timer can be placed at exactly; later deadlines are
@@ -29,24 +30,25 @@ pub struct TimerKey {
 struct Entry<T: Copy> {
     deadline: u64,
     value: T,
-    next: u32,
-    prev: u32,
     generation: u32,
-    /// `level * 64 + slot` while pending, `FREE` while on the free list.
+    /// Position of this entry's index inside its slot vector.
+    pos: u32,
+    /// `level * 64 + slot` while pending, `FREE` otherwise.
     location: u16,
 }
 
-#[derive(Clone, Copy)]
 struct Level {
     occupied: u64,
-    heads: [u32; SLOTS],
+    slots: [Vec<u32>; SLOTS],
 }
 
 impl Level {
-    const EMPTY: Level = Level {
-        occupied: 0,
-        heads: [NIL; SLOTS],
-    };
+    fn new() -> Self {
+        Level {
+            occupied: 0,
+            slots: std::array::from_fn(|_| Vec::new()),
+        }
+    }
 }
 
 /// The wheel. `T` is the small payload carried by each timer (a check id, say).
@@ -54,7 +56,8 @@ pub struct TimerWheel<T: Copy> {
     elapsed: u64,
     levels: [Level; LEVELS],
     slab: Vec<Entry<T>>,
-    free_head: u32,
+    free: Vec<u32>,
+    scratch: Vec<u32>,
     len: usize,
 }
 
@@ -89,9 +92,10 @@ impl<T: Copy> TimerWheel<T> {
     pub fn new(now: u64) -> Self {
         TimerWheel {
             elapsed: now,
-            levels: [Level::EMPTY; LEVELS],
+            levels: std::array::from_fn(|_| Level::new()),
             slab: Vec::new(),
-            free_head: NIL,
+            free: Vec::new(),
+            scratch: Vec::new(),
             len: 0,
         }
     }
@@ -112,30 +116,27 @@ impl<T: Copy> TimerWheel<T> {
 
     /// Pre-allocate room for `additional` more timers.
     pub fn reserve(&mut self, additional: usize) {
-        self.slab.reserve(additional);
+        self.slab
+            .reserve(additional.saturating_sub(self.free.len()));
     }
 
     /// Schedule `value` to fire at `deadline`. A deadline at or before the wheel's
     /// clock fires on the next `advance`.
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
-        let index = if self.free_head == NIL {
+        let index = if let Some(index) = self.free.pop() {
+            let entry = &mut self.slab[index as usize];
+            entry.deadline = deadline;
+            entry.value = value;
+            index
+        } else {
             let index = u32::try_from(self.slab.len()).expect("more than 2^32 timers");
-            assert!(index != NIL, "more than 2^32 - 1 timers");
             self.slab.push(Entry {
                 deadline,
                 value,
-                next: NIL,
-                prev: NIL,
                 generation: 0,
+                pos: 0,
                 location: FREE,
             });
-            index
-        } else {
-            let index = self.free_head;
-            let entry = &mut self.slab[index as usize];
-            self.free_head = entry.next;
-            entry.deadline = deadline;
-            entry.value = value;
             index
         };
         self.link(index);
@@ -196,13 +197,11 @@ impl<T: Copy> TimerWheel<T> {
                 break;
             }
             self.elapsed = self.elapsed.max(at);
-            let levels = &mut self.levels[level];
-            let mut index = levels.heads[slot];
-            levels.heads[slot] = NIL;
-            levels.occupied &= !(1 << slot);
-            while index != NIL {
-                let entry = &mut self.slab[index as usize];
-                let next = entry.next;
+            let mut list = std::mem::take(&mut self.scratch);
+            std::mem::swap(&mut list, &mut self.levels[level].slots[slot]);
+            self.levels[level].occupied &= !(1 << slot);
+            for &index in &list {
+                let entry = &self.slab[index as usize];
                 if entry.deadline <= self.elapsed {
                     overdue |= entry.deadline < at;
                     let deadline = entry.deadline;
@@ -211,8 +210,13 @@ impl<T: Copy> TimerWheel<T> {
                 } else {
                     self.link(index);
                 }
-                index = next;
             }
+            list.clear();
+            // Hand the emptied vector back to the slot so its capacity is reused.
+            if self.levels[level].slots[slot].is_empty() {
+                std::mem::swap(&mut list, &mut self.levels[level].slots[slot]);
+            }
+            self.scratch = list;
         }
         self.elapsed = self.elapsed.max(now);
         if overdue {
@@ -262,37 +266,25 @@ impl<T: Copy> TimerWheel<T> {
             (level, slot)
         };
         let lvl = &mut self.levels[level];
-        let head = lvl.heads[slot];
-        lvl.heads[slot] = index;
+        let list = &mut lvl.slots[slot];
+        let pos = list.len() as u32;
+        list.push(index);
         lvl.occupied |= 1 << slot;
-        if head != NIL {
-            self.slab[head as usize].prev = index;
-        }
         let entry = &mut self.slab[index as usize];
-        entry.next = head;
-        entry.prev = NIL;
+        entry.pos = pos;
         entry.location = (level * SLOTS + slot) as u16;
     }
 
     fn unlink(&mut self, index: u32) {
-        let Entry {
-            next,
-            prev,
-            location,
-            ..
-        } = self.slab[index as usize];
+        let Entry { pos, location, .. } = self.slab[index as usize];
         let (level, slot) = (location as usize / SLOTS, location as usize % SLOTS);
-        if prev == NIL {
-            let lvl = &mut self.levels[level];
-            lvl.heads[slot] = next;
-            if next == NIL {
-                lvl.occupied &= !(1 << slot);
-            }
-        } else {
-            self.slab[prev as usize].next = next;
-        }
-        if next != NIL {
-            self.slab[next as usize].prev = prev;
+        let lvl = &mut self.levels[level];
+        let list = &mut lvl.slots[slot];
+        list.swap_remove(pos as usize);
+        if let Some(&moved) = list.get(pos as usize) {
+            self.slab[moved as usize].pos = pos;
+        } else if list.is_empty() {
+            lvl.occupied &= !(1 << slot);
         }
     }
 
@@ -300,8 +292,7 @@ impl<T: Copy> TimerWheel<T> {
         let entry = &mut self.slab[index as usize];
         entry.location = FREE;
         entry.generation = entry.generation.wrapping_add(1);
-        entry.next = self.free_head;
-        self.free_head = index;
+        self.free.push(index);
         self.len -= 1;
         entry.value
     }
@@ -316,8 +307,8 @@ mod tests {
 
     #[test]
     fn a_pending_timer_costs_at_most_64_bytes() {
-        assert!(std::mem::size_of::<Entry<u64>>() <= 64);
-        assert!(std::mem::size_of::<Entry<u32>>() <= 32);
+        // The entry plus its index in a slot vector (and that vector's slack).
+        assert!(std::mem::size_of::<Entry<u64>>() + 2 * std::mem::size_of::<u32>() <= 64);
     }
 
     #[test]

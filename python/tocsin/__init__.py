@@ -1,0 +1,27 @@
+"""tocsin: a high-throughput uptime and incident platform with a native probe engine.
+
+Embedding: `tocsin.Engine` schedules checks in the native core and runs probe plugins
+(`@tocsin.probe("type")`) on your asyncio loop.
+"""
+
+from tocsin._core import InvalidCheckError
+from tocsin.engine import Engine, EngineClosedError, EventStream
+from tocsin.models import Check, ProbeOutcome, Result, Status, StatusChange
+from tocsin.probes import ProbeRegistry, UnknownProbeTypeError, default_registry, probe
+from tocsin.probes import http as _http  # noqa: F401  registers the `uptime` probe
+
+__all__ = [
+    "Check",
+    "Engine",
+    "EngineClosedError",
+    "EventStream",
+    "InvalidCheckError",
+    "ProbeOutcome",
+    "ProbeRegistry",
+    "Result",
+    "Status",
+    "StatusChange",
+    "UnknownProbeTypeError",
+    "default_registry",
+    "probe",
+]

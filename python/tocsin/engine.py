@@ -1,0 +1,376 @@
+"""`tocsin.Engine`: the embeddable facade over the native core.
+
+The core's clock thread owns the schedule. When it has work (due Python probes) or
+news (results, status changes) it makes a file descriptor readable; the asyncio loop
+wakes on it, drains everything in one call, starts the due probes and publishes the
+news. Nothing crosses the boundary one probe at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from tocsin import _core
+from tocsin.models import (
+    CODE_BY_STATUS,
+    STATUS_BY_CODE,
+    Check,
+    ProbeOutcome,
+    Result,
+    Status,
+    StatusChange,
+)
+from tocsin.probes import ProbeRegistry, default_registry
+
+log = logging.getLogger("tocsin.engine")
+
+Event = Result | StatusChange
+Listener = Callable[[Sequence[Result], Sequence[StatusChange]], None]
+
+# (check_id, due_ms, started_us, latency_us, status, error_kind, message, status_code)
+_ResultTuple = tuple[int, int, int, int, int, str | None, str | None, int]
+
+
+class EngineClosedError(RuntimeError):
+    """The engine is not running."""
+
+
+def _result(t: _ResultTuple) -> Result:
+    check_id, due_ms, started_us, latency_us, status, error_kind, message, code = t
+    return Result(
+        check_id=check_id,
+        status=STATUS_BY_CODE[status],
+        started_at=started_us / 1e6,
+        latency_ms=latency_us / 1e3,
+        due_at=due_ms / 1e3 if due_ms else None,
+        error_kind=error_kind,
+        message=message,
+        status_code=code or None,
+    )
+
+
+def _tuple(check_id: int, due_ms: int, started_us: int, o: ProbeOutcome, fallback_us: int) -> _ResultTuple:
+    latency_us = int(o.latency_ms * 1e3) if o.latency_ms is not None else fallback_us
+    return (
+        check_id,
+        due_ms,
+        started_us,
+        max(latency_us, 0),
+        CODE_BY_STATUS.get(o.status, CODE_BY_STATUS[Status.DOWN]),
+        o.error_kind,
+        o.message,
+        o.status_code or 0,
+    )
+
+
+class EventStream:
+    """An async iterator over results and status changes. Bounded: a consumer that falls
+    behind loses the oldest events (counted in `dropped`), never slows the engine."""
+
+    def __init__(self, engine: Engine, maxsize: int) -> None:
+        self._engine = engine
+        self._events: collections.deque[Event] = collections.deque(maxlen=maxsize)
+        self._ready = asyncio.Event()
+        self._closed = False
+        self.dropped = 0
+
+    def _push(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if len(self._events) == self._events.maxlen:
+                self.dropped += 1
+            self._events.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+        self._engine._streams.discard(self)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._events:
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._events.popleft()
+
+
+class Engine:
+    """Schedules checks natively and runs their probes; usable from any asyncio program.
+
+    ```
+    async with tocsin.Engine() as engine:
+        engine.upsert([tocsin.Check(id=1, type="uptime", url="http://127.0.0.1:8080/")])
+        async for event in engine.events():
+            print(event)
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: ProbeRegistry | None = None,
+        max_in_flight: int = 10_000,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._registry = registry or default_registry
+        self._max_in_flight = max_in_flight
+        # The core (and its clock thread) exists from construction so checks can be
+        # loaded before the loop runs; `start` attaches it to the running loop.
+        self._core: Any = _core.Core()
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._checks: dict[int, Check] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._backlog: collections.deque[tuple[int, int, int, int]] = collections.deque()
+        self._reports: list[_ResultTuple] = []
+        self._flush_pending = False
+        self._listeners: list[Listener] = []
+        self._streams: set[EventStream] = set()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and not self._closed
+
+    def start(self) -> None:
+        """Attach to the running asyncio loop; probes start from here on."""
+        if self._closed:
+            raise EngineClosedError("a closed engine cannot be started again")
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._core.wakeup_fd(), self._on_wakeup)
+        self._on_wakeup()
+
+    async def close(self, *, grace: float = 5.0) -> None:
+        """Stop scheduling, give running probes up to `grace` seconds, publish their
+        results, then release the core."""
+        core = self._core
+        if self._closed:
+            return
+        self._closed = True
+        core.pause(list(self._checks))
+        self._backlog.clear()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        self._flush_reports()
+        if self._loop is not None:
+            self._loop.remove_reader(core.wakeup_fd())
+            self._publish_pending()
+        core.close()
+        for stream in list(self._streams):
+            stream.close()
+        await self._registry.aclose()
+
+    # -- checks ---------------------------------------------------------------------
+
+    def _spec(self, check: Check) -> tuple[int, int, int, int, bool]:
+        return (
+            check.id,
+            round(check.interval * 1000),
+            round(check.timeout * 1000),
+            self._registry.kind(check.type),
+            check.is_active,
+        )
+
+    def upsert(self, checks: Iterable[Check]) -> None:
+        """Add or change checks in one native call. All or nothing: a bad check raises
+        `ValueError` (an unknown type, an interval outside 1 s to 1 day) and no check
+        changes."""
+        checks = list(checks)
+        self._require().upsert([self._spec(c) for c in checks])
+        for check in checks:
+            self._checks[check.id] = check
+
+    add = upsert
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = [i for i in ids if self._checks.pop(i, None) is not None]
+        self._require().remove(ids)
+        return len(ids)
+
+    def pause(self, ids: Iterable[int]) -> int:
+        ids = [i for i in ids if i in self._checks]
+        for i in ids:
+            self._checks[i].is_active = False
+        return self._require().pause(ids)  # type: ignore[no-any-return]
+
+    def resume(self, ids: Iterable[int]) -> int:
+        ids = [i for i in ids if i in self._checks]
+        for i in ids:
+            self._checks[i].is_active = True
+        return self._require().resume(ids)  # type: ignore[no-any-return]
+
+    def seed(self, statuses: Iterable[tuple[int, Status]]) -> None:
+        """Restore known statuses (after a restart) so the next result is not a change."""
+        pairs = [(i, CODE_BY_STATUS[s]) for i, s in statuses if s in CODE_BY_STATUS]
+        self._require().seed(pairs)
+
+    def get(self, check_id: int) -> Check | None:
+        return self._checks.get(check_id)
+
+    def status(self, check_id: int) -> Status:
+        check = self._checks.get(check_id)
+        if check is not None and not check.is_active:
+            return Status.PAUSED
+        return STATUS_BY_CODE[self._require().status(check_id)]
+
+    def next_due(self, check_id: int) -> float | None:
+        """When the check runs next (Unix seconds); None when paused or unknown."""
+        due = self._require().next_due(check_id)
+        return None if due is None else due / 1e3
+
+    def stats(self) -> dict[str, int]:
+        checks, dispatched, skipped = self._require().stats()
+        return {
+            "checks": checks,
+            "dispatched": dispatched,
+            "skipped": skipped,
+            "in_flight": len(self._tasks),
+            "backlog": len(self._backlog),
+        }
+
+    # -- results --------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(results, changes)` with every drained batch, on the loop."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def events(self, *, maxsize: int = 100_000) -> EventStream:
+        """An async iterator of `Result` and `StatusChange` events from now on."""
+        stream = EventStream(self, maxsize)
+        self._streams.add(stream)
+        return stream
+
+    async def run_once(self, check: Check, *, record: bool = False) -> Result:
+        """Probe `check` now, outside its schedule. With `record`, the result also goes
+        through the core like a scheduled one (status, transitions, listeners)."""
+        core = self._require()
+        kind = self._registry.kind(check.type)
+        started_us = core.now_us()
+        if kind == 0:
+            outcome = await self._probe(check, check.timeout)
+        else:
+            outcome = ProbeOutcome.up(latency_ms=0.0)
+        t = _tuple(check.id, 0, started_us, outcome, core.now_us() - started_us)
+        if record:
+            self._reports.append(t)
+            self._schedule_flush()
+        return _result(t)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _require(self) -> Any:
+        if self._closed:
+            raise EngineClosedError("the engine is closed")
+        return self._core
+
+    def _on_wakeup(self) -> None:
+        work, results, transitions = self._core.drain()
+        for item in work:
+            if len(self._tasks) < self._max_in_flight:
+                self._start(*item)
+            else:
+                self._backlog.append(item)
+        if results or transitions:
+            self._publish(results, transitions)
+
+    def _publish_pending(self) -> None:
+        _work, results, transitions = self._core.drain()
+        if results or transitions:
+            self._publish(results, transitions)
+
+    def _start(self, check_id: int, due_ms: int, dispatched_us: int, timeout_ms: int) -> None:
+        check = self._checks.get(check_id)
+        if check is None:
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._run(check, due_ms, timeout_ms))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        while self._backlog and len(self._tasks) < self._max_in_flight:
+            self._start(*self._backlog.popleft())
+
+    async def _probe(self, check: Check, timeout: float) -> ProbeOutcome:
+        try:
+            probe = self._registry.get(check.type)
+            async with asyncio.timeout(timeout):
+                outcome = await probe(check)
+            if not isinstance(outcome, ProbeOutcome):
+                return ProbeOutcome.down(
+                    "probe_error", f"probe returned {type(outcome).__name__}, not ProbeOutcome"
+                )
+            return outcome
+        except TimeoutError:
+            return ProbeOutcome.down("timeout", f"no answer within {timeout:g} s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("probe for check %s failed", check.id, exc_info=True)
+            return ProbeOutcome.down("probe_error", f"{type(exc).__name__}: {exc}")
+
+    async def _run(self, check: Check, due_ms: int, timeout_ms: int) -> None:
+        core = self._core
+        started_us = core.now_us()
+        outcome = await self._probe(check, timeout_ms / 1e3)
+        self._reports.append(_tuple(check.id, due_ms, started_us, outcome, core.now_us() - started_us))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_pending and self._loop is not None:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_reports)
+
+    def _flush_reports(self) -> None:
+        self._flush_pending = False
+        if self._reports:
+            reports, self._reports = self._reports, []
+            self._core.report(reports)
+
+    def _publish(self, results: list[_ResultTuple], transitions: list[tuple[Any, ...]]) -> None:
+        res = [_result(t) for t in results]
+        changes = [
+            StatusChange(cid, STATUS_BY_CODE[prev], STATUS_BY_CODE[cur], at_us / 1e6, reason)
+            for cid, prev, cur, at_us, reason in transitions
+        ]
+        for listener in self._listeners:
+            try:
+                listener(res, changes)
+            except Exception:
+                log.exception("engine listener failed")
+        for stream in self._streams:
+            stream._push(res)
+            stream._push(changes)

@@ -1,0 +1,90 @@
+"""The domain values the engine hands out and takes in: checks, results, status changes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    UNKNOWN = "UNKNOWN"
+    UP = "UP"
+    DOWN = "DOWN"
+    DEGRADED = "DEGRADED"
+    LATE = "LATE"
+    PAUSED = "PAUSED"
+
+
+# NOTE: the order is the native core's numeric status code (rust_core/aggregate.rs).
+STATUS_BY_CODE: tuple[Status, ...] = (Status.UNKNOWN, Status.UP, Status.DOWN, Status.DEGRADED)
+CODE_BY_STATUS: dict[Status, int] = {s: i for i, s in enumerate(STATUS_BY_CODE)}
+
+
+@dataclass(slots=True)
+class Check:
+    """A check as the engine sees it. `interval` and `timeout` are in seconds;
+    type-specific settings (url, expected codes, …) sit in the named fields or in
+    `options`."""
+
+    id: int
+    type: str
+    interval: float = 60.0
+    timeout: float = 10.0
+    name: str = ""
+    url: str | None = None
+    is_active: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class ProbeOutcome:
+    """What a probe plugin returns. The engine measures latency when the plugin does not."""
+
+    status: Status
+    error_kind: str | None = None
+    message: str | None = None
+    status_code: int | None = None
+    latency_ms: float | None = None
+
+    @classmethod
+    def up(cls, *, status_code: int | None = None, latency_ms: float | None = None) -> ProbeOutcome:
+        return cls(Status.UP, status_code=status_code, latency_ms=latency_ms)
+
+    @classmethod
+    def down(
+        cls,
+        error_kind: str,
+        message: str,
+        *,
+        status_code: int | None = None,
+        latency_ms: float | None = None,
+    ) -> ProbeOutcome:
+        return cls(Status.DOWN, error_kind, message, status_code, latency_ms)
+
+
+@dataclass(slots=True, frozen=True)
+class Result:
+    """One probe run. Times are Unix seconds; `due_at` is when the schedule wanted the
+    run (None for runs outside the schedule)."""
+
+    check_id: int
+    status: Status
+    started_at: float
+    latency_ms: float
+    due_at: float | None = None
+    error_kind: str | None = None
+    message: str | None = None
+    status_code: int | None = None
+    source: str = "central"
+
+
+@dataclass(slots=True, frozen=True)
+class StatusChange:
+    """A check's status changed."""
+
+    check_id: int
+    previous: Status
+    current: Status
+    at: float
+    reason: str | None = None
