@@ -1,0 +1,134 @@
+"""`tocsin serve`: the API and the engine in one process and one event loop.
+
+Start-up: open the store (migrations), create the first admin and token on a fresh data
+directory, load every check into the engine, serve. SIGINT/SIGTERM: stop accepting
+requests, stop the engine, write every buffered result, close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from tocsin.api.app import create_app
+from tocsin.api.checks import engine_check
+from tocsin.engine import Engine
+from tocsin.ingest import ResultWriter
+from tocsin.models import Status
+from tocsin.probes import UnknownProbeTypeError
+from tocsin.security import hash_password, hash_token, new_password, new_token
+from tocsin.store import Store, open_store
+
+log = logging.getLogger("tocsin.server")
+
+CREDENTIALS_FILE = "initial-credentials"
+ADMIN_EMAIL = "admin@localhost"
+
+
+async def bootstrap(store: Store, data_dir: Path) -> Path | None:
+    """On an empty database: an organisation, an OWNER admin and a personal access
+    token, written to `DATA_DIR/initial-credentials` (0600). Returns that path."""
+    if await store.count_users() > 0:
+        return None
+    password = new_password()
+    token = new_token()
+    user_id = await store.create_user(ADMIN_EMAIL, hash_password(password), superuser=True)
+    org = await store.create_organization("Default")
+    await store.add_membership(org["id"], user_id, "OWNER")
+    await store.create_token(user_id, "initial", token[:8], hash_token(token))
+    path = data_dir / CREDENTIALS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"email={ADMIN_EMAIL}\npassword={password}\ntoken={token}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # NOTE: signals are handled by `serve` below, which must flush results after
+        # uvicorn stops; uvicorn's own handling would re-raise them and skip that.
+        yield
+
+
+async def serve(
+    *,
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    database: str | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = open_store(database, data_dir)
+    await store.open()
+    try:
+        created = await bootstrap(store, data_dir)
+        if created:
+            log.warning("first start: admin user and API token written to %s", created)
+        await _run(store, host, port, ready)
+    finally:
+        await store.close()
+
+
+async def _run(store: Store, host: str, port: int, ready: asyncio.Event | None) -> None:
+    engine = Engine()
+    writer = ResultWriter(store)
+    engine.add_listener(writer.on_batch)
+    engine.start()
+    writer.start()
+
+    rows = await store.all_checks()
+    engine.seed([(r["id"], Status(r["status"])) for r in rows if r["status"] in Status.__members__])
+    loaded = 0
+    for row in rows:
+        try:
+            engine.upsert([engine_check(row)])
+            loaded += 1
+        except (UnknownProbeTypeError, ValueError) as exc:
+            log.error("check %s not scheduled: %s", row["id"], exc)
+    log.info("scheduled %d checks", loaded)
+
+    config = uvicorn.Config(
+        create_app(store, engine),
+        host=host,
+        port=port,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        log.info("received %s, shutting down", sig.name)
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        serving = loop.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            log.info("listening on http://%s:%d", host, port)
+            if ready is not None:
+                ready.set()
+        await serving
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await engine.close()
+        await writer.close()
+        log.info("stopped; %d results written", writer.written)
