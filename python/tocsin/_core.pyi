@@ -1,5 +1,16 @@
 """Type stubs for the native core (rust_core/py.rs); checked with mypy.stubtest."""
 
+from typing import final
+
+__all__ = [
+    "MAX_INTERVAL_MS",
+    "MAX_TIMEOUT_MS",
+    "MIN_INTERVAL_MS",
+    "Core",
+    "InvalidCheckError",
+    "phase_ms",
+]
+
 MIN_INTERVAL_MS: int
 MAX_INTERVAL_MS: int
 MAX_TIMEOUT_MS: int
@@ -7,6 +18,7 @@ MAX_TIMEOUT_MS: int
 class InvalidCheckError(ValueError):
     """A check spec the scheduler cannot accept (interval, timeout or kind out of range)."""
 
+@final
 class Core:
     """The native engine: owns the clock thread, the schedule and the result outbox."""
 

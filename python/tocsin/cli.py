@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
     p_serve.add_argument("--host", default="127.0.0.1")
     p_serve.add_argument("--port", type=int, default=8080)
-    p_serve.add_argument("--database", default=None, help="sqlite:///PATH (default: DATA_DIR/tocsin.db)")
+    p_serve.add_argument(
+        "--database", default=None, help="sqlite:///PATH (default: DATA_DIR/tocsin.db)"
+    )
 
     sub.add_parser("version", help="print the version")
 

@@ -54,7 +54,9 @@ def _result(t: _ResultTuple) -> Result:
     )
 
 
-def _tuple(check_id: int, due_ms: int, started_us: int, o: ProbeOutcome, fallback_us: int) -> _ResultTuple:
+def _tuple(
+    check_id: int, due_ms: int, started_us: int, o: ProbeOutcome, fallback_us: int
+) -> _ResultTuple:
     latency_us = int(o.latency_ms * 1e3) if o.latency_ms is not None else fallback_us
     return (
         check_id,
@@ -126,7 +128,7 @@ class Engine:
         self._max_in_flight = max_in_flight
         # The core (and its clock thread) exists from construction so checks can be
         # loaded before the loop runs; `start` attaches it to the running loop.
-        self._core: Any = _core.Core()
+        self._core = _core.Core()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checks: dict[int, Check] = {}
@@ -220,13 +222,13 @@ class Engine:
         ids = [i for i in ids if i in self._checks]
         for i in ids:
             self._checks[i].is_active = False
-        return self._require().pause(ids)  # type: ignore[no-any-return]
+        return self._require().pause(ids)
 
     def resume(self, ids: Iterable[int]) -> int:
         ids = [i for i in ids if i in self._checks]
         for i in ids:
             self._checks[i].is_active = True
-        return self._require().resume(ids)  # type: ignore[no-any-return]
+        return self._require().resume(ids)
 
     def seed(self, statuses: Iterable[tuple[int, Status]]) -> None:
         """Restore known statuses (after a restart) so the next result is not a change."""
@@ -290,7 +292,7 @@ class Engine:
 
     # -- internals ------------------------------------------------------------------
 
-    def _require(self) -> Any:
+    def _require(self) -> _core.Core:
         if self._closed:
             raise EngineClosedError("the engine is closed")
         return self._core
@@ -324,10 +326,10 @@ class Engine:
         while self._backlog and len(self._tasks) < self._max_in_flight:
             self._start(*self._backlog.popleft())
 
-    async def _probe(self, check: Check, timeout: float) -> ProbeOutcome:
+    async def _probe(self, check: Check, limit_s: float) -> ProbeOutcome:
         try:
             probe = self._registry.get(check.type)
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit_s):
                 outcome = await probe(check)
             if not isinstance(outcome, ProbeOutcome):
                 return ProbeOutcome.down(
@@ -335,7 +337,7 @@ class Engine:
                 )
             return outcome
         except TimeoutError:
-            return ProbeOutcome.down("timeout", f"no answer within {timeout:g} s")
+            return ProbeOutcome.down("timeout", f"no answer within {limit_s:g} s")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -346,7 +348,9 @@ class Engine:
         core = self._core
         started_us = core.now_us()
         outcome = await self._probe(check, timeout_ms / 1e3)
-        self._reports.append(_tuple(check.id, due_ms, started_us, outcome, core.now_us() - started_us))
+        self._reports.append(
+            _tuple(check.id, due_ms, started_us, outcome, core.now_us() - started_us)
+        )
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:

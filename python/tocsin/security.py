@@ -10,7 +10,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
 
-TOKEN_PREFIX = "pat_"
+TOKEN_PREFIX = "pat_"  # noqa: S105  (a public prefix, not a secret)
 
 
 def hash_password(password: str) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,7 +68,7 @@ async def serve(
     database: str | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240  (start-up)
     store = open_store(database, data_dir)
     await store.open()
     try:
@@ -79,7 +80,25 @@ async def serve(
         await store.close()
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so a busy port is a clear error before
+    anything starts (uvicorn would exit the process from inside the loop)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 async def _run(store: Store, host: str, port: int, ready: asyncio.Event | None) -> None:
+    sock = listen_socket(host, port)
     engine = Engine()
     writer = ResultWriter(store)
     engine.add_listener(writer.on_batch)
@@ -118,8 +137,9 @@ async def _run(store: Store, host: str, port: int, ready: asyncio.Event | None) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
     try:
-        serving = loop.create_task(server.serve())
-        while not server.started and not serving.done():
+        serving = loop.create_task(server.serve(sockets=[sock]))
+        # uvicorn exposes `started` only as a flag.
+        while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if server.started:
             log.info("listening on http://%s:%d", host, port)
@@ -129,6 +149,7 @@ async def _run(store: Store, host: str, port: int, ready: asyncio.Event | None) 
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        sock.close()
         await engine.close()
         await writer.close()
         log.info("stopped; %d results written", writer.written)

@@ -12,7 +12,9 @@ from tocsin.engine import Engine
 from tocsin.store.base import Store
 
 
-def create_app(store: Store, engine: Engine) -> falcon.asgi.App:
+def create_app(
+    store: Store, engine: Engine
+) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     app = falcon.asgi.App(middleware=[AuthMiddleware(store)])
     # Clients call both `/api/checks` and `/api/checks/`; neither may redirect.
     app.req_options.strip_url_path_trailing_slash = True

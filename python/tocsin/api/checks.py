@@ -78,10 +78,10 @@ def result_json(row: Row) -> dict[str, Any]:
     }
 
 
-def int_param(req: falcon.asgi.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+def opt_int_param(req: falcon.asgi.Request, name: str, lo: int, hi: int) -> int | None:
     raw = req.get_param(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
         value = int(raw)
     except ValueError:
@@ -89,6 +89,11 @@ def int_param(req: falcon.asgi.Request, name: str, default: int | None, lo: int,
     if not lo <= value <= hi:
         raise query_error(name, f"must be between {lo} and {hi}")
     return value
+
+
+def int_param(req: falcon.asgi.Request, name: str, default: int, lo: int, hi: int) -> int:
+    value = opt_int_param(req, name, lo, hi)
+    return default if value is None else value
 
 
 def principal(req: falcon.asgi.Request) -> Principal:
@@ -121,9 +126,8 @@ class ChecksResource:
         p = principal(req)
         limit = int_param(req, "limit", 100, 1, 500)
         offset = int_param(req, "offset", 0, 0, 10**9)
-        assert limit is not None and offset is not None
         org_ids = p.org_ids
-        org_filter = int_param(req, "org_id", None, 1, 2**63 - 1)
+        org_filter = opt_int_param(req, "org_id", 1, 2**63 - 1)
         if org_filter is not None:
             org_ids = [o for o in org_ids if o == org_filter]
         rows = await self._store.list_checks(org_ids, limit=limit, offset=offset)
@@ -152,13 +156,17 @@ class CheckResource:
         self._store = store
         self._engine = engine
 
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
         row = await self._store.get_check(principal(req).org_ids, check_id)
         if row is None:
             raise falcon.HTTPNotFound(description="Check not found")
         resp.media = check_json(row)
 
-    async def on_delete(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int) -> None:
+    async def on_delete(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
         p = principal(req)
         row = await self._store.get_check(p.org_ids, check_id)
         if row is None:
@@ -173,13 +181,14 @@ class CheckLogsResource:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
         p = principal(req)
         if await self._store.get_check(p.org_ids, check_id) is None:
             raise falcon.HTTPNotFound(description="Check not found")
         limit = int_param(req, "limit", 50, 1, 500)
-        before = int_param(req, "before", None, 1, 2**63 - 1)
-        assert limit is not None
+        before = opt_int_param(req, "before", 1, 2**63 - 1)
         rows = await self._store.list_results(p.org_ids, check_id, limit=limit, before=before)
         resp.media = [result_json(r) for r in rows]
         if len(rows) == limit:

@@ -14,7 +14,7 @@ import falcon.asgi
 log = logging.getLogger("tocsin.api")
 
 
-class ValidationFailed(falcon.HTTPError):  # noqa: N818  (an HTTP status, like falcon's)
+class ValidationFailed(falcon.HTTPError):
     def __init__(self, errors: Sequence[dict[str, Any]]) -> None:
         super().__init__(falcon.HTTP_422)
         self.errors = list(errors)
@@ -23,7 +23,9 @@ class ValidationFailed(falcon.HTTPError):  # noqa: N818  (an HTTP status, like f
         return {"detail": self.errors}
 
 
-def field_error(field: str | Sequence[str | int], msg: str, type_: str = "value_error") -> ValidationFailed:
+def field_error(
+    field: str | Sequence[str | int], msg: str, type_: str = "value_error"
+) -> ValidationFailed:
     loc = [field] if isinstance(field, str) else list(field)
     return ValidationFailed([{"loc": ["body", *loc], "msg": msg, "type": type_}])
 

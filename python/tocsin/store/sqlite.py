@@ -81,8 +81,12 @@ class SqliteStore(Store):
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await self._connect()
-        await self._migrate()
-        self._ro = await self._connect()
+        try:
+            await self._migrate()
+            self._ro = await self._connect()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         for conn in (self._ro, self._db):
@@ -113,7 +117,9 @@ class SqliteStore(Store):
             )
 
     async def schema_version(self) -> int:
-        async with self.db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+        async with self.db.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+        ) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -126,7 +132,8 @@ class SqliteStore(Store):
 
     async def create_user(self, email: str, password_hash: str, *, superuser: bool = False) -> int:
         cur = await self.db.execute(
-            "INSERT INTO users (email, password_hash, is_superuser, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO users (email, password_hash, is_superuser, created_at)"
+            " VALUES (?, ?, ?, ?)",
             (email, password_hash, int(superuser), time.time()),
         )
         assert cur.lastrowid is not None
@@ -253,7 +260,8 @@ class SqliteStore(Store):
         await self.db.execute("BEGIN IMMEDIATE")
         try:
             cur = await self.db.execute(
-                f"DELETE FROM checks WHERE id = ? AND organization_id IN ({_placeholders(org_ids)})",
+                "DELETE FROM checks"
+                f" WHERE id = ? AND organization_id IN ({_placeholders(org_ids)})",
                 (check_id, *org_ids),
             )
             deleted = cur.rowcount == 1
@@ -315,10 +323,18 @@ class SqliteStore(Store):
             )
             kept_changes = [c for c in changes if c.check_id in org_of]
             await db.executemany(
-                "INSERT INTO status_changes (check_id, organization_id, previous, current, at, reason)"
+                "INSERT INTO status_changes"
+                " (check_id, organization_id, previous, current, at, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (c.check_id, org_of[c.check_id], c.previous.value, c.current.value, c.at, c.reason)
+                    (
+                        c.check_id,
+                        org_of[c.check_id],
+                        c.previous.value,
+                        c.current.value,
+                        c.at,
+                        c.reason,
+                    )
                     for c in kept_changes
                 ],
             )

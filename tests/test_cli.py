@@ -1,0 +1,42 @@
+"""The `tocsin` command: clear refusals instead of stack traces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tocsin.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    proc = run("version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip()[0].isdigit()
+
+
+def test_serve_refuses_an_unsupported_database_with_a_message(tmp_path: Path) -> None:
+    proc = run("serve", "--data-dir", str(tmp_path), "--database", "postgresql://127.0.0.1/x")
+    assert proc.returncode == 2
+    assert "PostgreSQL" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = run("serve", "--data-dir", str(tmp_path), "--port", str(port))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
