@@ -53,7 +53,7 @@ def test_phases_are_stable_and_spread_over_the_interval() -> None:
     for i in range(1, 60_001):
         per_second[_core.phase_ms(i, 60_000) // 1000] += 1
     assert max(per_second) <= 1.01 * 1000
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="positive"):
         _core.phase_ms(1, 0)
 
 
@@ -80,7 +80,7 @@ def test_reported_results_fold_into_status_and_transitions(core: _core.Core) -> 
     core.upsert([(7, 60_000, 1_000, PYTHON, True)])
     now = core.now_us()
     core.report([(7, 0, now, 1_500, 2, "connect_refused", "refused", 0)])
-    work, results, transitions = core.drain()
+    _work, results, transitions = core.drain()
     assert results == [(7, 0, now, 1_500, 2, "connect_refused", "refused", 0)]
     assert transitions == [(7, 0, 2, now + 1_500, "connect_refused")]
     assert core.status(7) == 2

@@ -6,9 +6,9 @@ import asyncio
 import time
 
 import pytest
-from conftest import Target
 
 import tocsin
+from conftest import Target
 from tocsin import Check, Engine, ProbeOutcome, ProbeRegistry, Status, StatusChange
 
 
@@ -138,7 +138,7 @@ async def test_bad_checks_raise_value_errors_and_change_nothing() -> None:
             engine.upsert([Check(id=1, type="noop"), Check(id=2, type="nope")])
         with pytest.raises(tocsin.InvalidCheckError):
             engine.upsert([Check(id=3, type="noop", interval=0.5)])
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="interval"):
             engine.upsert([Check(id=4, type="noop", interval=86_401)])
         assert engine.stats()["checks"] == 0
         assert engine.get(1) is None

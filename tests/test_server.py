@@ -9,6 +9,7 @@ import stat
 from typing import Any
 
 import aiohttp
+
 from conftest import Server, Target, wait_for
 
 
@@ -74,8 +75,8 @@ async def test_a_check_follows_its_target_down_and_up(
     assert "DOWN" in statuses
     assert statuses[0] == "UP" and statuses[-1] == "UP"
     # Keyset paging: two pages of two, no overlap, continuing from the first.
-    code, page1 = await api(http, server, "GET", f"/api/checks/{cid}/logs?limit=2")
-    code, page2 = await api(
+    _, page1 = await api(http, server, "GET", f"/api/checks/{cid}/logs?limit=2")
+    _, page2 = await api(
         http, server, "GET", f"/api/checks/{cid}/logs?limit=2&before={page1[-1]['id']}"
     )
     assert [r["id"] for r in page1 + page2] == [r["id"] for r in logs[:4]]
@@ -147,7 +148,7 @@ async def test_bad_input_is_refused_with_the_field_and_nothing_is_stored(
 async def test_results_survive_a_restart_and_checks_keep_their_phase(
     server: Server, target: Target, http: aiohttp.ClientSession
 ) -> None:
-    code, check = await api(
+    _, check = await api(
         http, server, "POST", "/api/checks/", json={"name": "w", "url": target.url, "interval": 1}
     )
     cid = check["id"]
@@ -169,6 +170,7 @@ async def test_results_survive_a_restart_and_checks_keep_their_phase(
     phases = {round(_epoch(r["due_at"]) * 1000) % 1000 for r in after}
     assert len(phases) == 1, f"runs left their phase after a restart: {phases}"
     code, body = await api(http, server, "GET", f"/api/checks/{cid}")
+    assert code == 200
     assert body["status"] == "UP"
     assert server.stop(signal.SIGINT) == 0
 

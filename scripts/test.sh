@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds everything and runs every check: lint (Rust and Python), the Rust tests and the
+# Python tests. This is exactly what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+VENV=${VENV:-.venv}
+export PATH="$PWD/$VENV/bin:$PATH"
+
+step() { echo; echo "== $*"; }
+
+step "cargo fmt --check";   cargo fmt --check
+step "cargo clippy";        cargo clippy --all-targets --all-features --quiet -- -D warnings
+step "ruff check";          ruff check python tests bench
+step "ruff format --check"; ruff format --check python tests bench
+step "mypy";                mypy
+step "cargo test";          cargo test --quiet
+step "pytest";              python -m pytest -q -p no:cacheprovider "$@"
