@@ -2,17 +2,24 @@
 //! range), a `u64` occupancy bitmap per level so the next expiry is found with
 //! trailing-zero counts and empty ticks cost nothing.
 //!
-//! Entries live in a slab; each slot is a vector of slab indices and every entry knows
-//! its position in it, so insert, cancel and reschedule are O(1) (swap-remove). Slots
-//! are vectors rather than linked lists so that a cascade walks a contiguous index
-//! array: the entry loads are independent and the CPU overlaps their cache misses,
-//! which is what keeps the cost flat at a million pending timers.
+//! Layout, chosen for a million pending timers:
+//! - each slot is a vector of 16-byte items `(deadline, index, epoch)`, so cascading a
+//!   slot into lower levels reads and writes contiguous memory only and never touches
+//!   the timers themselves;
+//! - the timers (deadline, payload, generation, epoch) live in a slab addressed by
+//!   index; a key is `(index, generation)`;
+//! - cancel and reschedule are lazy: they bump the timer's epoch (and push a new item
+//!   for a reschedule), leaving the old item behind; an item whose epoch is not the
+//!   timer's current one is dropped when its slot fires. Stale items are compacted
+//!   away once they outnumber live timers, which bounds memory and keeps every
+//!   operation amortised O(1).
 
 const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
 const SLOT_MASK: u64 = (SLOTS as u64) - 1;
-const FREE: u16 = u16::MAX;
+/// Stale items tolerated before a compaction, on top of one per live timer.
+const STALE_SLACK: usize = 1_024;
 
 /// Furthest distance from "now" a timer can be placed at exactly; later deadlines are
 /// parked in the top level and cascaded again when their slot comes round.
@@ -30,16 +37,29 @@ pub struct TimerKey {
 struct Entry<T: Copy> {
     deadline: u64,
     value: T,
+    /// Odd while pending, even while free; bumped on every allocation and release.
     generation: u32,
-    /// Position of this entry's index inside its slot vector.
-    pos: u32,
-    /// `level * 64 + slot` while pending, `FREE` otherwise.
-    location: u16,
+    /// Bumped on every insert and reschedule; only the item carrying the current epoch
+    /// may fire.
+    epoch: u32,
+}
+
+impl<T: Copy> Entry<T> {
+    fn pending(&self) -> bool {
+        self.generation & 1 == 1
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Item {
+    deadline: u64,
+    index: u32,
+    epoch: u32,
 }
 
 struct Level {
     occupied: u64,
-    slots: [Vec<u32>; SLOTS],
+    slots: [Vec<Item>; SLOTS],
 }
 
 impl Level {
@@ -57,8 +77,9 @@ pub struct TimerWheel<T: Copy> {
     levels: [Level; LEVELS],
     slab: Vec<Entry<T>>,
     free: Vec<u32>,
-    scratch: Vec<u32>,
+    scratch: Vec<Item>,
     len: usize,
+    stale: usize,
 }
 
 fn slot_range(level: usize) -> u64 {
@@ -97,6 +118,7 @@ impl<T: Copy> TimerWheel<T> {
             free: Vec::new(),
             scratch: Vec::new(),
             len: 0,
+            stale: 0,
         }
     }
 
@@ -116,8 +138,7 @@ impl<T: Copy> TimerWheel<T> {
 
     /// Pre-allocate room for `additional` more timers.
     pub fn reserve(&mut self, additional: usize) {
-        self.slab
-            .reserve(additional.saturating_sub(self.free.len()));
+        self.slab.reserve(additional.saturating_sub(self.free.len()));
     }
 
     /// Schedule `value` to fire at `deadline`. A deadline at or before the wheel's
@@ -127,24 +148,29 @@ impl<T: Copy> TimerWheel<T> {
             let entry = &mut self.slab[index as usize];
             entry.deadline = deadline;
             entry.value = value;
+            entry.generation = entry.generation.wrapping_add(1);
+            entry.epoch = entry.epoch.wrapping_add(1);
             index
         } else {
             let index = u32::try_from(self.slab.len()).expect("more than 2^32 timers");
             self.slab.push(Entry {
                 deadline,
                 value,
-                generation: 0,
-                pos: 0,
-                location: FREE,
+                generation: 1,
+                epoch: 0,
             });
             index
         };
-        self.link(index);
-        self.len += 1;
-        TimerKey {
+        let Entry {
+            generation, epoch, ..
+        } = self.slab[index as usize];
+        self.push(Item {
+            deadline,
             index,
-            generation: self.slab[index as usize].generation,
-        }
+            epoch,
+        });
+        self.len += 1;
+        TimerKey { index, generation }
     }
 
     /// Remove a pending timer and return its payload; `None` if it already fired or was
@@ -153,8 +179,10 @@ impl<T: Copy> TimerWheel<T> {
         if !self.is_pending(key) {
             return None;
         }
-        self.unlink(key.index);
-        Some(self.release(key.index))
+        let value = self.release(key.index);
+        self.stale += 1;
+        self.maybe_compact();
+        Some(value)
     }
 
     /// Move a pending timer to a new deadline; false if the key is stale.
@@ -162,9 +190,17 @@ impl<T: Copy> TimerWheel<T> {
         if !self.is_pending(key) {
             return false;
         }
-        self.unlink(key.index);
-        self.slab[key.index as usize].deadline = deadline;
-        self.link(key.index);
+        let entry = &mut self.slab[key.index as usize];
+        entry.deadline = deadline;
+        entry.epoch = entry.epoch.wrapping_add(1);
+        let epoch = entry.epoch;
+        self.push(Item {
+            deadline,
+            index: key.index,
+            epoch,
+        });
+        self.stale += 1;
+        self.maybe_compact();
         true
     }
 
@@ -177,13 +213,16 @@ impl<T: Copy> TimerWheel<T> {
     fn is_pending(&self, key: TimerKey) -> bool {
         self.slab
             .get(key.index as usize)
-            .is_some_and(|e| e.generation == key.generation && e.location != FREE)
+            .is_some_and(|e| e.generation == key.generation && e.pending())
     }
 
     /// The earliest time at which `advance` would return something, if any timer is
     /// pending. Never later than the earliest deadline, possibly earlier (a cascade
-    /// point), never earlier than the wheel's clock.
+    /// point, or a slot holding only cancelled items), never earlier than the clock.
     pub fn next_expiration(&self) -> Option<u64> {
+        if self.len == 0 {
+            return None;
+        }
         self.next_slot().map(|(_, _, at)| at)
     }
 
@@ -197,26 +236,30 @@ impl<T: Copy> TimerWheel<T> {
                 break;
             }
             self.elapsed = self.elapsed.max(at);
-            let mut list = std::mem::take(&mut self.scratch);
-            std::mem::swap(&mut list, &mut self.levels[level].slots[slot]);
+            let mut items = std::mem::take(&mut self.scratch);
+            std::mem::swap(&mut items, &mut self.levels[level].slots[slot]);
             self.levels[level].occupied &= !(1 << slot);
-            for &index in &list {
-                let entry = &self.slab[index as usize];
-                if entry.deadline <= self.elapsed {
-                    overdue |= entry.deadline < at;
-                    let deadline = entry.deadline;
-                    let value = self.release(index);
-                    out.push((deadline, value));
-                } else {
-                    self.link(index);
+            for &item in &items {
+                if item.deadline > self.elapsed {
+                    // PERF: cascading moves the item only; the timer is not touched.
+                    self.push(item);
+                    continue;
                 }
+                let entry = &self.slab[item.index as usize];
+                if entry.epoch != item.epoch || !entry.pending() {
+                    self.stale -= 1;
+                    continue;
+                }
+                overdue |= item.deadline < at;
+                let value = self.release(item.index);
+                out.push((item.deadline, value));
             }
-            list.clear();
+            items.clear();
             // Hand the emptied vector back to the slot so its capacity is reused.
             if self.levels[level].slots[slot].is_empty() {
-                std::mem::swap(&mut list, &mut self.levels[level].slots[slot]);
+                std::mem::swap(&mut items, &mut self.levels[level].slots[slot]);
             }
-            self.scratch = list;
+            self.scratch = items;
         }
         self.elapsed = self.elapsed.max(now);
         if overdue {
@@ -255,46 +298,51 @@ impl<T: Copy> TimerWheel<T> {
         None
     }
 
-    fn link(&mut self, index: u32) {
-        let deadline = self.slab[index as usize].deadline;
-        let (level, slot) = if deadline <= self.elapsed {
+    fn push(&mut self, item: Item) {
+        let (level, slot) = if item.deadline <= self.elapsed {
             (0, (self.elapsed & SLOT_MASK) as usize)
         } else {
-            let when = deadline.min(self.elapsed + MAX_SPAN_MS);
+            let when = item.deadline.min(self.elapsed + MAX_SPAN_MS);
             let level = level_for(self.elapsed, when);
             let slot = ((when >> (SLOT_BITS as usize * level)) & SLOT_MASK) as usize;
             (level, slot)
         };
         let lvl = &mut self.levels[level];
-        let list = &mut lvl.slots[slot];
-        let pos = list.len() as u32;
-        list.push(index);
+        lvl.slots[slot].push(item);
         lvl.occupied |= 1 << slot;
-        let entry = &mut self.slab[index as usize];
-        entry.pos = pos;
-        entry.location = (level * SLOTS + slot) as u16;
-    }
-
-    fn unlink(&mut self, index: u32) {
-        let Entry { pos, location, .. } = self.slab[index as usize];
-        let (level, slot) = (location as usize / SLOTS, location as usize % SLOTS);
-        let lvl = &mut self.levels[level];
-        let list = &mut lvl.slots[slot];
-        list.swap_remove(pos as usize);
-        if let Some(&moved) = list.get(pos as usize) {
-            self.slab[moved as usize].pos = pos;
-        } else if list.is_empty() {
-            lvl.occupied &= !(1 << slot);
-        }
     }
 
     fn release(&mut self, index: u32) -> T {
         let entry = &mut self.slab[index as usize];
-        entry.location = FREE;
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(index);
         self.len -= 1;
         entry.value
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.stale > self.len + STALE_SLACK {
+            self.compact();
+        }
+    }
+
+    /// Drop every stale item; O(items), run only after as many stale items as live
+    /// timers have piled up, so amortised O(1) per cancel or reschedule.
+    fn compact(&mut self) {
+        let slab = &self.slab;
+        for lvl in &mut self.levels {
+            for (slot, items) in lvl.slots.iter_mut().enumerate() {
+                items.retain(|item| {
+                    let e = &slab[item.index as usize];
+                    e.epoch == item.epoch && e.pending()
+                });
+                if items.is_empty() {
+                    lvl.occupied &= !(1 << slot);
+                    *items = Vec::new();
+                }
+            }
+        }
+        self.stale = 0;
     }
 }
 
@@ -307,8 +355,10 @@ mod tests {
 
     #[test]
     fn a_pending_timer_costs_at_most_64_bytes() {
-        // The entry plus its index in a slot vector (and that vector's slack).
-        assert!(std::mem::size_of::<Entry<u64>>() + 2 * std::mem::size_of::<u32>() <= 64);
+        // The timer plus its slot item, with room for the slot vector's slack.
+        let per_timer = std::mem::size_of::<Entry<u64>>() + std::mem::size_of::<Item>();
+        assert_eq!(per_timer, 40);
+        assert!(per_timer + std::mem::size_of::<Item>() <= 64);
     }
 
     #[test]
@@ -371,6 +421,26 @@ mod tests {
         assert_eq!(w.cancel(a), None);
         assert!(!w.reschedule(a, 5));
         assert_eq!(w.deadline(b), Some(100));
+    }
+
+    #[test]
+    fn cancelled_and_rescheduled_items_do_not_pile_up() {
+        let mut w = TimerWheel::new(0);
+        let keys: Vec<TimerKey> = (0..10u64).map(|i| w.insert(1_000_000 + i, i)).collect();
+        for round in 0..100_000u64 {
+            let key = keys[(round % 10) as usize];
+            assert!(w.reschedule(key, 1_000_000 + round));
+        }
+        let items: usize = w
+            .levels
+            .iter()
+            .flat_map(|l| l.slots.iter())
+            .map(Vec::len)
+            .sum();
+        assert!(items <= 10 + STALE_SLACK + 1, "{items} items for 10 timers");
+        let mut out = Vec::new();
+        w.advance(u64::MAX / 2, &mut out);
+        assert_eq!(out.len(), 10);
     }
 
     #[test]
