@@ -138,7 +138,8 @@ impl<T: Copy> TimerWheel<T> {
 
     /// Pre-allocate room for `additional` more timers.
     pub fn reserve(&mut self, additional: usize) {
-        self.slab.reserve(additional.saturating_sub(self.free.len()));
+        self.slab
+            .reserve(additional.saturating_sub(self.free.len()));
     }
 
     /// Schedule `value` to fire at `deadline`. A deadline at or before the wheel's

@@ -11,8 +11,8 @@ step() { echo; echo "== $*"; }
 
 step "cargo fmt --check";   cargo fmt --check
 step "cargo clippy";        cargo clippy --all-targets --all-features --quiet -- -D warnings
-step "ruff check";          ruff check python tests bench
-step "ruff format --check"; ruff format --check python tests bench
+step "ruff check";          ruff check python tests bench examples
+step "ruff format --check"; ruff format --check python tests bench examples
 step "mypy";                mypy
 step "cargo test";          cargo test --quiet
 step "pytest";              python -m pytest -q -p no:cacheprovider "$@"
