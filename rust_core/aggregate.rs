@@ -6,56 +6,7 @@
 
 use std::collections::HashMap;
 
-/// Status of a result or a check. The numeric values cross the Python boundary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Status {
-    Unknown = 0,
-    Up = 1,
-    Down = 2,
-    Degraded = 3,
-}
-
-impl TryFrom<u8> for Status {
-    type Error = u8;
-    fn try_from(v: u8) -> Result<Self, u8> {
-        match v {
-            0 => Ok(Status::Unknown),
-            1 => Ok(Status::Up),
-            2 => Ok(Status::Down),
-            3 => Ok(Status::Degraded),
-            other => Err(other),
-        }
-    }
-}
-
-/// One probe run, whatever executed it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeResult {
-    pub check_id: u64,
-    /// When the run was due on the schedule (ms since the Unix epoch); 0 for runs
-    /// outside the schedule (run-now).
-    pub due_ms: u64,
-    /// When the run actually started (µs since the Unix epoch).
-    pub started_us: u64,
-    pub latency_us: u64,
-    pub status: Status,
-    /// Stable machine-readable error kind (`timeout`, `connect_refused`, …).
-    pub error_kind: Option<String>,
-    pub message: Option<String>,
-    /// HTTP status code, 0 when not applicable.
-    pub status_code: u16,
-}
-
-/// A change of a check's status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transition {
-    pub check_id: u64,
-    pub previous: Status,
-    pub current: Status,
-    pub at_us: u64,
-    pub reason: Option<String>,
-}
+pub use crate::result::{ProbeResult, Status, Transition};
 
 #[derive(Default)]
 pub struct Verdicts {
@@ -106,14 +57,11 @@ mod tests {
 
     fn result(check_id: u64, status: Status) -> ProbeResult {
         ProbeResult {
-            check_id,
-            due_ms: 0,
             started_us: 1,
             latency_us: 2,
             status,
             error_kind: (status == Status::Down).then(|| "timeout".to_owned()),
-            message: None,
-            status_code: 0,
+            ..ProbeResult::new(check_id)
         }
     }
 

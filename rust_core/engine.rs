@@ -1,16 +1,59 @@
-//! The native engine: a clock thread that owns the schedule and dispatches due runs, and
-//! an outbox that Python drains in batches when the wake-up descriptor fires.
+//! The native engine: a clock thread that owns the schedule and dispatches due runs
+//! (native probes to the executor, the rest to Python), and an outbox that Python drains
+//! in batches when the wake-up descriptor fires.
 //!
 //! Python never calls in per probe and the clock thread never calls into Python: both
 //! sides meet only at the mutex-guarded state, in batches.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::aggregate::{ProbeResult, Status, Transition, Verdicts};
+use crate::aggregate::Verdicts;
+use crate::executor::{Executor, ExecutorConfig, Finished};
+use crate::probe::{ConfigError, ProbeSpec};
+use crate::result::{ProbeResult, Status, Transition};
 use crate::schedule::{CheckSpec, Due, ProbeKind, ScheduleError, ScheduleStats, Scheduler};
 use crate::wakeup::Wakeup;
+
+/// Why a batch of checks was refused (nothing in it was applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    Schedule(ScheduleError),
+    Config { check_id: u64, error: ConfigError },
+    Startup(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Schedule(e) => e.fmt(f),
+            EngineError::Config { check_id, error } => write!(f, "check {check_id}: {error}"),
+            EngineError::Startup(e) => write!(f, "cannot start the engine: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<ScheduleError> for EngineError {
+    fn from(e: ScheduleError) -> Self {
+        EngineError::Schedule(e)
+    }
+}
+
+/// A probe to run once, outside the schedule.
+#[derive(Clone, Debug)]
+pub struct OneOff {
+    pub run_id: u64,
+    pub check_id: u64,
+    pub kind: ProbeKind,
+    pub config: String,
+    pub timeout_ms: u64,
+    /// Fold the result into the check's status like a scheduled run.
+    pub record: bool,
+}
 
 /// Wall-clock microseconds derived from a monotonic clock, so a wall-clock step while
 /// running never makes the schedule jump or fire twice.
@@ -77,6 +120,7 @@ pub struct EngineStats {
 
 struct State {
     scheduler: Scheduler,
+    probes: HashMap<u64, Arc<ProbeSpec>>,
     verdicts: Verdicts,
     outbox: Outbox,
     /// The wake-up descriptor has been signalled and not drained since.
@@ -89,6 +133,7 @@ struct Shared {
     tick: Condvar,
     wakeup: Wakeup,
     clock: Clock,
+    executor: Executor,
 }
 
 impl Shared {
@@ -112,24 +157,29 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn start() -> std::io::Result<Self> {
+    pub fn start(config: &ExecutorConfig) -> Result<Self, EngineError> {
         let clock = Clock::new();
+        let executor = Executor::new(config).map_err(|e| EngineError::Startup(e.to_string()))?;
+        let wakeup = Wakeup::new().map_err(|e| EngineError::Startup(e.to_string()))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 scheduler: Scheduler::new(clock.now_us() / 1_000),
+                probes: HashMap::new(),
                 verdicts: Verdicts::default(),
                 outbox: Outbox::default(),
                 signalled: false,
                 stopping: false,
             }),
             tick: Condvar::new(),
-            wakeup: Wakeup::new()?,
+            wakeup,
             clock,
+            executor,
         });
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("tocsin-clock".into())
-            .spawn(move || clock_loop(&thread_shared))?;
+            .spawn(move || clock_loop(&thread_shared))
+            .map_err(|e| EngineError::Startup(e.to_string()))?;
         Ok(Engine {
             shared,
             clock_thread: Mutex::new(Some(handle)),
@@ -144,20 +194,69 @@ impl Engine {
         self.shared.wakeup.fd()
     }
 
-    /// Add or change many checks at once. All are validated first: on error nothing
+    /// Add or change many checks at once, each with its probe settings (JSON, empty
+    /// for kinds that take none). All are validated and parsed first: on error nothing
     /// changes.
-    pub fn upsert(&self, specs: &[CheckSpec]) -> Result<(), ScheduleError> {
-        for spec in specs {
+    pub fn upsert(&self, checks: &[(CheckSpec, &str)]) -> Result<(), EngineError> {
+        let mut parsed = Vec::with_capacity(checks.len());
+        for &(spec, config) in checks {
             spec.validate()?;
+            let probe =
+                ProbeSpec::parse(spec.kind, config).map_err(|error| EngineError::Config {
+                    check_id: spec.id,
+                    error,
+                })?;
+            parsed.push((spec, probe.map(Arc::new)));
         }
         let mut state = self.shared.lock();
         let now_ms = self.shared.clock.now_us() / 1_000;
-        state.scheduler.reserve(specs.len());
-        for spec in specs {
-            state.scheduler.upsert(*spec, now_ms)?;
+        state.scheduler.reserve(parsed.len());
+        for (spec, probe) in parsed {
+            state.scheduler.upsert(spec, now_ms)?;
+            match probe {
+                Some(p) => state.probes.insert(spec.id, p),
+                None => state.probes.remove(&spec.id),
+            };
         }
         drop(state);
         self.shared.tick.notify_one();
+        Ok(())
+    }
+
+    /// Run probes now, outside the schedule; each result comes back through `drain`
+    /// with its `run_id`. All are parsed first: on error none runs.
+    pub fn run_once(&self, runs: Vec<OneOff>) -> Result<(), EngineError> {
+        let mut parsed = Vec::with_capacity(runs.len());
+        for run in runs {
+            if run.kind == ProbeKind::Python {
+                return Err(EngineError::Config {
+                    check_id: run.check_id,
+                    error: ConfigError::new("type", "Python probes run on the Python side"),
+                });
+            }
+            let probe =
+                ProbeSpec::parse(run.kind, &run.config).map_err(|error| EngineError::Config {
+                    check_id: run.check_id,
+                    error,
+                })?;
+            parsed.push((run, probe));
+        }
+        for (run, probe) in parsed {
+            let due = Due {
+                check_id: run.check_id,
+                due_ms: 0,
+                timeout_ms: run.timeout_ms.max(1),
+                kind: run.kind,
+            };
+            if let Some(probe) = probe {
+                dispatch(&self.shared, due, Arc::new(probe), run.run_id, run.record);
+            } else {
+                let mut state = self.shared.lock();
+                let result = noop_result(&due, self.shared.clock.now_us(), run.run_id);
+                deliver(&mut state, result, run.record);
+                self.shared.signal_if_needed(&mut state);
+            }
+        }
         Ok(())
     }
 
@@ -169,6 +268,7 @@ impl Engine {
             if state.scheduler.remove(id) {
                 n += 1;
             }
+            state.probes.remove(&id);
             state.verdicts.forget(id);
         }
         n
@@ -217,7 +317,7 @@ impl Engine {
     pub fn report(&self, results: Vec<ProbeResult>) {
         let mut state = self.shared.lock();
         for result in results {
-            accept(&mut state, result);
+            deliver(&mut state, result, true);
         }
         self.shared.signal_if_needed(&mut state);
     }
@@ -261,14 +361,66 @@ impl Drop for Engine {
     }
 }
 
-fn accept(state: &mut State, result: ProbeResult) {
-    if let Some(transition) = state.verdicts.fold(&result) {
-        state.outbox.transitions.push(transition);
+/// Queue a result for Python; fold it into the check's status when it is a scheduled
+/// run (or a one-off asked to be recorded) of a check that still exists.
+fn deliver(state: &mut State, result: ProbeResult, record: bool) {
+    let fold = (result.run_id == 0 || record) && state.scheduler.get(result.check_id).is_some();
+    if fold {
+        if let Some(transition) = state.verdicts.fold(&result) {
+            state.outbox.transitions.push(transition);
+        }
     }
     state.outbox.results.push(result);
 }
 
-fn clock_loop(shared: &Shared) {
+fn noop_result(due: &Due, now_us: u64, run_id: u64) -> ProbeResult {
+    ProbeResult {
+        due_ms: due.due_ms,
+        started_us: now_us,
+        status: Status::Up,
+        run_id,
+        ..ProbeResult::new(due.check_id)
+    }
+}
+
+fn finished(due: &Due, run_id: u64, (outcome, started_us, took_us): Finished) -> ProbeResult {
+    let (error_kind, message) = match outcome.error {
+        Some((kind, message)) => (Some(kind.as_str().to_owned()), Some(message)),
+        None => (None, None),
+    };
+    ProbeResult {
+        due_ms: due.due_ms,
+        started_us,
+        latency_us: outcome.latency_us.unwrap_or(took_us),
+        status: outcome.status,
+        error_kind,
+        message,
+        status_code: outcome.status_code,
+        run_id,
+        timings: outcome.timings,
+        details: (!outcome.details.is_empty())
+            .then(|| serde_json::Value::Object(outcome.details).to_string()),
+        ..ProbeResult::new(due.check_id)
+    }
+}
+
+/// Hand a native probe to the executor; its result is delivered from a probe thread.
+fn dispatch(shared: &Arc<Shared>, due: Due, probe: Arc<ProbeSpec>, run_id: u64, record: bool) {
+    let sink = Arc::clone(shared);
+    shared.executor.spawn(
+        probe,
+        Duration::from_millis(due.timeout_ms),
+        shared.clock,
+        move |done| {
+            let result = finished(&due, run_id, done);
+            let mut state = sink.lock();
+            deliver(&mut state, result, record);
+            sink.signal_if_needed(&mut state);
+        },
+    );
+}
+
+fn clock_loop(shared: &Arc<Shared>) {
     let mut due: Vec<Due> = Vec::new();
     let mut state = shared.lock();
     loop {
@@ -287,19 +439,12 @@ fn clock_loop(shared: &Shared) {
                     dispatched_us,
                     timeout_ms: run.timeout_ms,
                 }),
-                ProbeKind::Noop => accept(
-                    &mut state,
-                    ProbeResult {
-                        check_id: run.check_id,
-                        due_ms: run.due_ms,
-                        started_us: dispatched_us,
-                        latency_us: 0,
-                        status: Status::Up,
-                        error_kind: None,
-                        message: None,
-                        status_code: 0,
-                    },
-                ),
+                ProbeKind::Noop => deliver(&mut state, noop_result(run, dispatched_us, 0), false),
+                _ => {
+                    if let Some(probe) = state.probes.get(&run.check_id) {
+                        dispatch(shared, *run, Arc::clone(probe), 0, false);
+                    }
+                }
             }
         }
         shared.signal_if_needed(&mut state);
@@ -340,6 +485,19 @@ mod tests {
         }
     }
 
+    fn upsert(engine: &Engine, specs: &[CheckSpec]) -> Result<(), EngineError> {
+        let with_config: Vec<(CheckSpec, &str)> = specs.iter().map(|s| (*s, "")).collect();
+        engine.upsert(&with_config)
+    }
+
+    fn start() -> Engine {
+        Engine::start(&ExecutorConfig {
+            threads: 1,
+            ..ExecutorConfig::default()
+        })
+        .unwrap()
+    }
+
     fn drain_until(engine: &Engine, mut done: impl FnMut(&Outbox) -> bool) -> Outbox {
         let mut all = Outbox::default();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -358,8 +516,8 @@ mod tests {
 
     #[test]
     fn noop_checks_run_on_their_grid_and_transition_once() {
-        let engine = Engine::start().unwrap();
-        engine.upsert(&[noop(1), noop(2)]).unwrap();
+        let engine = start();
+        upsert(&engine, &[noop(1), noop(2)]).unwrap();
         let out = drain_until(&engine, |o| o.results.len() >= 4);
         assert!(out.results.len() >= 4);
         for r in &out.results {
@@ -375,22 +533,20 @@ mod tests {
 
     #[test]
     fn python_work_is_handed_out_and_reported_results_fold_into_status() {
-        let engine = Engine::start().unwrap();
+        let engine = start();
         let mut spec = noop(9);
         spec.kind = ProbeKind::Python;
-        engine.upsert(&[spec]).unwrap();
+        upsert(&engine, &[spec]).unwrap();
         let out = drain_until(&engine, |o| !o.work.is_empty());
         let work = out.work[0];
         assert_eq!(work.check_id, 9);
         engine.report(vec![ProbeResult {
-            check_id: 9,
             due_ms: work.due_ms,
             started_us: work.dispatched_us,
             latency_us: 10,
             status: Status::Down,
             error_kind: Some("connect_refused".into()),
-            message: None,
-            status_code: 0,
+            ..ProbeResult::new(9)
         }]);
         let out = engine.drain();
         assert_eq!(out.results.len(), 1);
@@ -400,10 +556,48 @@ mod tests {
 
     #[test]
     fn a_bad_spec_in_a_batch_changes_nothing() {
-        let engine = Engine::start().unwrap();
+        let engine = start();
         let mut bad = noop(2);
         bad.interval_ms = 10;
-        assert!(engine.upsert(&[noop(1), bad]).is_err());
+        assert!(upsert(&engine, &[noop(1), bad]).is_err());
+        let mut tcp = noop(3);
+        tcp.kind = ProbeKind::Tcp;
+        let err = engine
+            .upsert(&[(noop(1), ""), (tcp, r#"{"host": "x"}"#)])
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::Config { check_id: 3, ref error } if error.field == "port")
+        );
         assert_eq!(engine.stats().checks, 0);
+    }
+
+    #[test]
+    fn a_native_tcp_probe_reports_a_refused_port_with_its_kind() {
+        let engine = start();
+        // Bind then drop a listener: the port is (almost certainly) closed now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(r#"{{"host": "127.0.0.1", "port": {port}}}"#);
+        engine
+            .run_once(vec![OneOff {
+                run_id: 7,
+                check_id: 1,
+                kind: ProbeKind::Tcp,
+                config,
+                timeout_ms: 2_000,
+                record: false,
+            }])
+            .unwrap();
+        let out = drain_until(&engine, |o| !o.results.is_empty());
+        let r = &out.results[0];
+        assert_eq!((r.run_id, r.status), (7, Status::Down));
+        assert_eq!(r.error_kind.as_deref(), Some("connect_refused"));
+        assert!(
+            out.transitions.is_empty(),
+            "one-off runs do not change statuses"
+        );
     }
 }

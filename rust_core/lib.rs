@@ -4,6 +4,9 @@
 
 pub mod aggregate;
 pub mod engine;
+pub mod executor;
+pub mod probe;
+pub mod result;
 pub mod schedule;
 pub mod wakeup;
 pub mod wheel;

@@ -6,15 +6,17 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::aggregate::{ProbeResult, Status};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError, OneOff};
+use crate::executor::ExecutorConfig;
+use crate::result::{ProbeResult, Status, Timings};
 use crate::schedule::{self, CheckSpec, ProbeKind, ScheduleError};
 
 create_exception!(
     _core,
     InvalidCheckError,
     PyValueError,
-    "A check spec the scheduler cannot accept (interval, timeout or kind out of range)."
+    "A check the engine cannot accept: schedule limits, an unknown kind, or a probe \
+     setting (then `field` names it)."
 );
 
 impl From<ScheduleError> for PyErr {
@@ -23,10 +25,49 @@ impl From<ScheduleError> for PyErr {
     }
 }
 
-/// `(id, interval_ms, timeout_ms, kind, active)`
-type SpecTuple = (u64, u64, u64, u8, bool);
-/// `(check_id, due_ms, started_us, latency_us, status, error_kind, message, status_code)`
-type ResultTuple = (u64, u64, u64, u64, u8, Option<String>, Option<String>, u16);
+/// `InvalidCheckError` with `check_id` and `field` attributes (`field` is the API field
+/// at fault, or None when it is the schedule).
+fn engine_error(py: Python<'_>, err: &EngineError) -> PyErr {
+    let (check_id, field) = match &err {
+        EngineError::Config { check_id, error } => (Some(*check_id), Some(error.field.clone())),
+        EngineError::Schedule(ScheduleError::IntervalOutOfRange { id, .. }) => {
+            (Some(*id), Some("interval".to_owned()))
+        }
+        EngineError::Schedule(ScheduleError::TimeoutOutOfRange { id, .. }) => {
+            (Some(*id), Some("timeout".to_owned()))
+        }
+        EngineError::Schedule(ScheduleError::UnknownKind(_)) => (None, Some("type".to_owned())),
+        EngineError::Startup(e) => return PyOSError::new_err(e.clone()),
+    };
+    let exc = InvalidCheckError::new_err(err.to_string());
+    let value = exc.value(py);
+    if value.setattr("check_id", check_id).is_err() || value.setattr("field", field).is_err() {
+        return InvalidCheckError::new_err(err.to_string());
+    }
+    exc
+}
+
+/// `(id, interval_ms, timeout_ms, kind, active, config_json)`
+type SpecTuple = (u64, u64, u64, u8, bool, Option<String>);
+/// `(dns_us, connect_us, tls_us, first_byte_us)`
+type TimingsTuple = (Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+/// `(check_id, due_ms, started_us, latency_us, status, error_kind, message, status_code,
+///   run_id, timings, details_json)`
+type ResultTuple = (
+    u64,
+    u64,
+    u64,
+    u64,
+    u8,
+    Option<String>,
+    Option<String>,
+    u16,
+    u64,
+    TimingsTuple,
+    Option<String>,
+);
+/// `(run_id, check_id, kind, config_json, timeout_ms, record)`
+type OneOffTuple = (u64, u64, u8, String, u64, bool);
 /// `(check_id, due_ms, dispatched_us, timeout_ms)`
 type WorkTuple = (u64, u64, u64, u64);
 /// `(check_id, previous, current, at_us, reason)`
@@ -36,18 +77,12 @@ fn status(v: u8) -> PyResult<Status> {
     Status::try_from(v).map_err(|v| InvalidCheckError::new_err(format!("unknown status {v}")))
 }
 
-fn spec_from(t: SpecTuple) -> PyResult<CheckSpec> {
-    let (id, interval_ms, timeout_ms, kind, active) = t;
-    Ok(CheckSpec {
-        id,
-        interval_ms,
-        timeout_ms,
-        kind: ProbeKind::try_from(kind)?,
-        active,
-    })
+fn kind(v: u8) -> PyResult<ProbeKind> {
+    Ok(ProbeKind::try_from(v)?)
 }
 
 fn result_tuple(r: ProbeResult) -> ResultTuple {
+    let t = r.timings;
     (
         r.check_id,
         r.due_ms,
@@ -57,10 +92,49 @@ fn result_tuple(r: ProbeResult) -> ResultTuple {
         r.error_kind,
         r.message,
         r.status_code,
+        r.run_id,
+        (t.dns_us, t.connect_us, t.tls_us, t.first_byte_us),
+        r.details,
     )
 }
 
-/// The native engine: owns the clock thread, the schedule and the result outbox.
+fn result_from(t: ResultTuple) -> PyResult<ProbeResult> {
+    let (
+        check_id,
+        due_ms,
+        started_us,
+        latency_us,
+        s,
+        error_kind,
+        message,
+        status_code,
+        run_id,
+        timings,
+        details,
+    ) = t;
+    let (dns_us, connect_us, tls_us, first_byte_us) = timings;
+    Ok(ProbeResult {
+        check_id,
+        due_ms,
+        started_us,
+        latency_us,
+        status: status(s)?,
+        error_kind,
+        message,
+        status_code,
+        run_id,
+        timings: Timings {
+            dns_us,
+            connect_us,
+            tls_us,
+            first_byte_us,
+        },
+        details,
+    })
+}
+
+/// The native engine: owns the clock thread, the probe runtime, the schedule and the
+/// result outbox.
 #[pyclass(module = "tocsin._core", name = "Core", frozen)]
 struct PyCore {
     engine: Engine,
@@ -70,21 +144,75 @@ struct PyCore {
 #[allow(clippy::needless_pass_by_value)]
 #[pymethods]
 impl PyCore {
+    /// Start the clock thread and the probe runtime. `threads` 0 means one per core.
     #[new]
-    fn new() -> PyResult<Self> {
-        let engine = Engine::start().map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(PyCore { engine })
+    #[pyo3(signature = (threads=0, max_in_flight=10_000, max_per_host=1_000, extra_ca_pem=None))]
+    fn new(
+        py: Python<'_>,
+        threads: usize,
+        max_in_flight: usize,
+        max_per_host: usize,
+        extra_ca_pem: Option<String>,
+    ) -> PyResult<Self> {
+        let config = ExecutorConfig {
+            threads,
+            max_in_flight,
+            max_per_host,
+            extra_ca_pem,
+        };
+        match py.detach(|| Engine::start(&config)) {
+            Ok(engine) => Ok(PyCore { engine }),
+            Err(EngineError::Startup(e)) => Err(PyOSError::new_err(e)),
+            Err(e) => Err(PyValueError::new_err(e.to_string())),
+        }
     }
 
-    /// Add or change checks: a list of `(id, interval_ms, timeout_ms, kind, active)`.
+    /// Add or change checks: a list of
+    /// `(id, interval_ms, timeout_ms, kind, active, config_json)`.
     /// All or nothing: raises `InvalidCheckError` and changes nothing if any is invalid.
     fn upsert(&self, py: Python<'_>, specs: Vec<SpecTuple>) -> PyResult<()> {
         let specs = specs
             .into_iter()
-            .map(spec_from)
+            .map(|(id, interval_ms, timeout_ms, k, active, config)| {
+                Ok((
+                    CheckSpec {
+                        id,
+                        interval_ms,
+                        timeout_ms,
+                        kind: kind(k)?,
+                        active,
+                    },
+                    config.unwrap_or_default(),
+                ))
+            })
             .collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| self.engine.upsert(&specs))?;
-        Ok(())
+        py.detach(|| {
+            let borrowed: Vec<(CheckSpec, &str)> =
+                specs.iter().map(|(s, c)| (*s, c.as_str())).collect();
+            self.engine.upsert(&borrowed)
+        })
+        .map_err(|e| engine_error(py, &e))
+    }
+
+    /// Run native probes now: a list of
+    /// `(run_id, check_id, kind, config_json, timeout_ms, record)`. Results come back
+    /// through `drain` carrying their `run_id`.
+    fn run_once(&self, py: Python<'_>, runs: Vec<OneOffTuple>) -> PyResult<()> {
+        let runs = runs
+            .into_iter()
+            .map(|(run_id, check_id, k, config, timeout_ms, record)| {
+                Ok(OneOff {
+                    run_id,
+                    check_id,
+                    kind: kind(k)?,
+                    config,
+                    timeout_ms,
+                    record,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        py.detach(|| self.engine.run_once(runs))
+            .map_err(|e| engine_error(py, &e))
     }
 
     /// Remove checks; returns how many were known.
@@ -110,33 +238,11 @@ impl PyCore {
         Ok(())
     }
 
-    /// Hand in results of Python probes (tuples as returned by `drain`).
+    /// Hand in results of Python probes (tuples shaped as `drain` returns them).
     fn report(&self, py: Python<'_>, results: Vec<ResultTuple>) -> PyResult<()> {
         let results = results
             .into_iter()
-            .map(
-                |(
-                    check_id,
-                    due_ms,
-                    started_us,
-                    latency_us,
-                    s,
-                    error_kind,
-                    message,
-                    status_code,
-                )| {
-                    Ok(ProbeResult {
-                        check_id,
-                        due_ms,
-                        started_us,
-                        latency_us,
-                        status: status(s)?,
-                        error_kind,
-                        message,
-                        status_code,
-                    })
-                },
-            )
+            .map(result_from)
             .collect::<PyResult<Vec<_>>>()?;
         py.detach(|| self.engine.report(results));
         Ok(())

@@ -18,6 +18,19 @@ pub enum ProbeKind {
     /// Completed inside the core at dispatch with an UP result; exists so the scheduler
     /// and result path can be measured without any probe cost.
     Noop = 1,
+    /// Native probes, run on the executor's tokio threads.
+    Http = 2,
+    Tcp = 3,
+    Udp = 4,
+    Dns = 5,
+    Icmp = 6,
+    Tls = 7,
+}
+
+impl ProbeKind {
+    pub fn is_native_probe(self) -> bool {
+        !matches!(self, ProbeKind::Python | ProbeKind::Noop)
+    }
 }
 
 impl TryFrom<u8> for ProbeKind {
@@ -26,6 +39,12 @@ impl TryFrom<u8> for ProbeKind {
         match v {
             0 => Ok(ProbeKind::Python),
             1 => Ok(ProbeKind::Noop),
+            2 => Ok(ProbeKind::Http),
+            3 => Ok(ProbeKind::Tcp),
+            4 => Ok(ProbeKind::Udp),
+            5 => Ok(ProbeKind::Dns),
+            6 => Ok(ProbeKind::Icmp),
+            7 => Ok(ProbeKind::Tls),
             other => Err(ScheduleError::UnknownKind(other)),
         }
     }

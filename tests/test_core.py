@@ -11,6 +11,8 @@ from tocsin import _core
 
 NOOP = 1
 PYTHON = 0
+TCP = 3
+NO_TIMINGS = (None, None, None, None)
 
 
 def wait_readable(fd: int, timeout: float) -> bool:
@@ -26,7 +28,7 @@ def core() -> _core.Core:
 
 
 def test_loading_100k_checks_is_one_call(core: _core.Core) -> None:
-    core.upsert([(i, 60_000, 5_000, NOOP, True) for i in range(1, 100_001)])
+    core.upsert([(i, 60_000, 5_000, NOOP, True, None) for i in range(1, 100_001)])
     checks, _, _ = core.stats()
     assert checks == 100_000
     now_ms = core.now_us() // 1000
@@ -38,11 +40,11 @@ def test_loading_100k_checks_is_one_call(core: _core.Core) -> None:
 
 def test_a_bad_spec_raises_a_value_error_and_changes_nothing(core: _core.Core) -> None:
     with pytest.raises(_core.InvalidCheckError, match="interval 999 ms"):
-        core.upsert([(1, 60_000, 1_000, NOOP, True), (2, 999, 1_000, NOOP, True)])
+        core.upsert([(1, 60_000, 1_000, NOOP, True, None), (2, 999, 1_000, NOOP, True, None)])
     with pytest.raises(ValueError, match="timeout"):
-        core.upsert([(3, 60_000, 0, NOOP, True)])
+        core.upsert([(3, 60_000, 0, NOOP, True, None)])
     with pytest.raises(ValueError, match="kind"):
-        core.upsert([(4, 60_000, 1_000, 9, True)])
+        core.upsert([(4, 60_000, 1_000, 9, True, None)])
     assert core.stats()[0] == 0
     assert core.next_due(1) is None
 
@@ -60,7 +62,7 @@ def test_phases_are_stable_and_spread_over_the_interval() -> None:
 def test_due_work_wakes_the_descriptor_and_drains_in_one_batch(core: _core.Core) -> None:
     fd = core.wakeup_fd()
     assert not wait_readable(fd, 0)
-    core.upsert([(i, 1_000, 500, PYTHON, True) for i in range(1, 51)])
+    core.upsert([(i, 1_000, 500, PYTHON, True, None) for i in range(1, 51)])
     assert wait_readable(fd, 3.0)
     seen: set[int] = set()
     deadline = time.monotonic() + 3
@@ -77,19 +79,21 @@ def test_due_work_wakes_the_descriptor_and_drains_in_one_batch(core: _core.Core)
 
 
 def test_reported_results_fold_into_status_and_transitions(core: _core.Core) -> None:
-    core.upsert([(7, 60_000, 1_000, PYTHON, True)])
+    core.upsert([(7, 60_000, 1_000, PYTHON, True, None)])
     now = core.now_us()
-    core.report([(7, 0, now, 1_500, 2, "connect_refused", "refused", 0)])
+    core.report([(7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None)])
     _work, results, transitions = core.drain()
-    assert results == [(7, 0, now, 1_500, 2, "connect_refused", "refused", 0)]
+    assert results == [
+        (7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None)
+    ]
     assert transitions == [(7, 0, 2, now + 1_500, "connect_refused")]
     assert core.status(7) == 2
-    core.report([(7, 0, now + 10, 5, 2, "connect_refused", None, 0)])
+    core.report([(7, 0, now + 10, 5, 2, "connect_refused", None, 0, 0, NO_TIMINGS, None)])
     assert core.drain()[2] == []
 
 
 def test_pause_resume_and_remove(core: _core.Core) -> None:
-    core.upsert([(1, 5_000, 1_000, NOOP, True)])
+    core.upsert([(1, 5_000, 1_000, NOOP, True, None)])
     assert core.pause([1, 99]) == 1
     assert core.next_due(1) is None
     assert core.resume([1]) == 1
@@ -100,11 +104,11 @@ def test_pause_resume_and_remove(core: _core.Core) -> None:
 
 def test_a_restart_keeps_the_phase() -> None:
     a = _core.Core()
-    a.upsert([(77, 30_000, 1_000, NOOP, True)])
+    a.upsert([(77, 30_000, 1_000, NOOP, True, None)])
     due_a = a.next_due(77)
     a.close()
     b = _core.Core()
-    b.upsert([(77, 30_000, 1_000, NOOP, True)])
+    b.upsert([(77, 30_000, 1_000, NOOP, True, None)])
     due_b = b.next_due(77)
     b.close()
     assert due_a is not None and due_b is not None

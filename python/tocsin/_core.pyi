@@ -16,27 +16,39 @@ MAX_INTERVAL_MS: int
 MAX_TIMEOUT_MS: int
 
 class InvalidCheckError(ValueError):
-    """A check spec the scheduler cannot accept (interval, timeout or kind out of range)."""
+    """A check the engine cannot accept: schedule limits, an unknown kind, or a probe
+    setting (then `field` names it)."""
+
+    check_id: int | None
+    field: str | None
+
+_Timings = tuple[int | None, int | None, int | None, int | None]
+_Result = tuple[int, int, int, int, int, str | None, str | None, int, int, _Timings, str | None]
 
 @final
 class Core:
-    """The native engine: owns the clock thread, the schedule and the result outbox."""
+    """The native engine: owns the clock thread, the probe runtime, the schedule and the
+    result outbox."""
 
-    def __new__(cls) -> Core: ...
-    def upsert(self, specs: list[tuple[int, int, int, int, bool]]) -> None: ...
+    def __new__(
+        cls,
+        threads: int = 0,
+        max_in_flight: int = 10_000,
+        max_per_host: int = 1_000,
+        extra_ca_pem: str | None = None,
+    ) -> Core: ...
+    def upsert(self, specs: list[tuple[int, int, int, int, bool, str | None]]) -> None: ...
+    def run_once(self, runs: list[tuple[int, int, int, str, int, bool]]) -> None: ...
     def remove(self, ids: list[int]) -> int: ...
     def pause(self, ids: list[int]) -> int: ...
     def resume(self, ids: list[int]) -> int: ...
     def seed(self, statuses: list[tuple[int, int]]) -> None: ...
-    def report(
-        self,
-        results: list[tuple[int, int, int, int, int, str | None, str | None, int]],
-    ) -> None: ...
+    def report(self, results: list[_Result]) -> None: ...
     def drain(
         self,
     ) -> tuple[
         list[tuple[int, int, int, int]],
-        list[tuple[int, int, int, int, int, str | None, str | None, int]],
+        list[_Result],
         list[tuple[int, int, int, int, str | None]],
     ]: ...
     def wakeup_fd(self) -> int: ...

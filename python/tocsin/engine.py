@@ -1,15 +1,19 @@
 """`tocsin.Engine`: the embeddable facade over the native core.
 
-The core's clock thread owns the schedule. When it has work (due Python probes) or
-news (results, status changes) it makes a file descriptor readable; the asyncio loop
-wakes on it, drains everything in one call, starts the due probes and publishes the
-news. Nothing crosses the boundary one probe at a time.
+The core's clock thread owns the schedule. Native probe types (HTTP, TCP, UDP, DNS,
+ICMP, TLS) run on the core's own threads; other types are handed to this asyncio loop
+as due work for their plugin. When the core has work or news (results, status changes)
+it makes a file descriptor readable; the loop wakes on it, drains everything in one
+call, starts the due plugin probes and publishes the news. Nothing crosses the
+boundary one probe at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -24,33 +28,45 @@ from tocsin.models import (
     Result,
     Status,
     StatusChange,
+    Timings,
 )
-from tocsin.probes import ProbeRegistry, default_registry
+from tocsin.probes import PYTHON_KIND, ProbeRegistry, default_registry
 
 log = logging.getLogger("tocsin.engine")
 
 Event = Result | StatusChange
 Listener = Callable[[Sequence[Result], Sequence[StatusChange]], None]
 
-# (check_id, due_ms, started_us, latency_us, status, error_kind, message, status_code)
-_ResultTuple = tuple[int, int, int, int, int, str | None, str | None, int]
+_TimingsTuple = tuple[int | None, int | None, int | None, int | None]
+# The native result record: (check_id, due_ms, started_us, latency_us, status,
+# error_kind, message, status_code, run_id, timings, details_json).
+_ResultTuple = tuple[
+    int, int, int, int, int, str | None, str | None, int, int, _TimingsTuple, str | None
+]
+_NO_TIMINGS: _TimingsTuple = (None, None, None, None)
 
 
 class EngineClosedError(RuntimeError):
     """The engine is not running."""
 
 
+def _ms(us: int | None) -> float | None:
+    return None if us is None else us / 1e3
+
+
 def _result(t: _ResultTuple) -> Result:
-    check_id, due_ms, started_us, latency_us, status, error_kind, message, code = t
+    check_id, due_ms, started_us, latency_us, status, kind, message, code, _, tm, details = t
     return Result(
         check_id=check_id,
         status=STATUS_BY_CODE[status],
         started_at=started_us / 1e6,
         latency_ms=latency_us / 1e3,
         due_at=due_ms / 1e3 if due_ms else None,
-        error_kind=error_kind,
+        error_kind=kind,
         message=message,
         status_code=code or None,
+        timings=None if tm == _NO_TIMINGS else Timings(*(_ms(x) for x in tm)),
+        details_json=details,
     )
 
 
@@ -67,6 +83,9 @@ def _tuple(
         o.error_kind,
         o.message,
         o.status_code or 0,
+        0,
+        _NO_TIMINGS,
+        json.dumps(o.details) if o.details else None,
     )
 
 
@@ -121,14 +140,24 @@ class Engine:
         *,
         registry: ProbeRegistry | None = None,
         max_in_flight: int = 10_000,
+        max_per_host: int = 1_000,
+        threads: int = 0,
+        extra_ca_pem: str | None = None,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        """`max_in_flight` caps probes running at once (native and plugin each),
+        `max_per_host` native probes per target host; `threads` sets the native probe
+        threads (0: one per core); `extra_ca_pem` adds trusted CA certificates (PEM)
+        for HTTPS and TLS probes, e.g. a private CA."""
+        if max_in_flight < 1 or max_per_host < 1:
+            raise ValueError("max_in_flight and max_per_host must be at least 1")
         self._registry = registry or default_registry
         self._max_in_flight = max_in_flight
         # The core (and its clock thread) exists from construction so checks can be
         # loaded before the loop runs; `start` attaches it to the running loop.
-        self._core = _core.Core()
+        self._core = _core.Core(threads, max_in_flight, max_per_host, extra_ca_pem)
+        self._run_ids = itertools.count(1)
+        # run_id -> (waiting caller, whether the result is recorded like a scheduled one)
+        self._one_offs: dict[int, tuple[asyncio.Future[Result], bool]] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checks: dict[int, Check] = {}
@@ -193,19 +222,22 @@ class Engine:
 
     # -- checks ---------------------------------------------------------------------
 
-    def _spec(self, check: Check) -> tuple[int, int, int, int, bool]:
+    def _spec(self, check: Check) -> tuple[int, int, int, int, bool, str | None]:
+        kind = self._registry.kind(check.type)
         return (
             check.id,
             round(check.interval * 1000),
             round(check.timeout * 1000),
-            self._registry.kind(check.type),
+            kind,
             check.is_active,
+            None if kind == PYTHON_KIND else json.dumps(check.probe_config()),
         )
 
     def upsert(self, checks: Iterable[Check]) -> None:
         """Add or change checks in one native call. All or nothing: a bad check raises
-        `ValueError` (an unknown type, an interval outside 1 s to 1 day) and no check
-        changes."""
+        a `ValueError` (an unknown type, an interval outside 1 s to 1 day, a probe
+        setting the native probe refuses: `InvalidCheckError.field` names it) and no
+        check changes."""
         checks = list(checks)
         self._require().upsert([self._spec(c) for c in checks])
         for check in checks:
@@ -277,13 +309,45 @@ class Engine:
     async def run_once(self, check: Check, *, record: bool = False) -> Result:
         """Probe `check` now, outside its schedule. With `record`, the result also goes
         through the core like a scheduled one (status, transitions, listeners)."""
+        [result] = await self.run_many([check], record=record)
+        return result
+
+    async def run_many(self, checks: Iterable[Check], *, record: bool = False) -> list[Result]:
+        """Probe many checks now (native types in one native call), within the same
+        in-flight limits as scheduled runs; results in the order of `checks`. Bad
+        settings raise before anything runs."""
         core = self._require()
-        kind = self._registry.kind(check.type)
+        checks = list(checks)
+        kinds = [self._registry.kind(c.type) for c in checks]
+        native = [
+            (
+                next(self._run_ids),
+                check.id,
+                kind,
+                json.dumps(check.probe_config()),
+                round(check.timeout * 1000),
+                record,
+            )
+            for check, kind in zip(checks, kinds, strict=True)
+            if kind != PYTHON_KIND
+        ]
+        core.run_once(native)
+        loop = asyncio.get_running_loop()
+        run_ids = iter(run[0] for run in native)
+        waits: list[asyncio.Future[Result]] = []
+        for check, kind in zip(checks, kinds, strict=True):
+            if kind == PYTHON_KIND:
+                waits.append(loop.create_task(self._plugin_once(check, record)))
+            else:
+                future: asyncio.Future[Result] = loop.create_future()
+                self._one_offs[next(run_ids)] = (future, record)
+                waits.append(future)
+        return list(await asyncio.gather(*waits))
+
+    async def _plugin_once(self, check: Check, record: bool) -> Result:
+        core = self._require()
         started_us = core.now_us()
-        if kind == 0:
-            outcome = await self._probe(check, check.timeout)
-        else:
-            outcome = ProbeOutcome.up(latency_ms=0.0)
+        outcome = await self._probe(check, check.timeout)
         t = _tuple(check.id, 0, started_us, outcome, core.now_us() - started_us)
         if record:
             self._reports.append(t)
@@ -365,7 +429,17 @@ class Engine:
             self._core.report(reports)
 
     def _publish(self, results: list[_ResultTuple], transitions: list[tuple[Any, ...]]) -> None:
-        res = [_result(t) for t in results]
+        res = []
+        for t in results:
+            result = _result(t)
+            one_off = self._one_offs.pop(t[8], None) if t[8] else None
+            if one_off is not None:
+                future, record = one_off
+                if not future.done():
+                    future.set_result(result)
+                if not record:
+                    continue
+            res.append(result)
         changes = [
             StatusChange(cid, STATUS_BY_CODE[prev], STATUS_BY_CODE[cur], at_us / 1e6, reason)
             for cid, prev, cur, at_us, reason in transitions

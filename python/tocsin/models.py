@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,19 @@ class Check:
     timeout: float = 10.0
     name: str = ""
     url: str | None = None
+    host: str | None = None
+    port: int | None = None
     is_active: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+
+    def probe_config(self) -> dict[str, Any]:
+        """The settings a probe reads: the options plus url, host and port."""
+        config = dict(self.options)
+        for key in ("url", "host", "port"):
+            value = getattr(self, key)
+            if value is not None:
+                config[key] = value
+        return config
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,6 +58,7 @@ class ProbeOutcome:
     message: str | None = None
     status_code: int | None = None
     latency_ms: float | None = None
+    details: dict[str, Any] | None = None
 
     @classmethod
     def up(cls, *, status_code: int | None = None, latency_ms: float | None = None) -> ProbeOutcome:
@@ -64,6 +77,16 @@ class ProbeOutcome:
 
 
 @dataclass(slots=True, frozen=True)
+class Timings:
+    """Time spent in each phase of a probe, in ms; None where the phase does not apply."""
+
+    dns_ms: float | None = None
+    connect_ms: float | None = None
+    tls_ms: float | None = None
+    first_byte_ms: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
 class Result:
     """One probe run. Times are Unix seconds; `due_at` is when the schedule wanted the
     run (None for runs outside the schedule)."""
@@ -77,6 +100,13 @@ class Result:
     message: str | None = None
     status_code: int | None = None
     source: str = "central"
+    timings: Timings | None = None
+    details_json: str | None = None
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Type-specific details (address, answers, certificate expiry, bytes read…)."""
+        return json.loads(self.details_json) if self.details_json else {}
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,8 +11,17 @@ from tocsin.models import Check, ProbeOutcome
 ProbeFunc: TypeAlias = Callable[[Check], Awaitable[ProbeOutcome]]
 Closer: TypeAlias = Callable[[], Awaitable[None]]
 
-# Types the native core completes itself; they need no plugin.
-NATIVE_TYPES: dict[str, int] = {"noop": 1}
+# Types the native core runs itself (rust_core/schedule.rs `ProbeKind`); they need no
+# plugin. `noop` completes at dispatch and exists to measure the scheduler.
+NATIVE_TYPES: dict[str, int] = {
+    "noop": 1,
+    "uptime": 2,
+    "tcp": 3,
+    "udp": 4,
+    "dns": 5,
+    "icmp": 6,
+    "tls": 7,
+}
 PYTHON_KIND = 0
 
 

@@ -1,5 +1,7 @@
-"""The `uptime` probe written as a plugin: one HTTP GET with a fresh connection, the
-status code checked against the expected codes (200-399 when none are given)."""
+"""The reference probe plugin, `http_aiohttp`: one HTTP GET with a fresh connection,
+the status code checked against the expected codes (200-399 when none are given).
+The built-in `uptime` type is the native probe; this one shows how a plugin is written
+and is the Python path the throughput benchmark compares against."""
 
 from __future__ import annotations
 
@@ -85,5 +87,5 @@ async def http_probe(check: Check) -> ProbeOutcome:
     return ProbeOutcome.up(status_code=code, latency_ms=latency_ms)
 
 
-default_registry.register("uptime", http_probe)
+default_registry.register("http_aiohttp", http_probe)
 default_registry.on_close(close_session)
