@@ -83,9 +83,7 @@ def test_reported_results_fold_into_status_and_transitions(core: _core.Core) -> 
     now = core.now_us()
     core.report([(7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None)])
     _work, results, transitions = core.drain()
-    assert results == [
-        (7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None)
-    ]
+    assert results == [(7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None)]
     assert transitions == [(7, 0, 2, now + 1_500, "connect_refused")]
     assert core.status(7) == 2
     core.report([(7, 0, now + 10, 5, 2, "connect_refused", None, 0, 0, NO_TIMINGS, None)])

@@ -27,6 +27,19 @@ fn system_server() -> SocketAddr {
         .map_or_else(|| ([127, 0, 0, 1], 53).into(), |ip| SocketAddr::new(ip, 53))
 }
 
+/// The RFC mnemonic (`NXDOMAIN`, `SERVFAIL`…): stable and what operators search for.
+fn rcode_name(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::NoError => "NOERROR".to_owned(),
+        ResponseCode::FormErr => "FORMERR".to_owned(),
+        ResponseCode::ServFail => "SERVFAIL".to_owned(),
+        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
+        ResponseCode::NotImp => "NOTIMP".to_owned(),
+        ResponseCode::Refused => "REFUSED".to_owned(),
+        other => format!("RCODE{}", u16::from(other)),
+    }
+}
+
 fn normalise(s: &str) -> String {
     s.trim().trim_end_matches('.').to_lowercase()
 }
@@ -149,14 +162,14 @@ pub async fn probe(spec: &DnsSpec, deadline: Instant) -> Outcome {
     let base = |o: Outcome| {
         o.with_timings(timings)
             .detail("server", server.to_string())
-            .detail("rcode", rcode.to_string())
+            .detail("rcode", rcode_name(rcode))
             .detail("answers", answers.clone())
             .detail("tcp_fallback", over_tcp)
     };
     if rcode != ResponseCode::NoError {
         return base(Outcome::down(
             ErrorKind::DnsError,
-            format!("{} {}: {rcode}", spec.record_type, spec.name),
+            format!("{} {}: {}", spec.record_type, spec.name, rcode_name(rcode)),
         ));
     }
     if answers.is_empty() {

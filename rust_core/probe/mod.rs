@@ -133,6 +133,11 @@ pub(crate) fn elapsed_us(since: Instant) -> u64 {
     since.elapsed().as_micros() as u64
 }
 
+/// Grace past the deadline for the backstop below: every phase of a probe is bounded by
+/// the deadline itself and classifies its own expiry; the backstop only catches a phase
+/// that forgot to.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(50);
+
 /// Run one probe, bounded by `timeout` whatever the probe does.
 pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext, timeout: Duration) -> Outcome {
     let deadline = Instant::now() + timeout;
@@ -146,7 +151,7 @@ pub async fn run(spec: &ProbeSpec, ctx: &ProbeContext, timeout: Duration) -> Out
             ProbeSpec::Tls(s) => tls::probe(s, ctx, deadline).await,
         }
     };
-    match tokio::time::timeout(timeout, work).await {
+    match tokio::time::timeout(timeout + BACKSTOP_GRACE, work).await {
         Ok(outcome) => outcome,
         Err(_) => Outcome::down(
             ErrorKind::Timeout,

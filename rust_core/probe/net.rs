@@ -95,19 +95,17 @@ pub async fn tcp_probe(spec: &TcpSpec, deadline: Instant) -> Outcome {
         loop {
             let mut chunk = [0u8; 4096];
             match tokio::time::timeout(remaining(deadline), stream.read(&mut chunk)).await {
-                Err(_) => {
-                    return Outcome::down(
-                        ErrorKind::Timeout,
-                        format!("{expect:?} not received in time"),
-                    )
-                    .with_timings(timings)
-                    .detail("bytes_read", buf.len())
+                Err(_) if buf.is_empty() => {
+                    return Outcome::down(ErrorKind::Timeout, "no data received in time")
+                        .with_timings(timings)
+                        .detail("bytes_read", 0)
                 }
                 Ok(Err(e)) => {
                     return Outcome::down(ErrorKind::ProtocolError, format!("reading failed: {e}"))
                         .with_timings(timings)
                 }
-                Ok(Ok(0)) => break,
+                // Out of time with some data, or the peer closed: judge what arrived.
+                Err(_) | Ok(Ok(0)) => break,
                 Ok(Ok(n)) => {
                     if buf.is_empty() {
                         timings.first_byte_us = Some(elapsed_us(start));
