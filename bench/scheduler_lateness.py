@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import platform
-import resource
 import sys
 import time
 from collections import Counter
@@ -24,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from common import cpu_seconds, emit_json, expected_runs, percentile
 from tocsin import Check, Engine, Result, _core
 
 
@@ -39,18 +38,6 @@ class Figures:
     lateness_max_ms: float
     busiest_second_vs_mean: float
     cpu_seconds: float
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    i = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[i]
 
 
 def analyse(
@@ -73,10 +60,7 @@ def analyse(
         seen[(check_id, due_ms)] += 1
         lateness.append((dispatched_us - due_ms * 1000) / 1000)
         per_second[dispatched_us // 1_000_000] += 1
-    expected = 0
-    for i in ids:
-        phase = _core.phase_ms(i, interval_ms)
-        expected += (hi - phase) // interval_ms - (lo - phase) // interval_ms
+    expected = expected_runs(ids, interval_ms, lo, hi)
     duplicates = sum(n - 1 for n in seen.values())
     # Busiest second among the whole seconds inside the window.
     first, last = lo // 1000 + 1, hi // 1000 - 1
@@ -198,17 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         cells = "".join(f"{fmt.format(getattr(f, key)):>20}" for f in figures)
         print(f"{label:24}{cells}")
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "bench": "scheduler_lateness",
-                    "checks": args.checks,
-                    "interval_s": args.interval,
-                    "duration_s": args.duration,
-                    "loop": loop_name,
-                    "results": {f.name: asdict(f) for f in figures},
-                }
-            )
+        emit_json(
+            {
+                "bench": "scheduler_lateness",
+                "checks": args.checks,
+                "interval_s": args.interval,
+                "duration_s": args.duration,
+                "loop": loop_name,
+                "results": {f.name: asdict(f) for f in figures},
+            }
         )
     return 0
 

@@ -101,10 +101,14 @@ async def test_a_hung_plugin_is_cut_off_at_the_timeout_and_an_exception_is_a_dow
         assert r.message == "RuntimeError: kaput"
 
 
-async def test_the_uptime_probe_follows_a_real_server_down_and_up(target: Target) -> None:
+@pytest.mark.parametrize("probe_type", ["uptime", "http_aiohttp"])
+async def test_http_probes_follow_a_real_server_down_and_up(
+    target: Target, probe_type: str
+) -> None:
+    """The native probe and the aiohttp reference plugin agree."""
     async with Engine() as engine:
         events = engine.events()
-        engine.upsert([Check(id=1, type="uptime", interval=1, timeout=2, url=target.url)])
+        engine.upsert([Check(id=1, type=probe_type, interval=1, timeout=2, url=target.url)])
         [up] = await collect(events, 1, StatusChange)
         assert up.current is Status.UP
         await target.stop()
@@ -115,14 +119,17 @@ async def test_the_uptime_probe_follows_a_real_server_down_and_up(target: Target
         assert back.current is Status.UP
 
 
-async def test_run_once_reports_status_code_and_expected_codes(target: Target) -> None:
+@pytest.mark.parametrize("probe_type", ["uptime", "http_aiohttp"])
+async def test_run_once_reports_status_code_and_expected_codes(
+    target: Target, probe_type: str
+) -> None:
     async with Engine() as engine:
-        r = await engine.run_once(Check(id=1, type="uptime", url=target.url + "status/503"))
+        r = await engine.run_once(Check(id=1, type=probe_type, url=target.url + "status/503"))
         assert (r.status, r.error_kind, r.status_code) == (Status.DOWN, "http_status", 503)
         r = await engine.run_once(
             Check(
                 id=1,
-                type="uptime",
+                type=probe_type,
                 url=target.url + "status/503",
                 options={"expected_status_codes": [503]},
             )

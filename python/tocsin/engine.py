@@ -156,6 +156,8 @@ class Engine:
         # loaded before the loop runs; `start` attaches it to the running loop.
         self._core = _core.Core(threads, max_in_flight, max_per_host, extra_ca_pem)
         self._run_ids = itertools.count(1)
+        # One-off plugin runs share the in-flight cap the core applies to native ones.
+        self._plugin_slots = asyncio.Semaphore(max_in_flight)
         # run_id -> (waiting caller, whether the result is recorded like a scheduled one)
         self._one_offs: dict[int, tuple[asyncio.Future[Result], bool]] = {}
         self._closed = False
@@ -346,8 +348,9 @@ class Engine:
 
     async def _plugin_once(self, check: Check, record: bool) -> Result:
         core = self._require()
-        started_us = core.now_us()
-        outcome = await self._probe(check, check.timeout)
+        async with self._plugin_slots:
+            started_us = core.now_us()
+            outcome = await self._probe(check, check.timeout)
         t = _tuple(check.id, 0, started_us, outcome, core.now_us() - started_us)
         if record:
             self._reports.append(t)

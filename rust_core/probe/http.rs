@@ -10,7 +10,6 @@ use hyper::client::conn::http1;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::task::JoinHandle;
 use url::{Host, Url};
 
 use super::config::HttpSpec;
@@ -21,16 +20,6 @@ use super::{elapsed_us, ErrorKind, Outcome, ProbeContext, Timings};
 pub const BODY_LIMIT: usize = 1 << 20;
 pub const MAX_REDIRECTS: usize = 10;
 const USER_AGENT: &str = concat!("tocsin/", env!("CARGO_PKG_VERSION"));
-
-/// Ends the connection task when the probe is done or dropped (timed out), so a hung
-/// server never keeps a socket open past the probe.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 struct Hop {
     status: StatusCode,
@@ -139,33 +128,49 @@ where
 {
     let protocol = |e: hyper::Error| (ErrorKind::ProtocolError, format!("HTTP error: {e}"));
     let (mut sender, conn) = http1::handshake(io).await.map_err(protocol)?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
     let start = Instant::now();
-    let resp = sender.send_request(req).await.map_err(protocol)?;
-    timings.first_byte_us = Some(elapsed_us(start));
-    let status = resp.status();
-    let location = resp
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let mut body = resp.into_body();
-    let mut buf = BytesMut::new();
-    while buf.len() < BODY_LIMIT {
-        match body.frame().await {
-            None => break,
-            Some(Err(e)) => return Err(protocol(e)),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    let take = data.len().min(BODY_LIMIT - buf.len());
-                    buf.extend_from_slice(&data[..take]);
+    let exchange = async {
+        let resp = sender.send_request(req).await.map_err(protocol)?;
+        let first_byte_us = elapsed_us(start);
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = resp.into_body();
+        let mut buf = BytesMut::new();
+        while buf.len() < BODY_LIMIT {
+            match body.frame().await {
+                None => break,
+                Some(Err(e)) => return Err(protocol(e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let take = data.len().min(BODY_LIMIT - buf.len());
+                        buf.extend_from_slice(&data[..take]);
+                    }
                 }
             }
         }
-    }
-    Ok((status, location, buf.freeze()))
+        Ok((first_byte_us, status, location, buf.freeze()))
+    };
+    // PERF: the connection is driven inside this task rather than a spawned one: one
+    // task per probe, and nothing outlives the probe (a hung server's socket closes
+    // when the probe times out and this future is dropped).
+    tokio::pin!(conn, exchange);
+    let done = tokio::select! {
+        biased;
+        done = &mut exchange => done,
+        driven = &mut conn => match driven {
+            // The connection finished (closed after the response): the exchange has
+            // everything it needs buffered, or fails with what went wrong.
+            Ok(()) => exchange.await,
+            Err(e) => Err(protocol(e)),
+        },
+    };
+    let (first_byte_us, status, location, body) = done?;
+    timings.first_byte_us = Some(first_byte_us);
+    Ok((status, location, body))
 }
 
 pub async fn probe(spec: &HttpSpec, ctx: &ProbeContext, deadline: Instant) -> Outcome {
