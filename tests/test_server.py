@@ -62,6 +62,8 @@ async def test_a_check_follows_its_target_down_and_up(
 
     up = await check_status(http, server, cid, "UP")
     assert up["last_result"]["status_code"] == 200
+    assert up["last_result"]["timings"]["connect_ms"] is not None
+    assert up["last_result"]["details"]["address"].startswith("127.0.0.1:")
     await target.stop()
     down = await check_status(http, server, cid, "DOWN")
     assert down["last_result"]["error_kind"] == "connect_refused"
@@ -71,6 +73,7 @@ async def test_a_check_follows_its_target_down_and_up(
     code, logs = await api(http, server, "GET", f"/api/checks/{cid}/logs?limit=500")
     assert code == 200
     assert [r["id"] for r in logs] == sorted((r["id"] for r in logs), reverse=True)
+    assert all(r["timings"]["first_byte_ms"] is not None for r in logs if r["status"] == "UP")
     statuses = [r["status"] for r in reversed(logs)]
     assert "DOWN" in statuses
     assert statuses[0] == "UP" and statuses[-1] == "UP"

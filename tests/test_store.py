@@ -51,6 +51,38 @@ async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None
         await s.open()
 
 
+async def test_an_older_database_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
+    from tocsin.store import migrations
+
+    first = migrations.load("sqlite")[0]
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.executescript(first.sql)
+        db.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO schema_migrations VALUES (1, 'initial', 0)")
+        db.execute("INSERT INTO organizations VALUES (1, 'o', 0)")
+        db.execute("INSERT INTO projects VALUES (1, 1, 'Default', 1, 0)")
+        db.execute(
+            "INSERT INTO checks (id, organization_id, project_id, uuid, name, type, url,"
+            " interval, timeout, created_at, updated_at)"
+            " VALUES (1, 1, 1, 'u', 'c', 'uptime', 'http://x/', 60, 5, 0, 0)"
+        )
+        db.execute(
+            "INSERT INTO results (check_id, organization_id, source, started_at, latency_ms,"
+            " status) VALUES (1, 1, 'central', 1.0, 2.0, 'UP')"
+        )
+    s = SqliteStore(tmp_path / "old.db")
+    await s.open()
+    try:
+        assert await s.schema_version() == len(migrations.load("sqlite"))
+        [row] = await s.list_results([1], 1, limit=10, before=None)
+        assert (row["status"], row["connect_ms"], row["details"]) == ("UP", None, None)
+    finally:
+        await s.close()
+
+
 def test_unsupported_database_urls_are_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedDatabaseError, match="PostgreSQL"):
         open_store("postgresql://localhost/x", tmp_path)

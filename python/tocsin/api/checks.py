@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import falcon
@@ -75,6 +76,13 @@ def result_json(row: Row) -> dict[str, Any]:
         "error_kind": row["error_kind"],
         "message": row["message"],
         "status_code": row["status_code"],
+        "timings": {
+            "dns_ms": row["dns_ms"],
+            "connect_ms": row["connect_ms"],
+            "tls_ms": row["tls_ms"],
+            "first_byte_ms": row["first_byte_ms"],
+        },
+        "details": json.loads(row["details"]) if row["details"] else {},
     }
 
 

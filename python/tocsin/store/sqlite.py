@@ -39,7 +39,15 @@ def _check_row(row: sqlite3.Row) -> Row:
     return d
 
 
+def _timings(r: Result) -> tuple[float | None, float | None, float | None, float | None]:
+    t = r.timings
+    if t is None:
+        return (None, None, None, None)
+    return (t.dns_ms, t.connect_ms, t.tls_ms, t.first_byte_ms)
+
+
 def _result_json(r: Result) -> str:
+    dns, connect, tls, first_byte = _timings(r)
     return json.dumps(
         {
             "status": r.status.value,
@@ -49,6 +57,13 @@ def _result_json(r: Result) -> str:
             "message": r.message,
             "status_code": r.status_code,
             "source": r.source,
+            "timings": {
+                "dns_ms": dns,
+                "connect_ms": connect,
+                "tls_ms": tls,
+                "first_byte_ms": first_byte,
+            },
+            "details": r.details,
         }
     )
 
@@ -295,8 +310,9 @@ class SqliteStore(Store):
             kept = [r for r in results if r.check_id in org_of]
             await db.executemany(
                 "INSERT INTO results (check_id, organization_id, source, started_at, due_at,"
-                " latency_ms, status, error_kind, message, status_code)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " latency_ms, status, error_kind, message, status_code,"
+                " dns_ms, connect_ms, tls_ms, first_byte_ms, details)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.check_id,
@@ -309,6 +325,8 @@ class SqliteStore(Store):
                         r.error_kind,
                         r.message,
                         r.status_code,
+                        *_timings(r),
+                        r.details_json,
                     )
                     for r in kept
                 ],
@@ -359,7 +377,8 @@ class SqliteStore(Store):
             params += (before,)
         async with self.ro.execute(
             "SELECT id, check_id, source, started_at, due_at, latency_ms, status, error_kind,"
-            " message, status_code FROM results"
+            " message, status_code, dns_ms, connect_ms, tls_ms, first_byte_ms, details"
+            " FROM results"
             f" WHERE check_id = ? AND organization_id IN ({_placeholders(org_ids)}) {cursor_clause}"
             " ORDER BY id DESC LIMIT ?",
             (*params, limit),

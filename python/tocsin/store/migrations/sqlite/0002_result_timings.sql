@@ -1,0 +1,7 @@
+-- The native probes report a timing split and type-specific details with each result.
+
+ALTER TABLE results ADD COLUMN dns_ms REAL;
+ALTER TABLE results ADD COLUMN connect_ms REAL;
+ALTER TABLE results ADD COLUMN tls_ms REAL;
+ALTER TABLE results ADD COLUMN first_byte_ms REAL;
+ALTER TABLE results ADD COLUMN details TEXT;
