@@ -40,3 +40,15 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
         proc = run("serve", "--data-dir", str(tmp_path), "--port", str(port))
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_an_unreadable_ca_file_with_a_message(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    proc = run("serve", "--data-dir", str(tmp_path / "d"), "--extra-ca-file", str(bad))
+    assert proc.returncode == 2
+    assert "extra_ca_pem: no certificate found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run("serve", "--data-dir", str(tmp_path / "d"), "--max-in-flight", "0")
+    assert proc.returncode == 2
+    assert "--max-in-flight" in proc.stderr

@@ -32,6 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "--database", default=None, help="sqlite:///PATH (default: DATA_DIR/tocsin.db)"
     )
+    p_serve.add_argument(
+        "--max-in-flight", type=int, default=10_000, help="probes running at once (default 10000)"
+    )
+    p_serve.add_argument(
+        "--max-per-host", type=int, default=1_000, help="probes per target host (default 1000)"
+    )
+    p_serve.add_argument(
+        "--probe-threads", type=int, default=0, help="native probe threads (default: one per core)"
+    )
+    p_serve.add_argument(
+        "--extra-ca-file", type=Path, default=None, help="PEM file of extra trusted CAs"
+    )
 
     sub.add_parser("version", help="print the version")
 
@@ -50,8 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     from tocsin.server import serve
     from tocsin.store import DatabaseTooNewError, UnsupportedDatabaseError
 
+    if args.max_in_flight < 1 or args.max_per_host < 1 or args.probe_threads < 0:
+        parser.error("--max-in-flight and --max-per-host must be >= 1, --probe-threads >= 0")
     try:
-        _run(serve(data_dir=args.data_dir, host=args.host, port=args.port, database=args.database))
+        extra_ca = args.extra_ca_file.read_text() if args.extra_ca_file else None
+        engine_options = {
+            "max_in_flight": args.max_in_flight,
+            "max_per_host": args.max_per_host,
+            "threads": args.probe_threads,
+            "extra_ca_pem": extra_ca,
+        }
+        _run(
+            serve(
+                data_dir=args.data_dir,
+                host=args.host,
+                port=args.port,
+                database=args.database,
+                engine_options=engine_options,
+            )
+        )
+    except ValueError as exc:
+        print(f"tocsin: {exc}", file=sys.stderr)
+        return 2
     except (UnsupportedDatabaseError, DatabaseTooNewError, OSError) as exc:
         print(f"tocsin: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -67,7 +68,10 @@ async def serve(
     port: int = 8080,
     database: str | None = None,
     ready: asyncio.Event | None = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> None:
+    """Run until SIGINT/SIGTERM. `engine_options` go to `tocsin.Engine` (limits, probe
+    threads, extra trusted CAs)."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240  (start-up)
     store = open_store(database, data_dir)
     await store.open()
@@ -75,7 +79,7 @@ async def serve(
         created = await bootstrap(store, data_dir)
         if created:
             log.warning("first start: admin user and API token written to %s", created)
-        await _run(store, host, port, ready)
+        await _run(store, host, port, ready, engine_options or {})
     finally:
         await store.close()
 
@@ -97,9 +101,19 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _run(store: Store, host: str, port: int, ready: asyncio.Event | None) -> None:
+async def _run(
+    store: Store,
+    host: str,
+    port: int,
+    ready: asyncio.Event | None,
+    engine_options: dict[str, Any],
+) -> None:
     sock = listen_socket(host, port)
-    engine = Engine()
+    try:
+        engine = Engine(**engine_options)
+    except BaseException:
+        sock.close()
+        raise
     writer = ResultWriter(store)
     engine.add_listener(writer.on_batch)
     engine.start()
