@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::Verdicts;
 use crate::executor::{Executor, ExecutorConfig, Finished};
-use crate::probe::{ConfigError, ProbeSpec};
+use crate::probe::{config, ConfigError, ProbeSpec};
 use crate::result::{ProbeResult, Status, Transition};
 use crate::schedule::{CheckSpec, Due, ProbeKind, ScheduleError, ScheduleStats, Scheduler};
 use crate::wakeup::Wakeup;
@@ -199,25 +199,35 @@ impl Engine {
     /// changes.
     pub fn upsert(&self, checks: &[(CheckSpec, &str)]) -> Result<(), EngineError> {
         let mut parsed = Vec::with_capacity(checks.len());
-        for &(spec, config) in checks {
+        for &(spec, settings) in checks {
             spec.validate()?;
-            let probe =
-                ProbeSpec::parse(spec.kind, config).map_err(|error| EngineError::Config {
-                    check_id: spec.id,
-                    error,
-                })?;
-            parsed.push((spec, probe.map(Arc::new)));
+            let config_error = |error| EngineError::Config {
+                check_id: spec.id,
+                error,
+            };
+            let probe = ProbeSpec::parse(spec.kind, settings).map_err(config_error)?;
+            let policy = config::policy(spec.interval_ms, settings).map_err(config_error)?;
+            parsed.push((spec, probe.map(Arc::new), policy));
         }
         let mut state = self.shared.lock();
-        let now_ms = self.shared.clock.now_us() / 1_000;
+        let now_us = self.shared.clock.now_us();
         state.scheduler.reserve(parsed.len());
-        for (spec, probe) in parsed {
-            state.scheduler.upsert(spec, now_ms)?;
+        for (spec, probe, policy) in parsed {
+            state.scheduler.upsert(spec, now_us / 1_000)?;
             match probe {
                 Some(p) => state.probes.insert(spec.id, p),
                 None => state.probes.remove(&spec.id),
             };
+            let changes = [
+                state.verdicts.configure(spec.id, policy, now_us),
+                state.verdicts.set_active(spec.id, spec.active, now_us),
+            ];
+            state
+                .outbox
+                .transitions
+                .extend(changes.into_iter().flatten());
         }
+        self.shared.signal_if_needed(&mut state);
         drop(state);
         self.shared.tick.notify_one();
         Ok(())
@@ -275,20 +285,46 @@ impl Engine {
     }
 
     pub fn pause(&self, ids: &[u64]) -> usize {
-        let mut state = self.shared.lock();
-        ids.iter().filter(|&&id| state.scheduler.pause(id)).count()
+        self.set_active(ids, false)
     }
 
     pub fn resume(&self, ids: &[u64]) -> usize {
+        self.set_active(ids, true)
+    }
+
+    fn set_active(&self, ids: &[u64], active: bool) -> usize {
         let mut state = self.shared.lock();
-        let now_ms = self.shared.clock.now_us() / 1_000;
-        let n = ids
-            .iter()
-            .filter(|&&id| state.scheduler.resume(id, now_ms))
-            .count();
+        let now_us = self.shared.clock.now_us();
+        let mut n = 0;
+        for &id in ids {
+            let known = if active {
+                state.scheduler.resume(id, now_us / 1_000)
+            } else {
+                state.scheduler.pause(id)
+            };
+            if known {
+                n += 1;
+                let change = state.verdicts.set_active(id, active, now_us);
+                state.outbox.transitions.extend(change);
+            }
+        }
+        self.shared.signal_if_needed(&mut state);
         drop(state);
         self.shared.tick.notify_one();
         n
+    }
+
+    /// Enter or leave maintenance: verdicts go on, their transitions are flagged.
+    pub fn set_maintenance(&self, ids: &[u64], on: bool) {
+        let mut state = self.shared.lock();
+        for &id in ids {
+            state.verdicts.set_maintenance(id, on);
+        }
+    }
+
+    /// Per-source statuses of a check.
+    pub fn sources(&self, id: u64) -> Vec<(crate::result::SourceId, Status)> {
+        self.shared.lock().verdicts.sources(id)
     }
 
     /// Restore known statuses after a restart so the first result does not look like a
@@ -420,16 +456,26 @@ fn dispatch(shared: &Arc<Shared>, due: Due, probe: Arc<ProbeSpec>, run_id: u64, 
     );
 }
 
+/// How often sources are checked for staleness.
+const STALE_SWEEP_US: u64 = 1_000_000;
+
 fn clock_loop(shared: &Arc<Shared>) {
     let mut due: Vec<Due> = Vec::new();
     let mut state = shared.lock();
+    let mut next_sweep_us = shared.clock.now_us() + STALE_SWEEP_US;
     loop {
         if state.stopping {
             return;
         }
-        let now_ms = shared.clock.now_us() / 1_000;
+        let now_us = shared.clock.now_us();
+        if now_us >= next_sweep_us {
+            let mut went_stale = Vec::new();
+            state.verdicts.expire_stale(now_us, &mut went_stale);
+            state.outbox.transitions.append(&mut went_stale);
+            next_sweep_us = now_us + STALE_SWEEP_US;
+        }
         due.clear();
-        state.scheduler.expire(now_ms, &mut due);
+        state.scheduler.expire(now_us / 1_000, &mut due);
         for run in &due {
             let dispatched_us = shared.clock.now_us();
             match run.kind {
@@ -448,26 +494,22 @@ fn clock_loop(shared: &Arc<Shared>) {
             }
         }
         shared.signal_if_needed(&mut state);
-        state = match state.scheduler.next_wakeup() {
-            None => shared
-                .tick
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner),
-            Some(at_ms) => {
-                let wait = shared
-                    .clock
-                    .instant_at_ms(at_ms)
-                    .saturating_duration_since(Instant::now());
-                if wait.is_zero() {
-                    continue;
-                }
-                shared
-                    .tick
-                    .wait_timeout(state, wait)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            }
-        };
+        let wake_ms = state
+            .scheduler
+            .next_wakeup()
+            .map_or(next_sweep_us / 1_000, |at| at.min(next_sweep_us / 1_000));
+        let wait = shared
+            .clock
+            .instant_at_ms(wake_ms)
+            .saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            continue;
+        }
+        state = shared
+            .tick
+            .wait_timeout(state, wait)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
 }
 

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use crate::engine::{Engine, EngineError, OneOff};
 use crate::executor::ExecutorConfig;
-use crate::result::{ProbeResult, Status, Timings};
+use crate::result::{ProbeResult, SourceId, Status, Timings};
 use crate::schedule::{self, CheckSpec, ProbeKind, ScheduleError};
 
 create_exception!(
@@ -52,7 +52,7 @@ type SpecTuple = (u64, u64, u64, u8, bool, Option<String>);
 /// `(dns_us, connect_us, tls_us, first_byte_us)`
 type TimingsTuple = (Option<u64>, Option<u64>, Option<u64>, Option<u64>);
 /// `(check_id, due_ms, started_us, latency_us, status, error_kind, message, status_code,
-///   run_id, timings, details_json)`
+///   run_id, timings, details_json, source)`
 type ResultTuple = (
     u64,
     u64,
@@ -65,13 +65,14 @@ type ResultTuple = (
     u64,
     TimingsTuple,
     Option<String>,
+    SourceId,
 );
 /// `(run_id, check_id, kind, config_json, timeout_ms, record)`
 type OneOffTuple = (u64, u64, u8, String, u64, bool);
 /// `(check_id, due_ms, dispatched_us, timeout_ms)`
 type WorkTuple = (u64, u64, u64, u64);
-/// `(check_id, previous, current, at_us, reason)`
-type TransitionTuple = (u64, u8, u8, u64, Option<String>);
+/// `(check_id, previous, current, at_us, reason, [(source, status)], in_maintenance)`
+type TransitionTuple = (u64, u8, u8, u64, Option<String>, Vec<(SourceId, u8)>, bool);
 
 fn status(v: u8) -> PyResult<Status> {
     Status::try_from(v).map_err(|v| InvalidCheckError::new_err(format!("unknown status {v}")))
@@ -95,6 +96,7 @@ fn result_tuple(r: ProbeResult) -> ResultTuple {
         r.run_id,
         (t.dns_us, t.connect_us, t.tls_us, t.first_byte_us),
         r.details,
+        r.source,
     )
 }
 
@@ -111,10 +113,12 @@ fn result_from(t: ResultTuple) -> PyResult<ProbeResult> {
         run_id,
         timings,
         details,
+        source,
     ) = t;
     let (dns_us, connect_us, tls_us, first_byte_us) = timings;
     Ok(ProbeResult {
         check_id,
+        source,
         due_ms,
         started_us,
         latency_us,
@@ -261,12 +265,15 @@ impl PyCore {
             .transitions
             .into_iter()
             .map(|t| {
+                let sources = t.sources.iter().map(|&(id, s)| (id, s as u8)).collect();
                 (
                     t.check_id,
                     t.previous as u8,
                     t.current as u8,
                     t.at_us,
                     t.reason,
+                    sources,
+                    t.in_maintenance,
                 )
             })
             .collect();
@@ -297,6 +304,19 @@ impl PyCore {
     fn stats(&self, py: Python<'_>) -> (usize, u64, u64) {
         let s = py.detach(|| self.engine.stats());
         (s.checks, s.schedule.dispatched, s.schedule.skipped)
+    }
+
+    /// Flag checks as inside (or outside) a maintenance window.
+    fn set_maintenance(&self, py: Python<'_>, ids: Vec<u64>, on: bool) {
+        py.detach(|| self.engine.set_maintenance(&ids, on));
+    }
+
+    /// `[(source, status)]` of a check, stale sources as UNKNOWN.
+    fn sources(&self, py: Python<'_>, id: u64) -> Vec<(SourceId, u8)> {
+        py.detach(|| self.engine.sources(id))
+            .into_iter()
+            .map(|(s, st)| (s, st as u8))
+            .collect()
     }
 
     /// Stop the clock thread. The object is unusable for scheduling afterwards.

@@ -1,5 +1,10 @@
 //! The result record every probe produces, native or Python, and status changes.
 
+/// Where a result was observed from. Python maps names (`central`, `agent:5`,
+/// `geo:EU-PL`) to these small ids; `CENTRAL` is this process.
+pub type SourceId = u32;
+pub const CENTRAL: SourceId = 0;
+
 /// Status of a result or a check. The numeric values cross the Python boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -8,6 +13,8 @@ pub enum Status {
     Up = 1,
     Down = 2,
     Degraded = 3,
+    Late = 4,
+    Paused = 5,
 }
 
 impl TryFrom<u8> for Status {
@@ -18,6 +25,8 @@ impl TryFrom<u8> for Status {
             1 => Ok(Status::Up),
             2 => Ok(Status::Down),
             3 => Ok(Status::Degraded),
+            4 => Ok(Status::Late),
+            5 => Ok(Status::Paused),
             other => Err(other),
         }
     }
@@ -27,6 +36,7 @@ impl TryFrom<u8> for Status {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeResult {
     pub check_id: u64,
+    pub source: SourceId,
     /// When the run was due on the schedule (ms since the Unix epoch); 0 for runs
     /// outside the schedule (run-now).
     pub due_ms: u64,
@@ -51,6 +61,7 @@ impl ProbeResult {
     pub fn new(check_id: u64) -> Self {
         ProbeResult {
             check_id,
+            source: CENTRAL,
             due_ms: 0,
             started_us: 0,
             latency_us: 0,
@@ -74,7 +85,7 @@ pub struct Timings {
     pub first_byte_us: Option<u64>,
 }
 
-/// A change of a check's status.
+/// A change of a check's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     pub check_id: u64,
@@ -82,4 +93,8 @@ pub struct Transition {
     pub current: Status,
     pub at_us: u64,
     pub reason: Option<String>,
+    /// Every source's status at that moment (stale ones as UNKNOWN).
+    pub sources: Vec<(SourceId, Status)>,
+    /// Happened inside a maintenance window: recorded, not alertable.
+    pub in_maintenance: bool,
 }

@@ -81,12 +81,14 @@ def test_due_work_wakes_the_descriptor_and_drains_in_one_batch(core: _core.Core)
 def test_reported_results_fold_into_status_and_transitions(core: _core.Core) -> None:
     core.upsert([(7, 60_000, 1_000, PYTHON, True, None)])
     now = core.now_us()
-    core.report([(7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None)])
+    core.report([(7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None, 0)])
     _work, results, transitions = core.drain()
-    assert results == [(7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None)]
-    assert transitions == [(7, 0, 2, now + 1_500, "connect_refused")]
+    assert results == [
+        (7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None, 0)
+    ]
+    assert transitions == [(7, 0, 2, now + 1_500, "connect_refused", [(0, 2)], False)]
     assert core.status(7) == 2
-    core.report([(7, 0, now + 10, 5, 2, "connect_refused", None, 0, 0, NO_TIMINGS, None)])
+    core.report([(7, 0, now + 10, 5, 2, "connect_refused", None, 0, 0, NO_TIMINGS, None, 0)])
     assert core.drain()[2] == []
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any
 
 from tocsin import _core
 from tocsin.models import (
@@ -41,8 +40,35 @@ _TimingsTuple = tuple[int | None, int | None, int | None, int | None]
 # The native result record: (check_id, due_ms, started_us, latency_us, status,
 # error_kind, message, status_code, run_id, timings, details_json).
 _ResultTuple = tuple[
-    int, int, int, int, int, str | None, str | None, int, int, _TimingsTuple, str | None
+    int, int, int, int, int, str | None, str | None, int, int, _TimingsTuple, str | None, int
 ]
+# (check_id, previous, current, at_us, reason, [(source, status)], in_maintenance)
+_TransitionTuple = tuple[int, int, int, int, str | None, list[tuple[int, int]], bool]
+CENTRAL = 0
+
+
+class Sources:
+    """Source names (`central`, `agent:5`, `geo:EU-PL`) and the small ids the core uses
+    for them; ids are given out as names first appear."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {"central": CENTRAL}
+        self._names: dict[int, str] = {CENTRAL: "central"}
+
+    def id(self, name: str) -> int:
+        found = self._ids.get(name)
+        if found is None:
+            found = self._ids[name] = len(self._ids)
+            self._names[found] = name
+        return found
+
+    def name(self, source_id: int) -> str:
+        return self._names.get(source_id, f"source:{source_id}")
+
+    def statuses(self, pairs: list[tuple[int, int]]) -> dict[str, Status]:
+        return {self.name(s): STATUS_BY_CODE[code] for s, code in pairs}
+
+
 _NO_TIMINGS: _TimingsTuple = (None, None, None, None)
 
 
@@ -54,10 +80,18 @@ def _ms(us: int | None) -> float | None:
     return None if us is None else us / 1e3
 
 
-def _result(t: _ResultTuple) -> Result:
-    check_id, due_ms, started_us, latency_us, status, kind, message, code, _, tm, details = t
+def _us(t: Timings | None) -> _TimingsTuple:
+    if t is None:
+        return _NO_TIMINGS
+    parts = (t.dns_ms, t.connect_ms, t.tls_ms, t.first_byte_ms)
+    return tuple(None if ms is None else round(ms * 1e3) for ms in parts)  # type: ignore[return-value]
+
+
+def _result(t: _ResultTuple, sources: Sources) -> Result:
+    check_id, due_ms, started_us, latency_us, status, kind, message, code, _, tm, details, src = t
     return Result(
         check_id=check_id,
+        source=sources.name(src),
         status=STATUS_BY_CODE[status],
         started_at=started_us / 1e6,
         latency_ms=latency_us / 1e3,
@@ -86,6 +120,7 @@ def _tuple(
         0,
         _NO_TIMINGS,
         json.dumps(o.details) if o.details else None,
+        CENTRAL,
     )
 
 
@@ -156,6 +191,7 @@ class Engine:
         # loaded before the loop runs; `start` attaches it to the running loop.
         self._core = _core.Core(threads, max_in_flight, max_per_host, extra_ca_pem)
         self._run_ids = itertools.count(1)
+        self._sources = Sources()
         # One-off plugin runs share the in-flight cap the core applies to native ones.
         self._plugin_slots = asyncio.Semaphore(max_in_flight)
         # run_id -> (waiting caller, whether the result is recorded like a scheduled one)
@@ -232,7 +268,8 @@ class Engine:
             round(check.timeout * 1000),
             kind,
             check.is_active,
-            None if kind == PYTHON_KIND else json.dumps(check.probe_config()),
+            # The verdict policy reads the same settings, whatever the kind.
+            json.dumps(check.probe_config()),
         )
 
     def upsert(self, checks: Iterable[Check]) -> None:
@@ -273,10 +310,44 @@ class Engine:
         return self._checks.get(check_id)
 
     def status(self, check_id: int) -> Status:
-        check = self._checks.get(check_id)
-        if check is not None and not check.is_active:
-            return Status.PAUSED
+        """The check's verdict (PAUSED when inactive, UNKNOWN before any data)."""
         return STATUS_BY_CODE[self._require().status(check_id)]
+
+    def sources(self, check_id: int) -> dict[str, Status]:
+        """Each source's status for the check (stale sources as UNKNOWN)."""
+        return self._sources.statuses(self._require().sources(check_id))
+
+    def source_id(self, name: str) -> int:
+        """The core's id for a source name (for `critical_sources`)."""
+        return self._sources.id(name)
+
+    def ingest(self, results: Iterable[Result]) -> None:
+        """Fold results observed elsewhere (agents, geo locations: `Result.source`) into
+        the verdicts, as if probed here; they come back through listeners and events."""
+        self._require().report(
+            [
+                (
+                    r.check_id,
+                    round(r.due_at * 1000) if r.due_at else 0,
+                    round(r.started_at * 1e6),
+                    round(r.latency_ms * 1e3),
+                    CODE_BY_STATUS.get(r.status, CODE_BY_STATUS[Status.DOWN]),
+                    r.error_kind,
+                    r.message,
+                    r.status_code or 0,
+                    0,
+                    _us(r.timings),
+                    r.details_json,
+                    self._sources.id(r.source),
+                )
+                for r in results
+            ]
+        )
+
+    def set_maintenance(self, ids: Iterable[int], on: bool) -> None:
+        """Flag checks as in a maintenance window: verdicts and transitions go on,
+        flagged `in_maintenance` (not alertable)."""
+        self._require().set_maintenance(list(ids), on)
 
     def next_due(self, check_id: int) -> float | None:
         """When the check runs next (Unix seconds); None when paused or unknown."""
@@ -355,7 +426,7 @@ class Engine:
         if record:
             self._reports.append(t)
             self._schedule_flush()
-        return _result(t)
+        return _result(t, self._sources)
 
     # -- internals ------------------------------------------------------------------
 
@@ -431,10 +502,10 @@ class Engine:
             reports, self._reports = self._reports, []
             self._core.report(reports)
 
-    def _publish(self, results: list[_ResultTuple], transitions: list[tuple[Any, ...]]) -> None:
+    def _publish(self, results: list[_ResultTuple], transitions: list[_TransitionTuple]) -> None:
         res = []
         for t in results:
-            result = _result(t)
+            result = _result(t, self._sources)
             one_off = self._one_offs.pop(t[8], None) if t[8] else None
             if one_off is not None:
                 future, record = one_off
@@ -444,8 +515,16 @@ class Engine:
                     continue
             res.append(result)
         changes = [
-            StatusChange(cid, STATUS_BY_CODE[prev], STATUS_BY_CODE[cur], at_us / 1e6, reason)
-            for cid, prev, cur, at_us, reason in transitions
+            StatusChange(
+                cid,
+                STATUS_BY_CODE[prev],
+                STATUS_BY_CODE[cur],
+                at_us / 1e6,
+                reason,
+                self._sources.statuses(sources),
+                maintenance,
+            )
+            for cid, prev, cur, at_us, reason, sources, maintenance in transitions
         ]
         for listener in self._listeners:
             try:

@@ -18,7 +18,14 @@ class Status(enum.StrEnum):
 
 
 # NOTE: the order is the native core's numeric status code (rust_core/aggregate.rs).
-STATUS_BY_CODE: tuple[Status, ...] = (Status.UNKNOWN, Status.UP, Status.DOWN, Status.DEGRADED)
+STATUS_BY_CODE: tuple[Status, ...] = (
+    Status.UNKNOWN,
+    Status.UP,
+    Status.DOWN,
+    Status.DEGRADED,
+    Status.LATE,
+    Status.PAUSED,
+)
 CODE_BY_STATUS: dict[Status, int] = {s: i for i, s in enumerate(STATUS_BY_CODE)}
 
 
@@ -26,7 +33,9 @@ CODE_BY_STATUS: dict[Status, int] = {s: i for i, s in enumerate(STATUS_BY_CODE)}
 class Check:
     """A check as the engine sees it. `interval` and `timeout` are in seconds;
     type-specific settings (url, expected codes, …) sit in the named fields or in
-    `options`."""
+    `options`, as do the verdict settings: `alert_after_failures` (default 1),
+    `alert_window_runs` (window mode: DOWN when `alert_after_failures` of the last
+    this-many runs failed) and `critical_sources` (source ids)."""
 
     id: int
     type: str
@@ -111,10 +120,14 @@ class Result:
 
 @dataclass(slots=True, frozen=True)
 class StatusChange:
-    """A check's status changed."""
+    """A check's verdict changed."""
 
     check_id: int
     previous: Status
     current: Status
     at: float
     reason: str | None = None
+    # Every source's status at that moment: {"central": UP, "agent:5": DOWN, …}.
+    sources: dict[str, Status] = field(default_factory=dict)
+    # Inside a maintenance window: recorded, not alertable.
+    in_maintenance: bool = False

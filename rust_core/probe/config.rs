@@ -13,6 +13,8 @@ use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use url::Url;
 
+use crate::aggregate::{FailureRule, Policy};
+use crate::result::SourceId;
 use crate::schedule::ProbeKind;
 
 /// A setting the probe cannot use; `field` is the API field at fault.
@@ -185,6 +187,45 @@ impl ProbeSpec {
             ProbeSpec::Tls(s) => &s.host,
         }
     }
+}
+
+#[derive(Deserialize)]
+struct PolicyRaw {
+    #[serde(default)]
+    alert_after_failures: Option<u16>,
+    /// Window mode: DOWN when `alert_after_failures` of the last this-many runs failed.
+    #[serde(default)]
+    alert_window_runs: Option<u16>,
+    #[serde(default)]
+    critical_sources: Vec<SourceId>,
+}
+
+/// How a check's results become its verdict, from the same settings JSON (any kind).
+pub fn policy(interval_ms: u64, json: &str) -> Result<Policy, ConfigError> {
+    let raw: PolicyRaw = if json.trim().is_empty() {
+        PolicyRaw {
+            alert_after_failures: None,
+            alert_window_runs: None,
+            critical_sources: Vec::new(),
+        }
+    } else {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| ConfigError::new("config", format!("invalid JSON: {e}")))?;
+        de(value)?
+    };
+    let failures = raw.alert_after_failures.unwrap_or(1);
+    let rule = match raw.alert_window_runs {
+        Some(runs) if runs > 0 => FailureRule::Window { failures, runs },
+        _ => FailureRule::Consecutive(failures),
+    }
+    .validate()
+    .map_err(|e| ConfigError::new("alert_after_failures", e))?;
+    Ok(Policy {
+        interval_ms,
+        rule,
+        critical: raw.critical_sources,
+        ..Policy::default()
+    })
 }
 
 fn de<T: for<'a> Deserialize<'a>>(value: serde_json::Value) -> Result<T, ConfigError> {
@@ -640,6 +681,41 @@ mod tests {
             "ping_count"
         );
         assert_eq!(field(ProbeKind::Tls, "not json"), "config");
+    }
+
+    #[test]
+    fn policies_from_settings() {
+        let p = policy(5_000, "").unwrap();
+        assert_eq!(p.rule, FailureRule::Consecutive(1));
+        let p = policy(
+            5_000,
+            r#"{"alert_after_failures": 3, "critical_sources": [0, 7]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.rule, p.critical, p.interval_ms),
+            (FailureRule::Consecutive(3), vec![0, 7], 5_000)
+        );
+        let p = policy(1, r#"{"alert_after_failures": 2, "alert_window_runs": 5}"#).unwrap();
+        assert_eq!(
+            p.rule,
+            FailureRule::Window {
+                failures: 2,
+                runs: 5
+            }
+        );
+        assert_eq!(
+            policy(1, r#"{"alert_after_failures": 0}"#)
+                .unwrap_err()
+                .field,
+            "alert_after_failures"
+        );
+        assert_eq!(
+            policy(1, r#"{"alert_after_failures": 9, "alert_window_runs": 5}"#)
+                .unwrap_err()
+                .field,
+            "alert_after_failures"
+        );
     }
 
     #[test]

@@ -336,14 +336,15 @@ class SqliteStore(Store):
                 if r.check_id not in latest or r.started_at >= latest[r.check_id].started_at:
                     latest[r.check_id] = r
             await db.executemany(
-                "UPDATE checks SET status = ?, last_result = ?, last_checked_at = ? WHERE id = ?",
-                [(r.status.value, _result_json(r), r.started_at, cid) for cid, r in latest.items()],
+                "UPDATE checks SET last_result = ?, last_checked_at = ? WHERE id = ?",
+                [(_result_json(r), r.started_at, cid) for cid, r in latest.items()],
             )
             kept_changes = [c for c in changes if c.check_id in org_of]
             await db.executemany(
                 "INSERT INTO status_changes"
-                " (check_id, organization_id, previous, current, at, reason)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " (check_id, organization_id, previous, current, at, reason, sources,"
+                " in_maintenance)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         c.check_id,
@@ -352,13 +353,17 @@ class SqliteStore(Store):
                         c.current.value,
                         c.at,
                         c.reason,
+                        json.dumps({k: v.value for k, v in c.sources.items()}),
+                        int(c.in_maintenance),
                     )
                     for c in kept_changes
                 ],
             )
+            # A check's status is its verdict (all sources, thresholds), which only
+            # transitions change; changes arrive in order.
             await db.executemany(
-                "UPDATE checks SET status_changed_at = ? WHERE id = ?",
-                [(c.at, c.check_id) for c in kept_changes],
+                "UPDATE checks SET status = ?, status_changed_at = ? WHERE id = ?",
+                [(c.current.value, c.at, c.check_id) for c in kept_changes],
             )
             await db.execute("COMMIT")
         except BaseException:
