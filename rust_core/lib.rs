@@ -8,6 +8,7 @@ pub mod executor;
 pub mod probe;
 pub mod result;
 pub mod schedule;
+pub mod stats;
 pub mod wakeup;
 pub mod wheel;
 
