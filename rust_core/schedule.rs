@@ -1,7 +1,7 @@
 //! Check scheduling on top of the timing wheel: stable phases, drift-free intervals,
 //! pause/resume/remove, and catching up without bursts after a stall.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::wheel::{TimerKey, TimerWheel};
 
@@ -156,7 +156,7 @@ pub struct ScheduleStats {
 
 pub struct Scheduler {
     wheel: TimerWheel<u64>,
-    checks: HashMap<u64, Entry>,
+    checks: FxHashMap<u64, Entry>,
     fired: Vec<(u64, u64)>,
     stats: ScheduleStats,
 }
@@ -165,7 +165,7 @@ impl Scheduler {
     pub fn new(now_ms: u64) -> Self {
         Scheduler {
             wheel: TimerWheel::new(now_ms),
-            checks: HashMap::new(),
+            checks: FxHashMap::default(),
             fired: Vec::new(),
             stats: ScheduleStats::default(),
         }

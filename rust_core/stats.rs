@@ -27,8 +27,11 @@ fn gamma() -> f64 {
     (1.0 + ALPHA) / (1.0 - ALPHA)
 }
 
+/// `ln(gamma())`, precomputed: it divides every sample's logarithm (the hot path).
+const LN_GAMMA: f64 = 0.020_000_666_706_669_05;
+
 fn index_of(ms: f64) -> i16 {
-    (ms.ln() / gamma().ln()).ceil() as i16
+    (ms.ln() / LN_GAMMA).ceil() as i16
 }
 
 fn value_of(index: i16) -> f64 {
@@ -135,6 +138,65 @@ impl Sketch {
                 .take_while(|&&(i, _)| i <= limit)
                 .map(|&(_, c)| u64::from(c))
                 .sum::<u64>()
+    }
+}
+
+/// Merges many sketches to read one quantile, through a dense array reused across
+/// calls (no per-merge allocation): what a dashboard reading p99 over many buckets of
+/// many checks needs.
+#[derive(Default)]
+pub struct QuantileReader {
+    dense: Vec<u64>,
+    offset: i32,
+    zeros: u64,
+    count: u64,
+}
+
+impl QuantileReader {
+    /// The quantile `q` of all samples in `sketches`.
+    pub fn quantile<'a, I: IntoIterator<Item = &'a Sketch>>(
+        &mut self,
+        sketches: I,
+        q: f64,
+    ) -> Option<f64> {
+        self.dense.iter_mut().for_each(|c| *c = 0);
+        self.zeros = 0;
+        self.count = 0;
+        for s in sketches {
+            self.zeros += u64::from(s.zeros);
+            self.count += s.count;
+            for &(index, n) in &s.buckets {
+                let i = i32::from(index);
+                if self.dense.is_empty() {
+                    self.offset = i;
+                }
+                if i < self.offset {
+                    let grow = (self.offset - i) as usize;
+                    self.dense.splice(0..0, std::iter::repeat_n(0, grow));
+                    self.offset = i;
+                }
+                let at = (i - self.offset) as usize;
+                if at >= self.dense.len() {
+                    self.dense.resize(at + 1, 0);
+                }
+                self.dense[at] += u64::from(n);
+            }
+        }
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1) - 1;
+        if rank < self.zeros {
+            return Some(0.0);
+        }
+        let mut seen = self.zeros;
+        for (at, &n) in self.dense.iter().enumerate() {
+            seen += n;
+            if seen > rank {
+                return Some(value_of((self.offset + at as i32) as i16));
+            }
+        }
+        None
     }
 }
 
@@ -281,6 +343,19 @@ impl Timeline {
     }
 }
 
+/// Uptime % over a run of buckets from time accounting alone (no sketch work): what
+/// long-window uptime queries need. `None` when the window has no counted time.
+pub fn uptime<'a, I: IntoIterator<Item = &'a Bucket>>(buckets: I) -> Option<f64> {
+    let (mut span, mut excluded, mut down) = (0u64, 0u64, 0u64);
+    for b in buckets {
+        span += b.span_ms;
+        excluded += b.excluded_ms;
+        down += b.downtime_ms;
+    }
+    let total = span.saturating_sub(excluded);
+    (total > 0).then(|| total.saturating_sub(down) as f64 * 100.0 / total as f64)
+}
+
 /// SLA figures over a run of buckets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {
@@ -379,6 +454,11 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn the_precomputed_log_matches_alpha() {
+        assert!((LN_GAMMA - gamma().ln()).abs() < 1e-15);
+    }
+
+    #[test]
     fn an_empty_sketch_has_no_quantiles() {
         let s = Sketch::default();
         assert_eq!(s.quantile(0.5), None);
@@ -472,6 +552,25 @@ mod tests {
             let exact = exact_quantile(&sorted, q);
             let got = s.quantile(q).unwrap();
             prop_assert!((got - exact).abs() <= ALPHA * exact * (1.0 + 1e-9), "{got} vs {exact}");
+        }
+
+        #[test]
+        fn the_quantile_reader_agrees_with_a_merged_sketch(
+            parts in prop::collection::vec(prop::collection::vec(0.0f64..100_000.0, 0..50), 0..8),
+            q in 0.0f64..=1.0,
+        ) {
+            let mut merged = Sketch::default();
+            let sketches: Vec<Sketch> = parts.iter().map(|p| {
+                let mut s = Sketch::default();
+                for &v in p { s.add(v); }
+                merged.merge(&s);
+                s
+            }).collect();
+            let mut reader = QuantileReader::default();
+            // Twice: the reader's buffer is reused between calls.
+            for _ in 0..2 {
+                prop_assert_eq!(reader.quantile(&sketches, q), merged.quantile(q));
+            }
         }
 
         #[test]
