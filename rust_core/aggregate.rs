@@ -43,7 +43,7 @@ pub struct Policy {
     pub rule: FailureRule,
     /// Sources whose failure makes the check DOWN at once.
     pub critical: Vec<SourceId>,
-    /// A source silent for this many intervals is stale.
+    /// A source silent for this many intervals is stale; 0: never (heartbeats).
     pub stale_after: u32,
 }
 
@@ -91,8 +91,9 @@ impl SourceState {
         self.runs = self.runs.saturating_add(1).min(64);
         if !failed {
             self.consecutive = 0;
-            // Only probes report UP/DOWN/DEGRADED; anything else keeps the state.
-            if matches!(status, Status::Up | Status::Degraded) {
+            // Probes report UP/DOWN/DEGRADED, heartbeat deadlines LATE; UNKNOWN and
+            // PAUSED are never results and keep the state.
+            if matches!(status, Status::Up | Status::Degraded | Status::Late) {
                 self.status = status;
             }
             return;
@@ -126,7 +127,8 @@ impl SourceState {
 
 /// The verdict rule, on (status, critical) of the fresh sources.
 pub fn verdict<I: IntoIterator<Item = (Status, bool)>>(sources: I) -> Status {
-    let (mut fresh, mut down, mut degraded, mut critical_down) = (0usize, 0usize, 0usize, false);
+    let (mut fresh, mut down, mut degraded, mut late, mut critical_down) =
+        (0usize, 0usize, 0usize, 0usize, false);
     for (status, critical) in sources {
         match status {
             Status::Unknown | Status::Paused => continue,
@@ -134,7 +136,8 @@ pub fn verdict<I: IntoIterator<Item = (Status, bool)>>(sources: I) -> Status {
                 down += 1;
                 critical_down |= critical;
             }
-            Status::Degraded | Status::Late => degraded += 1,
+            Status::Degraded => degraded += 1,
+            Status::Late => late += 1,
             Status::Up => {}
         }
         fresh += 1;
@@ -143,7 +146,9 @@ pub fn verdict<I: IntoIterator<Item = (Status, bool)>>(sources: I) -> Status {
         Status::Unknown
     } else if critical_down || down == fresh {
         Status::Down
-    } else if down > 0 || degraded > 0 {
+    } else if late == fresh {
+        Status::Late
+    } else if down > 0 || degraded > 0 || late > 0 {
         Status::Degraded
     } else {
         Status::Up
@@ -281,6 +286,9 @@ impl Verdicts {
     /// checks whose verdict changed.
     pub fn expire_stale(&mut self, now_us: u64, out: &mut Vec<Transition>) {
         for (&check_id, state) in &mut self.checks {
+            if state.policy.stale_after == 0 {
+                continue;
+            }
             let limit = state.policy.interval_ms * 1_000 * u64::from(state.policy.stale_after);
             let mut changed = false;
             for source in &mut state.sources {

@@ -16,6 +16,24 @@ use crate::probe::{config, ConfigError, ProbeSpec};
 use crate::result::{ProbeResult, Status, Transition};
 use crate::schedule::{CheckSpec, Due, ProbeKind, ScheduleError, ScheduleStats, Scheduler};
 use crate::wakeup::Wakeup;
+use crate::wheel::{TimerKey, TimerWheel};
+
+/// Where a heartbeat check stands between pings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Before its due time.
+    Waiting,
+    /// Past due, within the grace period.
+    Late,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Heartbeat {
+    due_ms: u64,
+    grace_ms: u64,
+    phase: Phase,
+    key: TimerKey,
+}
 
 /// Why a batch of checks was refused (nothing in it was applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +139,9 @@ pub struct EngineStats {
 struct State {
     scheduler: Scheduler,
     probes: HashMap<u64, Arc<ProbeSpec>>,
+    /// Heartbeat deadlines (LATE at due, DOWN at due + grace) on a wheel of their own.
+    deadlines: TimerWheel<u64>,
+    heartbeats: HashMap<u64, Heartbeat>,
     verdicts: Verdicts,
     outbox: Outbox,
     /// The wake-up descriptor has been signalled and not drained since.
@@ -165,6 +186,8 @@ impl Engine {
             state: Mutex::new(State {
                 scheduler: Scheduler::new(clock.now_us() / 1_000),
                 probes: HashMap::new(),
+                deadlines: TimerWheel::new(clock.now_us() / 1_000),
+                heartbeats: HashMap::new(),
                 verdicts: Verdicts::default(),
                 outbox: Outbox::default(),
                 signalled: false,
@@ -206,7 +229,8 @@ impl Engine {
                 error,
             };
             let probe = ProbeSpec::parse(spec.kind, settings).map_err(config_error)?;
-            let policy = config::policy(spec.interval_ms, settings).map_err(config_error)?;
+            let policy =
+                config::policy(spec.kind, spec.interval_ms, settings).map_err(config_error)?;
             parsed.push((spec, probe.map(Arc::new), policy));
         }
         let mut state = self.shared.lock();
@@ -238,10 +262,13 @@ impl Engine {
     pub fn run_once(&self, runs: Vec<OneOff>) -> Result<(), EngineError> {
         let mut parsed = Vec::with_capacity(runs.len());
         for run in runs {
-            if run.kind == ProbeKind::Python {
+            if matches!(run.kind, ProbeKind::Python | ProbeKind::Heartbeat) {
                 return Err(EngineError::Config {
                     check_id: run.check_id,
-                    error: ConfigError::new("type", "Python probes run on the Python side"),
+                    error: ConfigError::new(
+                        "type",
+                        "Python probes run on the Python side; heartbeats are not probed",
+                    ),
                 });
             }
             let probe =
@@ -279,6 +306,9 @@ impl Engine {
                 n += 1;
             }
             state.probes.remove(&id);
+            if let Some(hb) = state.heartbeats.remove(&id) {
+                state.deadlines.cancel(hb.key);
+            }
             state.verdicts.forget(id);
         }
         n
@@ -312,6 +342,36 @@ impl Engine {
         drop(state);
         self.shared.tick.notify_one();
         n
+    }
+
+    /// A heartbeat check's next ping is due at `due_ms`: LATE from then, DOWN after
+    /// `grace_ms` more, unless a ping comes first (then this is called again).
+    pub fn expect(&self, check_id: u64, due_ms: u64, grace_ms: u64) {
+        let mut state = self.shared.lock();
+        if let Some(old) = state.heartbeats.remove(&check_id) {
+            state.deadlines.cancel(old.key);
+        }
+        let key = state.deadlines.insert(due_ms, check_id);
+        state.heartbeats.insert(
+            check_id,
+            Heartbeat {
+                due_ms,
+                grace_ms,
+                phase: Phase::Waiting,
+                key,
+            },
+        );
+        drop(state);
+        self.shared.tick.notify_one();
+    }
+
+    /// When a heartbeat check's next ping is due (ms), if one is expected.
+    pub fn heartbeat_due(&self, check_id: u64) -> Option<u64> {
+        self.shared
+            .lock()
+            .heartbeats
+            .get(&check_id)
+            .map(|hb| hb.due_ms)
     }
 
     /// Enter or leave maintenance: verdicts go on, their transitions are flagged.
@@ -456,6 +516,35 @@ fn dispatch(shared: &Arc<Shared>, due: Due, probe: Arc<ProbeSpec>, run_id: u64, 
     );
 }
 
+/// Heartbeat checks past their due time turn LATE, and DOWN once the grace runs out;
+/// each is a synthetic result from the central source, folded like any other.
+fn expire_deadlines(state: &mut State, now_us: u64) {
+    let mut fired = Vec::new();
+    state.deadlines.advance(now_us / 1_000, &mut fired);
+    for (at_ms, check_id) in fired {
+        let Some(hb) = state.heartbeats.get_mut(&check_id) else {
+            continue;
+        };
+        let (status, kind, message) = if hb.phase == Phase::Waiting {
+            hb.phase = Phase::Late;
+            hb.key = state.deadlines.insert(hb.due_ms + hb.grace_ms, check_id);
+            (Status::Late, "late", "no ping since it was due")
+        } else {
+            state.heartbeats.remove(&check_id);
+            (Status::Down, "missed", "no ping within the grace period")
+        };
+        let result = ProbeResult {
+            due_ms: at_ms,
+            started_us: at_ms * 1_000,
+            status,
+            error_kind: Some(kind.to_owned()),
+            message: Some(message.to_owned()),
+            ..ProbeResult::new(check_id)
+        };
+        deliver(state, result, false);
+    }
+}
+
 /// How often sources are checked for staleness.
 const STALE_SWEEP_US: u64 = 1_000_000;
 
@@ -493,11 +582,17 @@ fn clock_loop(shared: &Arc<Shared>) {
                 }
             }
         }
+        expire_deadlines(&mut state, now_us);
         shared.signal_if_needed(&mut state);
-        let wake_ms = state
-            .scheduler
-            .next_wakeup()
-            .map_or(next_sweep_us / 1_000, |at| at.min(next_sweep_us / 1_000));
+        let wake_ms = [
+            state.scheduler.next_wakeup(),
+            state.deadlines.next_expiration(),
+            Some(next_sweep_us / 1_000),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(next_sweep_us / 1_000);
         let wait = shared
             .clock
             .instant_at_ms(wake_ms)
@@ -611,6 +706,36 @@ mod tests {
             matches!(err, EngineError::Config { check_id: 3, ref error } if error.field == "port")
         );
         assert_eq!(engine.stats().checks, 0);
+    }
+
+    #[test]
+    fn a_heartbeat_goes_late_at_its_due_time_and_down_after_the_grace() {
+        let engine = start();
+        let mut hb = noop(4);
+        hb.kind = ProbeKind::Heartbeat;
+        upsert(&engine, &[hb]).unwrap();
+        assert_eq!(engine.next_due(4), None, "heartbeats are never probed");
+        let now_ms = engine.now_us() / 1_000;
+        engine.report(vec![ProbeResult {
+            started_us: now_ms * 1_000,
+            status: Status::Up,
+            ..ProbeResult::new(4)
+        }]);
+        engine.expect(4, now_ms + 100, 200);
+        assert_eq!(engine.heartbeat_due(4), Some(now_ms + 100));
+        let out = drain_until(&engine, |o| o.transitions.len() >= 3);
+        let path: Vec<Status> = out.transitions.iter().map(|t| t.current).collect();
+        assert_eq!(path, vec![Status::Up, Status::Late, Status::Down]);
+        let late = out
+            .results
+            .iter()
+            .find(|r| r.status == Status::Late)
+            .unwrap();
+        assert!(
+            late.started_us >= (now_ms + 100) * 1_000,
+            "never late before it is due"
+        );
+        assert_eq!(engine.heartbeat_due(4), None);
     }
 
     #[test]

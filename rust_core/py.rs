@@ -306,6 +306,17 @@ impl PyCore {
         (s.checks, s.schedule.dispatched, s.schedule.skipped)
     }
 
+    /// A heartbeat check's next ping is due at `due_ms`: LATE from then, DOWN after
+    /// `grace_ms` more, unless `expect` is called again first (a ping came).
+    fn expect(&self, py: Python<'_>, check_id: u64, due_ms: u64, grace_ms: u64) {
+        py.detach(|| self.engine.expect(check_id, due_ms, grace_ms));
+    }
+
+    /// When a heartbeat check's next ping is due (ms since the epoch), if expected.
+    fn heartbeat_due(&self, py: Python<'_>, check_id: u64) -> Option<u64> {
+        py.detach(|| self.engine.heartbeat_due(check_id))
+    }
+
     /// Flag checks as inside (or outside) a maintenance window.
     fn set_maintenance(&self, py: Python<'_>, ids: Vec<u64>, on: bool) {
         py.detach(|| self.engine.set_maintenance(&ids, on));

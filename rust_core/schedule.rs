@@ -25,11 +25,21 @@ pub enum ProbeKind {
     Dns = 5,
     Icmp = 6,
     Tls = 7,
+    /// Passive: fed by pings, never probed; its deadlines live in the engine.
+    Heartbeat = 8,
 }
 
 impl ProbeKind {
     pub fn is_native_probe(self) -> bool {
-        !matches!(self, ProbeKind::Python | ProbeKind::Noop)
+        !matches!(
+            self,
+            ProbeKind::Python | ProbeKind::Noop | ProbeKind::Heartbeat
+        )
+    }
+
+    /// Whether the scheduler runs it every interval.
+    pub fn is_periodic(self) -> bool {
+        self != ProbeKind::Heartbeat
     }
 }
 
@@ -45,6 +55,7 @@ impl TryFrom<u8> for ProbeKind {
             5 => Ok(ProbeKind::Dns),
             6 => Ok(ProbeKind::Icmp),
             7 => Ok(ProbeKind::Tls),
+            8 => Ok(ProbeKind::Heartbeat),
             other => Err(ScheduleError::UnknownKind(other)),
         }
     }
@@ -208,7 +219,7 @@ impl Scheduler {
         if let Some(entry) = self.checks.get_mut(&spec.id) {
             let regrid = entry.spec.interval_ms != spec.interval_ms;
             entry.spec = spec;
-            match (entry.key, spec.active) {
+            match (entry.key, spec.active && spec.kind.is_periodic()) {
                 (Some(key), true) if regrid => {
                     let due = first_due(&spec, now_ms);
                     self.wheel.reschedule(key, due);
@@ -224,7 +235,7 @@ impl Scheduler {
                 _ => {}
             }
         } else {
-            let key = spec.active.then(|| {
+            let key = (spec.active && spec.kind.is_periodic()).then(|| {
                 let due = first_due(&spec, now_ms);
                 self.wheel.insert(due, spec.id)
             });

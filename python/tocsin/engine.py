@@ -15,10 +15,12 @@ import collections
 import itertools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 from tocsin import _core
+from tocsin.heartbeat import HeartbeatSchedule
 from tocsin.models import (
     CODE_BY_STATUS,
     STATUS_BY_CODE,
@@ -192,6 +194,9 @@ class Engine:
         self._core = _core.Core(threads, max_in_flight, max_per_host, extra_ca_pem)
         self._run_ids = itertools.count(1)
         self._sources = Sources()
+        self._heartbeats: dict[int, HeartbeatSchedule] = {}
+        # (check_id, rid) -> when a `start` ping opened the run
+        self._runs: dict[tuple[int, str | None], float] = {}
         # One-off plugin runs share the in-flight cap the core applies to native ones.
         self._plugin_slots = asyncio.Semaphore(max_in_flight)
         # run_id -> (waiting caller, whether the result is recorded like a scheduled one)
@@ -278,14 +283,73 @@ class Engine:
         setting the native probe refuses: `InvalidCheckError.field` names it) and no
         check changes."""
         checks = list(checks)
+        schedules = {
+            c.id: HeartbeatSchedule.from_settings(c.interval, c.options)
+            for c in checks
+            if c.type == "heartbeat"
+        }
         self._require().upsert([self._spec(c) for c in checks])
         for check in checks:
             self._checks[check.id] = check
+            self._heartbeats.pop(check.id, None)
+        self._heartbeats.update(schedules)
 
     add = upsert
 
+    def ping(
+        self,
+        check_id: int,
+        signal: str | int = "success",
+        *,
+        rid: str | None = None,
+        at: float | None = None,
+    ) -> Result | None:
+        """A heartbeat ping: `success` (or exit code 0) is UP, `fail` or a non-zero
+        exit code (1-255) is DOWN, `start` opens a run whose duration the next success
+        or failure ping measures (matched by `rid` when given), `log` only records.
+        After a success or failure the next ping is expected per the check's schedule:
+        LATE once it is due, DOWN after the grace period. Returns the result, if any."""
+        schedule = self._heartbeats.get(check_id)
+        if schedule is None:
+            raise KeyError(f"check {check_id} is not a heartbeat check of this engine")
+        at = time.time() if at is None else at
+        if signal == "start":
+            self._runs[(check_id, rid)] = at
+            return None
+        if signal == "log":
+            return None
+        if isinstance(signal, int) and not 0 <= signal <= 255:
+            raise ValueError("an exit code is 0-255")
+        if signal not in ("success", "fail") and not isinstance(signal, int):
+            raise ValueError(f"unknown ping {signal!r}")
+        started = self._runs.pop((check_id, rid), None)
+        if signal in ("success", 0):
+            outcome = ProbeOutcome.up(latency_ms=(at - started) * 1e3 if started else 0.0)
+        else:
+            kind, message = (
+                ("fail", "the job reported a failure")
+                if signal == "fail"
+                else ("exit_code", f"the job exited with code {signal}")
+            )
+            outcome = ProbeOutcome.down(
+                kind, message, latency_ms=(at - started) * 1e3 if started else 0.0
+            )
+        core = self._require()
+        t = _tuple(check_id, 0, round((started or at) * 1e6), outcome, 0)
+        core.report([t])
+        due = schedule.next_due(at)
+        core.expect(check_id, round(due * 1000), round(schedule.grace * 1000))
+        return _result(t, self._sources)
+
+    def heartbeat_due(self, check_id: int) -> float | None:
+        """When a heartbeat check's next ping is due (Unix seconds), if one is expected."""
+        due = self._require().heartbeat_due(check_id)
+        return None if due is None else due / 1e3
+
     def remove(self, ids: Iterable[int]) -> int:
         ids = [i for i in ids if self._checks.pop(i, None) is not None]
+        for i in ids:
+            self._heartbeats.pop(i, None)
         self._require().remove(ids)
         return len(ids)
 

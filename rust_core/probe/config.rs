@@ -166,7 +166,7 @@ impl ProbeSpec {
                 .map_err(|e| ConfigError::new("config", format!("invalid JSON: {e}")))?
         };
         Ok(Some(match kind {
-            ProbeKind::Python | ProbeKind::Noop => return Ok(None),
+            ProbeKind::Python | ProbeKind::Noop | ProbeKind::Heartbeat => return Ok(None),
             ProbeKind::Http => ProbeSpec::Http(http(de(value)?)?),
             ProbeKind::Tcp => ProbeSpec::Tcp(tcp(de(value)?)?),
             ProbeKind::Udp => ProbeSpec::Udp(udp(de(value)?)?),
@@ -201,7 +201,8 @@ struct PolicyRaw {
 }
 
 /// How a check's results become its verdict, from the same settings JSON (any kind).
-pub fn policy(interval_ms: u64, json: &str) -> Result<Policy, ConfigError> {
+/// Heartbeat checks never go stale: their silence is judged by their deadlines.
+pub fn policy(kind: ProbeKind, interval_ms: u64, json: &str) -> Result<Policy, ConfigError> {
     let raw: PolicyRaw = if json.trim().is_empty() {
         PolicyRaw {
             alert_after_failures: None,
@@ -224,7 +225,7 @@ pub fn policy(interval_ms: u64, json: &str) -> Result<Policy, ConfigError> {
         interval_ms,
         rule,
         critical: raw.critical_sources,
-        ..Policy::default()
+        stale_after: if kind.is_periodic() { 3 } else { 0 },
     })
 }
 
@@ -685,9 +686,10 @@ mod tests {
 
     #[test]
     fn policies_from_settings() {
-        let p = policy(5_000, "").unwrap();
+        let p = policy(ProbeKind::Http, 5_000, "").unwrap();
         assert_eq!(p.rule, FailureRule::Consecutive(1));
         let p = policy(
+            ProbeKind::Http,
             5_000,
             r#"{"alert_after_failures": 3, "critical_sources": [0, 7]}"#,
         )
@@ -696,7 +698,12 @@ mod tests {
             (p.rule, p.critical, p.interval_ms),
             (FailureRule::Consecutive(3), vec![0, 7], 5_000)
         );
-        let p = policy(1, r#"{"alert_after_failures": 2, "alert_window_runs": 5}"#).unwrap();
+        let p = policy(
+            ProbeKind::Http,
+            1,
+            r#"{"alert_after_failures": 2, "alert_window_runs": 5}"#,
+        )
+        .unwrap();
         assert_eq!(
             p.rule,
             FailureRule::Window {
@@ -705,15 +712,19 @@ mod tests {
             }
         );
         assert_eq!(
-            policy(1, r#"{"alert_after_failures": 0}"#)
+            policy(ProbeKind::Http, 1, r#"{"alert_after_failures": 0}"#)
                 .unwrap_err()
                 .field,
             "alert_after_failures"
         );
         assert_eq!(
-            policy(1, r#"{"alert_after_failures": 9, "alert_window_runs": 5}"#)
-                .unwrap_err()
-                .field,
+            policy(
+                ProbeKind::Http,
+                1,
+                r#"{"alert_after_failures": 9, "alert_window_runs": 5}"#
+            )
+            .unwrap_err()
+            .field,
             "alert_after_failures"
         );
     }

@@ -21,6 +21,7 @@ NATIVE_TYPES: dict[str, int] = {
     "dns": 5,
     "icmp": 6,
     "tls": 7,
+    "heartbeat": 8,
 }
 PYTHON_KIND = 0
 
