@@ -15,6 +15,7 @@ use crate::executor::{Executor, ExecutorConfig, Finished};
 use crate::probe::{config, ConfigError, ProbeSpec};
 use crate::result::{ProbeResult, Status, Transition};
 use crate::schedule::{CheckSpec, Due, ProbeKind, ScheduleError, ScheduleStats, Scheduler};
+use crate::stats::{Bucket, Timeline};
 use crate::wakeup::Wakeup;
 use crate::wheel::{TimerKey, TimerWheel};
 
@@ -122,11 +123,16 @@ pub struct Outbox {
     pub work: Vec<Work>,
     pub results: Vec<ProbeResult>,
     pub transitions: Vec<Transition>,
+    /// Closed rollup buckets: (check id, bucket).
+    pub rollups: Vec<(u64, Bucket)>,
 }
 
 impl Outbox {
     fn is_empty(&self) -> bool {
-        self.work.is_empty() && self.results.is_empty() && self.transitions.is_empty()
+        self.work.is_empty()
+            && self.results.is_empty()
+            && self.transitions.is_empty()
+            && self.rollups.is_empty()
     }
 }
 
@@ -142,6 +148,11 @@ struct State {
     /// Heartbeat deadlines (LATE at due, DOWN at due + grace) on a wheel of their own.
     deadlines: TimerWheel<u64>,
     heartbeats: HashMap<u64, Heartbeat>,
+    /// Each check's verdict over time, cut into rollup buckets.
+    timelines: HashMap<u64, Timeline>,
+    rollup_span_ms: u64,
+    /// The next bucket edge, when every timeline is advanced and closed buckets go out.
+    next_edge_ms: u64,
     verdicts: Verdicts,
     outbox: Outbox,
     /// The wake-up descriptor has been signalled and not drained since.
@@ -178,8 +189,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn start(config: &ExecutorConfig) -> Result<Self, EngineError> {
+    /// Start the clock thread and the probe runtime; rollup buckets span
+    /// `rollup_span_ms` (a minute in production).
+    pub fn start(config: &ExecutorConfig, rollup_span_ms: u64) -> Result<Self, EngineError> {
+        if rollup_span_ms == 0 {
+            return Err(EngineError::Startup("rollup span must be positive".into()));
+        }
         let clock = Clock::new();
+        let now_ms = clock.now_us() / 1_000;
         let executor = Executor::new(config).map_err(|e| EngineError::Startup(e.to_string()))?;
         let wakeup = Wakeup::new().map_err(|e| EngineError::Startup(e.to_string()))?;
         let shared = Arc::new(Shared {
@@ -188,6 +205,9 @@ impl Engine {
                 probes: HashMap::new(),
                 deadlines: TimerWheel::new(clock.now_us() / 1_000),
                 heartbeats: HashMap::new(),
+                timelines: HashMap::new(),
+                rollup_span_ms,
+                next_edge_ms: now_ms - now_ms % rollup_span_ms + rollup_span_ms,
                 verdicts: Verdicts::default(),
                 outbox: Outbox::default(),
                 signalled: false,
@@ -246,10 +266,16 @@ impl Engine {
                 state.verdicts.configure(spec.id, policy, now_us),
                 state.verdicts.set_active(spec.id, spec.active, now_us),
             ];
+            for change in changes.into_iter().flatten() {
+                record(&mut state, change);
+            }
+            let span = state.rollup_span_ms;
+            let status = state.verdicts.status(spec.id);
+            let since_ms = now_us / 1_000;
             state
-                .outbox
-                .transitions
-                .extend(changes.into_iter().flatten());
+                .timelines
+                .entry(spec.id)
+                .or_insert_with(|| Timeline::new(since_ms, span, status));
         }
         self.shared.signal_if_needed(&mut state);
         drop(state);
@@ -309,6 +335,7 @@ impl Engine {
             if let Some(hb) = state.heartbeats.remove(&id) {
                 state.deadlines.cancel(hb.key);
             }
+            state.timelines.remove(&id);
             state.verdicts.forget(id);
         }
         n
@@ -335,7 +362,9 @@ impl Engine {
             if known {
                 n += 1;
                 let change = state.verdicts.set_active(id, active, now_us);
-                state.outbox.transitions.extend(change);
+                if let Some(change) = change {
+                    record(&mut state, change);
+                }
             }
         }
         self.shared.signal_if_needed(&mut state);
@@ -377,9 +406,19 @@ impl Engine {
     /// Enter or leave maintenance: verdicts go on, their transitions are flagged.
     pub fn set_maintenance(&self, ids: &[u64], on: bool) {
         let mut state = self.shared.lock();
+        let now_ms = self.shared.clock.now_us() / 1_000;
+        let mut closed = Vec::new();
         for &id in ids {
             state.verdicts.set_maintenance(id, on);
+            if let Some(timeline) = state.timelines.get_mut(&id) {
+                timeline.set_maintenance(now_ms, on, &mut closed);
+                state
+                    .outbox
+                    .rollups
+                    .extend(closed.drain(..).map(|b| (id, b)));
+            }
         }
+        self.shared.signal_if_needed(&mut state);
     }
 
     /// Per-source statuses of a check.
@@ -459,14 +498,47 @@ impl Drop for Engine {
 
 /// Queue a result for Python; fold it into the check's status when it is a scheduled
 /// run (or a one-off asked to be recorded) of a check that still exists.
-fn deliver(state: &mut State, result: ProbeResult, record: bool) {
-    let fold = (result.run_id == 0 || record) && state.scheduler.get(result.check_id).is_some();
+fn deliver(state: &mut State, result: ProbeResult, recorded: bool) {
+    let fold = (result.run_id == 0 || recorded) && state.scheduler.get(result.check_id).is_some();
     if fold {
         if let Some(transition) = state.verdicts.fold(&result) {
-            state.outbox.transitions.push(transition);
+            record(state, transition);
+        }
+        if let Some(timeline) = state.timelines.get_mut(&result.check_id) {
+            timeline.add_run(result.status, result.latency_us as f64 / 1_000.0);
         }
     }
     state.outbox.results.push(result);
+}
+
+/// Every verdict change goes out to Python and into the check's timeline.
+fn record(state: &mut State, transition: Transition) {
+    if let Some(timeline) = state.timelines.get_mut(&transition.check_id) {
+        let mut closed = Vec::new();
+        timeline.change(transition.at_us / 1_000, transition.current, &mut closed);
+        let id = transition.check_id;
+        state
+            .outbox
+            .rollups
+            .extend(closed.into_iter().map(|b| (id, b)));
+    }
+    state.outbox.transitions.push(transition);
+}
+
+/// At each bucket edge, close every timeline's bucket.
+fn close_buckets(state: &mut State, now_ms: u64) {
+    if now_ms < state.next_edge_ms {
+        return;
+    }
+    let mut closed = Vec::new();
+    for (&id, timeline) in &mut state.timelines {
+        timeline.advance(now_ms, &mut closed);
+        state
+            .outbox
+            .rollups
+            .extend(closed.drain(..).map(|b| (id, b)));
+    }
+    state.next_edge_ms = now_ms - now_ms % state.rollup_span_ms + state.rollup_span_ms;
 }
 
 fn noop_result(due: &Due, now_us: u64, run_id: u64) -> ProbeResult {
@@ -560,7 +632,9 @@ fn clock_loop(shared: &Arc<Shared>) {
         if now_us >= next_sweep_us {
             let mut went_stale = Vec::new();
             state.verdicts.expire_stale(now_us, &mut went_stale);
-            state.outbox.transitions.append(&mut went_stale);
+            for change in went_stale {
+                record(&mut state, change);
+            }
             next_sweep_us = now_us + STALE_SWEEP_US;
         }
         due.clear();
@@ -583,11 +657,13 @@ fn clock_loop(shared: &Arc<Shared>) {
             }
         }
         expire_deadlines(&mut state, now_us);
+        close_buckets(&mut state, now_us / 1_000);
         shared.signal_if_needed(&mut state);
         let wake_ms = [
             state.scheduler.next_wakeup(),
             state.deadlines.next_expiration(),
             Some(next_sweep_us / 1_000),
+            Some(state.next_edge_ms),
         ]
         .into_iter()
         .flatten()
@@ -628,10 +704,13 @@ mod tests {
     }
 
     fn start() -> Engine {
-        Engine::start(&ExecutorConfig {
-            threads: 1,
-            ..ExecutorConfig::default()
-        })
+        Engine::start(
+            &ExecutorConfig {
+                threads: 1,
+                ..ExecutorConfig::default()
+            },
+            1_000,
+        )
         .unwrap()
     }
 
@@ -643,6 +722,7 @@ mod tests {
             all.work.append(&mut batch.work);
             all.results.append(&mut batch.results);
             all.transitions.append(&mut batch.transitions);
+            all.rollups.append(&mut batch.rollups);
             if done(&all) {
                 break;
             }
@@ -736,6 +816,28 @@ mod tests {
             "never late before it is due"
         );
         assert_eq!(engine.heartbeat_due(4), None);
+    }
+
+    #[test]
+    fn closed_rollup_buckets_account_the_verdicts_time() {
+        let engine = start();
+        let mut check = noop(6);
+        check.interval_ms = 86_400_000; // its own run never comes during the test
+        upsert(&engine, &[check]).unwrap();
+        let now_ms = engine.now_us() / 1_000;
+        engine.report(vec![ProbeResult {
+            started_us: now_ms * 1_000,
+            latency_us: 2_000,
+            status: Status::Down,
+            ..ProbeResult::new(6)
+        }]);
+        let out = drain_until(&engine, |o| o.rollups.len() >= 2);
+        let buckets: Vec<&Bucket> = out.rollups.iter().map(|(_, b)| b).collect();
+        assert!(buckets.iter().all(|b| b.span_ms == 1_000));
+        assert_eq!(buckets.iter().map(|b| b.runs_down).sum::<u32>(), 1);
+        assert_eq!(buckets.iter().map(|b| b.incidents).sum::<u32>(), 1);
+        // Whole buckets after the failure are all downtime.
+        assert_eq!(buckets.last().unwrap().downtime_ms, 1_000);
     }
 
     #[test]

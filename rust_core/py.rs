@@ -10,6 +10,7 @@ use crate::engine::{Engine, EngineError, OneOff};
 use crate::executor::ExecutorConfig;
 use crate::result::{ProbeResult, SourceId, Status, Timings};
 use crate::schedule::{self, CheckSpec, ProbeKind, ScheduleError};
+use crate::stats::{self, Bucket, Sketch};
 
 create_exception!(
     _core,
@@ -71,6 +72,52 @@ type ResultTuple = (
 type OneOffTuple = (u64, u64, u8, String, u64, bool);
 /// `(check_id, due_ms, dispatched_us, timeout_ms)`
 type WorkTuple = (u64, u64, u64, u64);
+/// `(check_id, start_ms, span_ms, runs_up, runs_down, runs_degraded, downtime_ms,
+///   excluded_ms, incidents, sketch_bytes)`
+type RollupTuple = (u64, u64, u64, u32, u32, u32, u64, u64, u32, Vec<u8>);
+
+fn rollup_tuple((check_id, b): (u64, Bucket)) -> RollupTuple {
+    (
+        check_id,
+        b.start_ms,
+        b.span_ms,
+        b.runs_up,
+        b.runs_down,
+        b.runs_degraded,
+        b.downtime_ms,
+        b.excluded_ms,
+        b.incidents,
+        b.latency.to_bytes(),
+    )
+}
+
+fn bucket_from(t: RollupTuple) -> PyResult<Bucket> {
+    let (
+        _,
+        start_ms,
+        span_ms,
+        runs_up,
+        runs_down,
+        runs_degraded,
+        downtime_ms,
+        excluded_ms,
+        incidents,
+        sketch,
+    ) = t;
+    Ok(Bucket {
+        start_ms,
+        span_ms,
+        runs_up,
+        runs_down,
+        runs_degraded,
+        downtime_ms,
+        excluded_ms,
+        incidents,
+        latency: Sketch::from_bytes(&sketch)
+            .ok_or_else(|| PyValueError::new_err("not a tocsin latency sketch"))?,
+    })
+}
+
 /// `(check_id, previous, current, at_us, reason, [(source, status)], in_maintenance)`
 type TransitionTuple = (u64, u8, u8, u64, Option<String>, Vec<(SourceId, u8)>, bool);
 
@@ -150,13 +197,14 @@ struct PyCore {
 impl PyCore {
     /// Start the clock thread and the probe runtime. `threads` 0 means one per core.
     #[new]
-    #[pyo3(signature = (threads=0, max_in_flight=10_000, max_per_host=1_000, extra_ca_pem=None))]
+    #[pyo3(signature = (threads=0, max_in_flight=10_000, max_per_host=1_000, extra_ca_pem=None, rollup_span_ms=60_000))]
     fn new(
         py: Python<'_>,
         threads: usize,
         max_in_flight: usize,
         max_per_host: usize,
         extra_ca_pem: Option<String>,
+        rollup_span_ms: u64,
     ) -> PyResult<Self> {
         let config = ExecutorConfig {
             threads,
@@ -164,7 +212,7 @@ impl PyCore {
             max_per_host,
             extra_ca_pem,
         };
-        match py.detach(|| Engine::start(&config)) {
+        match py.detach(|| Engine::start(&config, rollup_span_ms)) {
             Ok(engine) => Ok(PyCore { engine }),
             Err(EngineError::Startup(e)) => Err(PyOSError::new_err(e)),
             Err(e) => Err(PyValueError::new_err(e.to_string())),
@@ -252,8 +300,16 @@ impl PyCore {
         Ok(())
     }
 
-    /// Everything waiting since the last call: `(work, results, transitions)`.
-    fn drain(&self, py: Python<'_>) -> (Vec<WorkTuple>, Vec<ResultTuple>, Vec<TransitionTuple>) {
+    /// Everything waiting since the last call: `(work, results, transitions, rollups)`.
+    fn drain(
+        &self,
+        py: Python<'_>,
+    ) -> (
+        Vec<WorkTuple>,
+        Vec<ResultTuple>,
+        Vec<TransitionTuple>,
+        Vec<RollupTuple>,
+    ) {
         let outbox = py.detach(|| self.engine.drain());
         let work = outbox
             .work
@@ -277,7 +333,8 @@ impl PyCore {
                 )
             })
             .collect();
-        (work, results, transitions)
+        let rollups = outbox.rollups.into_iter().map(rollup_tuple).collect();
+        (work, results, transitions, rollups)
     }
 
     /// Readable whenever `drain` has something; for `loop.add_reader`.
@@ -336,6 +393,60 @@ impl PyCore {
     }
 }
 
+/// SLA figures over rollup buckets (tuples as `drain` returns them): a dict with
+/// `total_ms`, `downtime_ms`, `uptime_pct`, `incidents`, `mttr_ms`, `mtbf_ms`, `runs`,
+/// `p50_ms`, `p95_ms`, `p99_ms`, `apdex`.
+#[pyfunction]
+fn figures(
+    py: Python<'_>,
+    buckets: Vec<RollupTuple>,
+    apdex_t_ms: f64,
+) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let buckets = buckets
+        .into_iter()
+        .map(bucket_from)
+        .collect::<PyResult<Vec<_>>>()?;
+    let f = py.detach(|| stats::figures(&buckets, apdex_t_ms));
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("total_ms", f.total_ms)?;
+    d.set_item("downtime_ms", f.downtime_ms)?;
+    d.set_item("uptime_pct", f.uptime_pct)?;
+    d.set_item("incidents", f.incidents)?;
+    d.set_item("mttr_ms", f.mttr_ms)?;
+    d.set_item("mtbf_ms", f.mtbf_ms)?;
+    d.set_item("runs", f.runs)?;
+    d.set_item("p50_ms", f.p50_ms)?;
+    d.set_item("p95_ms", f.p95_ms)?;
+    d.set_item("p99_ms", f.p99_ms)?;
+    d.set_item("apdex", f.apdex)?;
+    Ok(d)
+}
+
+/// An SLO's state: `(sli, budget_remaining, burn_rate, budget_warning,
+/// budget_exhausted, burn_rate_alert)` for a `target` fraction, (good, total) over the
+/// window and over the burn-rate window.
+#[pyfunction]
+fn slo(
+    target: f64,
+    window: (f64, f64),
+    burn_window: (f64, f64),
+    warn_remaining: f64,
+    burn_threshold: f64,
+) -> PyResult<(f64, f64, f64, bool, bool, bool)> {
+    if !(0.0..1.0).contains(&target) {
+        return Err(PyValueError::new_err("target must be a fraction in [0, 1)"));
+    }
+    let s = stats::slo(target, window, burn_window, warn_remaining, burn_threshold);
+    Ok((
+        s.sli,
+        s.budget_remaining,
+        s.burn_rate,
+        s.budget_warning,
+        s.budget_exhausted,
+        s.burn_rate_alert,
+    ))
+}
+
 /// Offset in ms of a check's runs inside its interval (stable across restarts).
 #[pyfunction]
 fn phase_ms(id: u64, interval_ms: u64) -> PyResult<u64> {
@@ -349,6 +460,8 @@ fn phase_ms(id: u64, interval_ms: u64) -> PyResult<u64> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCore>()?;
     m.add_function(wrap_pyfunction!(phase_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(figures, m)?)?;
+    m.add_function(wrap_pyfunction!(slo, m)?)?;
     m.add("InvalidCheckError", m.py().get_type::<InvalidCheckError>())?;
     m.add("MIN_INTERVAL_MS", schedule::MIN_INTERVAL_MS)?;
     m.add("MAX_INTERVAL_MS", schedule::MAX_INTERVAL_MS)?;

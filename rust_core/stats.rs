@@ -125,6 +125,42 @@ impl Sketch {
         self.buckets.last().map(|&(i, _)| value_of(i))
     }
 
+    /// Compact little-endian form for storage: zeros (u32), then (index i16, count u32)
+    /// per bucket; the total is derived.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 6 * self.buckets.len());
+        out.extend_from_slice(&self.zeros.to_le_bytes());
+        for &(index, count) in &self.buckets {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+        out
+    }
+
+    /// The inverse of `to_bytes`; `None` for bytes it did not write.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Sketch> {
+        if bytes.len() < 4 || (bytes.len() - 4) % 6 != 0 {
+            return None;
+        }
+        let zeros = u32::from_le_bytes(bytes[..4].try_into().ok()?);
+        let mut buckets = Vec::with_capacity((bytes.len() - 4) / 6);
+        let mut count = u64::from(zeros);
+        for chunk in bytes[4..].chunks_exact(6) {
+            let index = i16::from_le_bytes([chunk[0], chunk[1]]);
+            let n = u32::from_le_bytes([chunk[2], chunk[3], chunk[4], chunk[5]]);
+            if buckets.last().is_some_and(|&(last, _)| last >= index) {
+                return None;
+            }
+            buckets.push((index, n));
+            count += u64::from(n);
+        }
+        Some(Sketch {
+            buckets,
+            zeros,
+            count,
+        })
+    }
+
     /// How many samples are at most `ms` (exact up to the bucket holding `ms`).
     pub fn count_at_most(&self, ms: f64) -> u64 {
         if ms < MIN_MS {
@@ -571,6 +607,13 @@ mod tests {
             for _ in 0..2 {
                 prop_assert_eq!(reader.quantile(&sketches, q), merged.quantile(q));
             }
+        }
+
+        #[test]
+        fn sketches_survive_their_byte_form(values in prop::collection::vec(0.0f64..1e6, 0..300)) {
+            let mut s = Sketch::default();
+            for &v in &values { s.add(v); }
+            prop_assert_eq!(Sketch::from_bytes(&s.to_bytes()), Some(s));
         }
 
         #[test]

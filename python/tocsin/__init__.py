@@ -6,7 +6,9 @@ Embedding: `tocsin.Engine` schedules checks in the native core and runs probe pl
 
 from tocsin._core import InvalidCheckError
 from tocsin.engine import Engine, EngineClosedError, EventStream
-from tocsin.models import Check, ProbeOutcome, Result, Status, StatusChange
+from tocsin.figures import SloState, figures, slo
+from tocsin.maintenance import MaintenanceWindow
+from tocsin.models import Check, ProbeOutcome, Result, Rollup, Status, StatusChange
 from tocsin.probes import ProbeRegistry, UnknownProbeTypeError, default_registry, probe
 from tocsin.probes import http as _http  # noqa: F401  registers the `uptime` probe
 
@@ -16,12 +18,17 @@ __all__ = [
     "EngineClosedError",
     "EventStream",
     "InvalidCheckError",
+    "MaintenanceWindow",
     "ProbeOutcome",
     "ProbeRegistry",
     "Result",
+    "Rollup",
+    "SloState",
     "Status",
     "StatusChange",
     "UnknownProbeTypeError",
     "default_registry",
+    "figures",
     "probe",
+    "slo",
 ]

@@ -8,7 +8,9 @@ __all__ = [
     "MIN_INTERVAL_MS",
     "Core",
     "InvalidCheckError",
+    "figures",
     "phase_ms",
+    "slo",
 ]
 
 MIN_INTERVAL_MS: int
@@ -27,6 +29,7 @@ _Result = tuple[
     int, int, int, int, int, str | None, str | None, int, int, _Timings, str | None, int
 ]
 _Transition = tuple[int, int, int, int, str | None, list[tuple[int, int]], bool]
+_Rollup = tuple[int, int, int, int, int, int, int, int, int, bytes]
 
 @final
 class Core:
@@ -39,6 +42,7 @@ class Core:
         max_in_flight: int = 10_000,
         max_per_host: int = 1_000,
         extra_ca_pem: str | None = None,
+        rollup_span_ms: int = 60_000,
     ) -> Core: ...
     def upsert(self, specs: list[tuple[int, int, int, int, bool, str | None]]) -> None: ...
     def run_once(self, runs: list[tuple[int, int, int, str, int, bool]]) -> None: ...
@@ -53,6 +57,7 @@ class Core:
         list[tuple[int, int, int, int]],
         list[_Result],
         list[_Transition],
+        list[_Rollup],
     ]: ...
     def wakeup_fd(self) -> int: ...
     def now_us(self) -> int: ...
@@ -66,3 +71,11 @@ class Core:
     def close(self) -> None: ...
 
 def phase_ms(id: int, interval_ms: int) -> int: ...
+def figures(buckets: list[_Rollup], apdex_t_ms: float) -> dict[str, float | int | None]: ...
+def slo(
+    target: float,
+    window: tuple[float, float],
+    burn_window: tuple[float, float],
+    warn_remaining: float,
+    burn_threshold: float,
+) -> tuple[float, float, float, bool, bool, bool]: ...

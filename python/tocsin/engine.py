@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
+from typing import Any
 
 from tocsin import _core
 from tocsin.heartbeat import HeartbeatSchedule
+from tocsin.maintenance import MaintenanceWindow, checks_in_maintenance
 from tocsin.models import (
     CODE_BY_STATUS,
     STATUS_BY_CODE,
     Check,
     ProbeOutcome,
     Result,
+    Rollup,
     Status,
     StatusChange,
     Timings,
@@ -180,18 +184,29 @@ class Engine:
         max_per_host: int = 1_000,
         threads: int = 0,
         extra_ca_pem: str | None = None,
+        rollup_span: float = 60.0,
     ) -> None:
         """`max_in_flight` caps probes running at once (native and plugin each),
         `max_per_host` native probes per target host; `threads` sets the native probe
         threads (0: one per core); `extra_ca_pem` adds trusted CA certificates (PEM)
-        for HTTPS and TLS probes, e.g. a private CA."""
+        for HTTPS and TLS probes, e.g. a private CA; `rollup_span` is the width of the
+        rollup buckets handed to rollup listeners (seconds, a minute by default)."""
         if max_in_flight < 1 or max_per_host < 1:
             raise ValueError("max_in_flight and max_per_host must be at least 1")
+        if not 0.001 <= rollup_span <= 86_400:
+            raise ValueError("rollup_span must be 1 ms to 1 day")
         self._registry = registry or default_registry
         self._max_in_flight = max_in_flight
         # The core (and its clock thread) exists from construction so checks can be
         # loaded before the loop runs; `start` attaches it to the running loop.
-        self._core = _core.Core(threads, max_in_flight, max_per_host, extra_ca_pem)
+        self._core = _core.Core(
+            threads, max_in_flight, max_per_host, extra_ca_pem, round(rollup_span * 1000)
+        )
+        self._rollup_listeners: list[Callable[[list[Rollup]], None]] = []
+        self._windows: list[MaintenanceWindow] = []
+        self._in_maintenance: set[int] = set()
+        self._windows_changed = asyncio.Event()
+        self._maintenance_task: asyncio.Task[None] | None = None
         self._run_ids = itertools.count(1)
         self._sources = Sources()
         self._heartbeats: dict[int, HeartbeatSchedule] = {}
@@ -237,6 +252,8 @@ class Engine:
             return
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._core.wakeup_fd(), self._on_wakeup)
+        if self._windows:
+            self._maintenance_task = self._loop.create_task(self._maintenance_loop())
         self._on_wakeup()
 
     async def close(self, *, grace: float = 5.0) -> None:
@@ -246,6 +263,10 @@ class Engine:
         if self._closed:
             return
         self._closed = True
+        if self._maintenance_task is not None:
+            self._maintenance_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance_task
         core.pause(list(self._checks))
         self._backlog.clear()
         if self._tasks:
@@ -430,6 +451,22 @@ class Engine:
 
     # -- results --------------------------------------------------------------------
 
+    def add_rollup_listener(self, listener: Callable[[list[Rollup]], None]) -> None:
+        """Call `listener(rollups)` with the rollup buckets closed since the last call."""
+        self._rollup_listeners.append(listener)
+
+    def set_windows(self, windows: Iterable[MaintenanceWindow]) -> None:
+        """Replace the maintenance windows; the engine flags their checks while they
+        are open (transitions carry `in_maintenance`, the time is excluded from SLA
+        totals)."""
+        self._windows = list(windows)
+        self._windows_changed.set()
+        if self._maintenance_task is None and self._loop is not None:
+            self._maintenance_task = self._loop.create_task(self._maintenance_loop())
+
+    def in_maintenance(self, check_id: int) -> bool:
+        return check_id in self._in_maintenance
+
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(results, changes)` with every drained batch, on the loop."""
         self._listeners.append(listener)
@@ -500,7 +537,7 @@ class Engine:
         return self._core
 
     def _on_wakeup(self) -> None:
-        work, results, transitions = self._core.drain()
+        work, results, transitions, rollups = self._core.drain()
         for item in work:
             if len(self._tasks) < self._max_in_flight:
                 self._start(*item)
@@ -508,11 +545,40 @@ class Engine:
                 self._backlog.append(item)
         if results or transitions:
             self._publish(results, transitions)
+        if rollups:
+            self._publish_rollups(rollups)
 
     def _publish_pending(self) -> None:
-        _work, results, transitions = self._core.drain()
+        _work, results, transitions, rollups = self._core.drain()
         if results or transitions:
             self._publish(results, transitions)
+        if rollups:
+            self._publish_rollups(rollups)
+
+    def _publish_rollups(self, rollups: list[tuple[Any, ...]]) -> None:
+        batch = [Rollup(*t) for t in rollups]
+        for listener in self._rollup_listeners:
+            try:
+                listener(batch)
+            except Exception:
+                log.exception("rollup listener failed")
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            now = time.time()
+            active = checks_in_maintenance(self._windows, now)
+            known = active & self._checks.keys()
+            if on := known - self._in_maintenance:
+                self._core.set_maintenance(sorted(on), True)
+            if off := self._in_maintenance - known:
+                self._core.set_maintenance(sorted(off), False)
+            self._in_maintenance = known
+            changes = [w.next_change(now) for w in self._windows]
+            upcoming = [c for c in changes if c is not None]
+            wait = min(upcoming, default=now + 3600) - time.time()
+            self._windows_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._windows_changed.wait(), min(max(wait, 0), 3600))
 
     def _start(self, check_id: int, due_ms: int, dispatched_us: int, timeout_ms: int) -> None:
         check = self._checks.get(check_id)

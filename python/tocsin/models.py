@@ -119,6 +119,38 @@ class Result:
 
 
 @dataclass(slots=True, frozen=True)
+class Rollup:
+    """One closed rollup bucket of a check (a minute in production): runs by status,
+    downtime and excluded time (maintenance, paused, no data), incidents begun, and the
+    latency sketch of successful runs (opaque bytes; read with `tocsin.figures`)."""
+
+    check_id: int
+    start_ms: int
+    span_ms: int
+    runs_up: int
+    runs_down: int
+    runs_degraded: int
+    downtime_ms: int
+    excluded_ms: int
+    incidents: int
+    sketch: bytes
+
+    def astuple(self) -> tuple[int, int, int, int, int, int, int, int, int, bytes]:
+        return (
+            self.check_id,
+            self.start_ms,
+            self.span_ms,
+            self.runs_up,
+            self.runs_down,
+            self.runs_degraded,
+            self.downtime_ms,
+            self.excluded_ms,
+            self.incidents,
+            self.sketch,
+        )
+
+
+@dataclass(slots=True, frozen=True)
 class StatusChange:
     """A check's verdict changed."""
 

@@ -1,0 +1,153 @@
+"""Maintenance windows and rollups: windows open and close on their schedule, flag the
+transitions inside them, and their time is left out of uptime."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import zoneinfo
+
+import pytest
+
+import tocsin
+from tocsin import (
+    Check,
+    Engine,
+    MaintenanceWindow,
+    ProbeOutcome,
+    ProbeRegistry,
+    Rollup,
+    Status,
+    StatusChange,
+)
+
+WARSAW = zoneinfo.ZoneInfo("Europe/Warsaw")
+
+
+def local(*args: int) -> float:
+    return dt.datetime(*args, tzinfo=WARSAW).timestamp()
+
+
+def test_a_one_off_window() -> None:
+    w = MaintenanceWindow(frozenset({1}), start=1000.0, duration=60)
+    assert not w.active_at(999) and w.active_at(1000) and w.active_at(1059.9)
+    assert not w.active_at(1060)
+    assert w.next_change(0) == 1000 and w.next_change(1000) == 1060
+    assert w.next_change(2000) is None
+
+
+def test_a_weekly_rrule_window_keeps_its_local_time_across_dst() -> None:
+    # Sundays 01:00-03:00 Warsaw time; clocks go back on Sunday 25 October 2026.
+    w = MaintenanceWindow(
+        frozenset({1}),
+        start=local(2026, 10, 18, 1, 0),
+        duration=7200,
+        rrule="FREQ=WEEKLY;BYDAY=SU",
+        tz="Europe/Warsaw",
+    )
+    assert w.active_at(local(2026, 10, 18, 2, 0))
+    assert not w.active_at(local(2026, 10, 21, 2, 0))
+    opens = w.next_change(local(2026, 10, 21, 12, 0))
+    assert opens == local(2026, 10, 25, 1, 0)
+    assert dt.datetime.fromtimestamp(opens, WARSAW).isoformat() == "2026-10-25T01:00:00+02:00"
+    assert (
+        dt.datetime.fromtimestamp(w.next_change(local(2026, 11, 1, 0, 0)) or 0, WARSAW).isoformat()
+        == "2026-11-01T01:00:00+01:00"
+    )
+
+
+def test_a_cron_window_and_bad_windows() -> None:
+    w = MaintenanceWindow(frozenset({1}), start=0, duration=600, cron="0 3 * * *", tz="UTC")
+    day = 86_400 * 20_000
+    assert w.active_at(day + 3 * 3600 + 300)
+    assert not w.active_at(day + 3 * 3600 + 600)
+    assert w.next_change(day) == day + 3 * 3600
+    for kwargs, field in [
+        ({"duration": 0}, "duration"),
+        ({"duration": 60, "cron": "nope"}, "cron"),
+        ({"duration": 60, "rrule": "FREQ=SOMETIMES"}, "rrule"),
+        ({"duration": 60, "tz": "Atlantis/Nowhere"}, "timezone"),
+    ]:
+        with pytest.raises(tocsin.InvalidCheckError) as info:
+            MaintenanceWindow(frozenset({1}), start=0, **kwargs)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+async def test_a_recurring_window_suppresses_alerting_and_is_excluded_from_uptime() -> None:
+    registry = ProbeRegistry()
+    failing = {"now": False}
+
+    @registry.probe("switch")
+    async def switch(check: Check) -> ProbeOutcome:
+        if failing["now"]:
+            return ProbeOutcome.down("http_status", "down for maintenance")
+        return ProbeOutcome.up(latency_ms=5.0)
+
+    rollups: list[Rollup] = []
+    changes: list[StatusChange] = []
+    async with Engine(registry=registry, rollup_span=1.0) as engine:
+        engine.add_rollup_listener(rollups.extend)
+        engine.add_listener(lambda _r, c: changes.extend(c))
+        engine.upsert([Check(id=1, type="switch", interval=1, timeout=1)])
+        while not changes:
+            await asyncio.sleep(0.05)
+        assert changes[-1].current is Status.UP
+
+        # Every 30 s for 6 s, starting now: the outage below falls inside it.
+        opened = time.time()
+        engine.set_windows(
+            [
+                MaintenanceWindow(
+                    frozenset({1}), start=opened, duration=6, rrule="FREQ=SECONDLY;INTERVAL=30"
+                )
+            ]
+        )
+        await asyncio.sleep(0.3)
+        assert engine.in_maintenance(1)
+        failing["now"] = True
+        await asyncio.sleep(2.5)
+        failing["now"] = False
+        while time.time() < opened + 8:
+            await asyncio.sleep(0.2)
+        assert not engine.in_maintenance(1)
+
+    down = [c for c in changes if c.current is Status.DOWN]
+    assert len(down) == 1
+    assert down[0].in_maintenance  # recorded, flagged, not alertable
+    window = [r for r in rollups if opened - 1 <= r.start_ms / 1000 < opened + 8]
+    f = tocsin.figures(window, apdex_t_ms=100)
+    assert f["downtime_ms"] == 0
+    assert f["incidents"] == 0
+    assert f["uptime_pct"] == 100.0
+    assert sum(r.excluded_ms for r in window) >= 5_000
+    assert sum(r.runs_down for r in window) >= 1  # the runs still count as runs
+    assert f["p50_ms"] == pytest.approx(5.0, rel=0.01)
+
+
+async def test_downtime_outside_a_window_counts() -> None:
+    registry = ProbeRegistry()
+
+    @registry.probe("broken")
+    async def broken(check: Check) -> ProbeOutcome:
+        return ProbeOutcome.down("connect_refused", "refused")
+
+    rollups: list[Rollup] = []
+    async with Engine(registry=registry, rollup_span=1.0) as engine:
+        engine.add_rollup_listener(rollups.extend)
+        engine.upsert([Check(id=1, type="broken", interval=1, timeout=1)])
+        while sum(r.downtime_ms for r in rollups) < 2_000:
+            await asyncio.sleep(0.1)
+    f = tocsin.figures(rollups)
+    assert f["incidents"] == 1
+    assert f["uptime_pct"] is not None and f["uptime_pct"] < 100.0
+    assert f["mttr_ms"] == f["downtime_ms"]
+
+
+def test_slo_state() -> None:
+    s = tocsin.slo(99.0, (995.0, 1000.0), (90.0, 100.0), budget_warn_pct=25, burn_rate_threshold=2)
+    assert s.budget_remaining == pytest.approx(0.5)
+    assert s.burn_rate == pytest.approx(10.0)
+    assert (s.budget_warning, s.budget_exhausted, s.burn_rate_alert) == (False, False, True)
+    with pytest.raises(ValueError, match="fraction"):
+        tocsin.slo(100.0, (1.0, 1.0), (1.0, 1.0))
