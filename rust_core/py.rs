@@ -395,19 +395,26 @@ impl PyCore {
 
 /// SLA figures over rollup buckets (tuples as `drain` returns them): a dict with
 /// `total_ms`, `downtime_ms`, `uptime_pct`, `incidents`, `mttr_ms`, `mtbf_ms`, `runs`,
-/// `p50_ms`, `p95_ms`, `p99_ms`, `apdex`.
+/// `p50_ms`, `p95_ms`, `p99_ms`, `apdex`, and `runs_within_threshold` (successful runs
+/// at most `latency_threshold_ms`, when given: a latency SLI's good events).
 #[pyfunction]
+#[pyo3(signature = (buckets, apdex_t_ms, latency_threshold_ms=None))]
 fn figures(
     py: Python<'_>,
     buckets: Vec<RollupTuple>,
     apdex_t_ms: f64,
+    latency_threshold_ms: Option<f64>,
 ) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     let buckets = buckets
         .into_iter()
         .map(bucket_from)
         .collect::<PyResult<Vec<_>>>()?;
-    let f = py.detach(|| stats::figures(&buckets, apdex_t_ms));
+    let (f, within) = py.detach(|| {
+        let within = latency_threshold_ms.map(|ms| stats::runs_within(&buckets, ms));
+        (stats::figures(&buckets, apdex_t_ms), within)
+    });
     let d = pyo3::types::PyDict::new(py);
+    d.set_item("runs_within_threshold", within)?;
     d.set_item("total_ms", f.total_ms)?;
     d.set_item("downtime_ms", f.downtime_ms)?;
     d.set_item("uptime_pct", f.uptime_pct)?;

@@ -392,6 +392,15 @@ pub fn uptime<'a, I: IntoIterator<Item = &'a Bucket>>(buckets: I) -> Option<f64>
     (total > 0).then(|| total.saturating_sub(down) as f64 * 100.0 / total as f64)
 }
 
+/// Successful runs with a latency at most `ms` (a latency SLI's good events; the
+/// sketch's bucket holding `ms` counts as within).
+pub fn runs_within<'a, I: IntoIterator<Item = &'a Bucket>>(buckets: I, ms: f64) -> u64 {
+    buckets
+        .into_iter()
+        .map(|b| b.latency.count_at_most(ms))
+        .sum()
+}
+
 /// SLA figures over a run of buckets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {

@@ -123,6 +123,10 @@ async def test_a_recurring_window_suppresses_alerting_and_is_excluded_from_uptim
     assert sum(r.excluded_ms for r in window) >= 5_000
     assert sum(r.runs_down for r in window) >= 1  # the runs still count as runs
     assert f["p50_ms"] == pytest.approx(5.0, rel=0.01)
+    g = tocsin.figures(window, latency_threshold_ms=10)
+    assert g["runs_within_threshold"] == sum(r.runs_up + r.runs_degraded for r in window)
+    assert tocsin.figures(window, latency_threshold_ms=1)["runs_within_threshold"] == 0
+    assert f["runs_within_threshold"] is None
 
 
 async def test_downtime_outside_a_window_counts() -> None:

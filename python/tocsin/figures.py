@@ -10,12 +10,16 @@ from tocsin.models import Rollup
 
 
 def figures(
-    rollups: Iterable[Rollup], *, apdex_t_ms: float = 500.0
+    rollups: Iterable[Rollup],
+    *,
+    apdex_t_ms: float = 500.0,
+    latency_threshold_ms: float | None = None,
 ) -> dict[str, float | int | None]:
     """Uptime % (DOWN is downtime; maintenance, paused and no-data time excluded),
-    downtime, incidents, MTTR, MTBF, runs, p50/p95/p99 latency of successful runs and
-    Apdex(T) over the given buckets."""
-    return _core.figures([r.astuple() for r in rollups], apdex_t_ms)
+    downtime, incidents, MTTR, MTBF, runs, p50/p95/p99 latency of successful runs,
+    Apdex(T), and with `latency_threshold_ms` the successful runs within it (a latency
+    SLI's good events) over the given buckets."""
+    return _core.figures([r.astuple() for r in rollups], apdex_t_ms, latency_threshold_ms)
 
 
 @dataclass(frozen=True, slots=True)
