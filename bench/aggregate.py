@@ -8,21 +8,15 @@ rollups, measured natively (rust_core/benches/aggregate.rs) in a release build.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import cargo_bench
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object last")
-    args = p.parse_args(argv)
-    cmd = ["cargo", "bench", "--quiet", "--bench", "aggregate", "--"]
-    if args.json:
-        cmd.append("--json")
-    return subprocess.run(cmd, cwd=ROOT, check=False, timeout=900).returncode
+    return cargo_bench("aggregate", p.parse_args(argv).json)
 
 
 if __name__ == "__main__":

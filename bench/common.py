@@ -52,3 +52,15 @@ def machine() -> str:
 def emit_json(payload: dict[str, Any]) -> None:
     """The last line of a benchmark's output with --json."""
     print(json.dumps(payload))
+
+
+def cargo_bench(name: str, json_out: bool) -> int:
+    """Run a native benchmark program (`rust_core/benches/NAME.rs`, release build)."""
+    import subprocess
+    from pathlib import Path
+
+    cmd = ["cargo", "bench", "--quiet", "--bench", name, "--"]
+    if json_out:
+        cmd.append("--json")
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(cmd, cwd=root, check=False, timeout=900).returncode

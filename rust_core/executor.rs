@@ -105,10 +105,4 @@ impl Executor {
             done((outcome, started_us, took));
         });
     }
-
-    /// Probes running or waiting for a slot is not tracked here; this is the number of
-    /// free global slots, for stats.
-    pub fn free_slots(&self) -> usize {
-        self.global.available_permits()
-    }
 }

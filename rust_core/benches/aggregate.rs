@@ -4,12 +4,15 @@
 //! 30 d and 90 d). A program, not a test: a table, or one JSON object last with
 //! `--json`. Run through `bench/aggregate.py` or `cargo bench --bench aggregate`.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use _core::aggregate::{Policy, Verdicts};
 use _core::result::{ProbeResult, Status};
 use _core::stats::{roll_up, uptime, Bucket, QuantileReader, Sketch, Timeline};
+use support::Rng;
 
 const CHECKS: u64 = 10_000;
 const SOURCES: u32 = 3;
@@ -17,17 +20,6 @@ const RESULTS: u64 = 10_000_000;
 const MINUTE: u64 = 60_000;
 const HOUR: u64 = 3_600_000;
 const DAY: u64 = 86_400_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// Fold `RESULTS` results (10k checks × 3 sources, ~2 % failures) into verdicts and
 /// each check's minute timeline, as the core does per result.

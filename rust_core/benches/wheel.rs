@@ -2,22 +2,13 @@
 //! 1M pending timers. A program, not a test: prints a table, or one JSON object as the
 //! last line with `--json`. Run through `bench/wheel.py` or `cargo bench --bench wheel`.
 
+mod support;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use _core::wheel::{TimerKey, TimerWheel};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*: enough spread for deadlines, no dependency.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
+use support::Rng;
 
 const START: u64 = 1_700_000_000_000;
 const HOUR_MS: u64 = 3_600_000;
