@@ -5,7 +5,7 @@
 //! Python never calls in per probe and the clock thread never calls into Python: both
 //! sides meet only at the mutex-guarded state, in batches.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -144,12 +144,13 @@ pub struct EngineStats {
 
 struct State {
     scheduler: Scheduler,
-    probes: HashMap<u64, Arc<ProbeSpec>>,
+    // PERF: Fx maps on the dispatch and result paths, like the scheduler and verdicts.
+    probes: FxHashMap<u64, Arc<ProbeSpec>>,
     /// Heartbeat deadlines (LATE at due, DOWN at due + grace) on a wheel of their own.
     deadlines: TimerWheel<u64>,
-    heartbeats: HashMap<u64, Heartbeat>,
+    heartbeats: FxHashMap<u64, Heartbeat>,
     /// Each check's verdict over time, cut into rollup buckets.
-    timelines: HashMap<u64, Timeline>,
+    timelines: FxHashMap<u64, Timeline>,
     rollup_span_ms: u64,
     /// The next bucket edge, when every timeline is advanced and closed buckets go out.
     next_edge_ms: u64,
@@ -202,10 +203,10 @@ impl Engine {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 scheduler: Scheduler::new(clock.now_us() / 1_000),
-                probes: HashMap::new(),
+                probes: FxHashMap::default(),
                 deadlines: TimerWheel::new(clock.now_us() / 1_000),
-                heartbeats: HashMap::new(),
-                timelines: HashMap::new(),
+                heartbeats: FxHashMap::default(),
+                timelines: FxHashMap::default(),
                 rollup_span_ms,
                 next_edge_ms: now_ms - now_ms % rollup_span_ms + rollup_span_ms,
                 verdicts: Verdicts::default(),

@@ -155,3 +155,16 @@ def test_slo_state() -> None:
     assert (s.budget_warning, s.budget_exhausted, s.burn_rate_alert) == (False, False, True)
     with pytest.raises(ValueError, match="fraction"):
         tocsin.slo(100.0, (1.0, 1.0), (1.0, 1.0))
+
+
+async def test_a_check_added_during_its_window_is_flagged_at_once() -> None:
+    async with Engine() as engine:
+        engine.set_windows([MaintenanceWindow(frozenset({2}), start=time.time(), duration=30)])
+        await asyncio.sleep(0.1)
+        assert not engine.in_maintenance(2)  # not a check of this engine yet
+        engine.upsert([Check(id=2, type="noop", interval=86_400)])
+        for _ in range(50):
+            if engine.in_maintenance(2):
+                break
+            await asyncio.sleep(0.02)
+        assert engine.in_maintenance(2)

@@ -314,6 +314,9 @@ class Engine:
             self._checks[check.id] = check
             self._heartbeats.pop(check.id, None)
         self._heartbeats.update(schedules)
+        if self._windows:
+            # A check added while its window is open is flagged at once.
+            self._windows_changed.set()
 
     add = upsert
 
