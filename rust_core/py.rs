@@ -429,6 +429,20 @@ fn figures(
     Ok(d)
 }
 
+/// Merge buckets (of any checks, in any order) into buckets of `span_ms` per check.
+#[pyfunction]
+fn roll_up(py: Python<'_>, buckets: Vec<RollupTuple>, span_ms: u64) -> PyResult<Vec<RollupTuple>> {
+    if span_ms == 0 {
+        return Err(PyValueError::new_err("span_ms must be positive"));
+    }
+    let buckets = buckets
+        .into_iter()
+        .map(|t| Ok((t.0, bucket_from(t)?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let merged = py.detach(|| stats::roll_up_checks(buckets, span_ms));
+    Ok(merged.into_iter().map(rollup_tuple).collect())
+}
+
 /// An SLO's state: `(sli, budget_remaining, burn_rate, budget_warning,
 /// budget_exhausted, burn_rate_alert)` for a `target` fraction, (good, total) over the
 /// window and over the burn-rate window.
@@ -469,6 +483,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(phase_ms, m)?)?;
     m.add_function(wrap_pyfunction!(figures, m)?)?;
     m.add_function(wrap_pyfunction!(slo, m)?)?;
+    m.add_function(wrap_pyfunction!(roll_up, m)?)?;
     m.add("InvalidCheckError", m.py().get_type::<InvalidCheckError>())?;
     m.add("MIN_INTERVAL_MS", schedule::MIN_INTERVAL_MS)?;
     m.add("MAX_INTERVAL_MS", schedule::MAX_INTERVAL_MS)?;

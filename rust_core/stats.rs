@@ -320,6 +320,20 @@ pub fn roll_up(buckets: &[Bucket], span_ms: u64) -> Vec<Bucket> {
     out
 }
 
+/// Merge many checks' buckets into buckets of `span_ms`, per check: what the store
+/// upserts into its hour and day tiers from a batch of minutes (plus the stored partial
+/// buckets they extend). The output is sorted by check, then start.
+pub fn roll_up_checks(mut buckets: Vec<(u64, Bucket)>, span_ms: u64) -> Vec<(u64, Bucket)> {
+    buckets.sort_by_key(|(check, b)| (*check, b.start_ms));
+    let mut out = Vec::new();
+    for group in buckets.chunk_by(|a, b| a.0 == b.0) {
+        let check = group[0].0;
+        let own: Vec<Bucket> = group.iter().map(|(_, b)| b.clone()).collect();
+        out.extend(roll_up(&own, span_ms).into_iter().map(|b| (check, b)));
+    }
+    out
+}
+
 /// Splits a check's verdict timeline into fixed-width buckets.
 #[derive(Clone, Debug)]
 pub struct Timeline {
@@ -686,5 +700,22 @@ mod tests {
             prop_assert_eq!(hours.iter().map(|b| b.downtime_ms).sum::<u64>(), down);
             prop_assert_eq!(hours.iter().map(|b| b.incidents).sum::<u32>(), incidents);
         }
+    }
+
+    #[test]
+    fn rolling_up_many_checks_keeps_each_check_apart() {
+        let mut a = Bucket::new(60_000, 60_000);
+        a.runs_up = 2;
+        let mut b = Bucket::new(120_000, 60_000);
+        b.runs_down = 1;
+        b.downtime_ms = 5;
+        let mut c = Bucket::new(60_000, 60_000);
+        c.runs_up = 7;
+        let hours = roll_up_checks(vec![(2, b), (1, c), (2, a)], 3_600_000);
+        assert_eq!(hours.len(), 2);
+        assert_eq!((hours[0].0, hours[0].1.runs_up), (1, 7));
+        let (check, h) = &hours[1];
+        assert_eq!((*check, h.start_ms, h.span_ms), (2, 0, 3_600_000));
+        assert_eq!((h.runs_up, h.runs_down, h.downtime_ms), (2, 1, 5));
     }
 }

@@ -28,6 +28,10 @@ if command -v dpkg-query >/dev/null; then
     need=(pkg-config)
     command -v cc >/dev/null || need+=(build-essential)
     "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need+=("python3-venv")
+    # Callers that need more system packages (scripts/test.sh: the PostgreSQL server for
+    # the throwaway test cluster) name them here, space separated.
+    read -r -a extra <<< "${TOCSIN_APT_EXTRA:-}"
+    need+=("${extra[@]}")
     apt_install "${need[@]}"
 fi
 

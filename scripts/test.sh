@@ -3,7 +3,9 @@
 # Python tests. This is exactly what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+# The PostgreSQL server binaries: the store tests start a private cluster from them
+# (tests/pgcluster.py); no running system service is needed.
+TOCSIN_APT_EXTRA="postgresql ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+
+from pgcluster import PgCluster, new_base_dir
 
 
 def free_port() -> int:
@@ -164,3 +169,37 @@ async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.1)
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One private PostgreSQL server for the whole session (see tests/pgcluster.py)."""
+    # Not tmp_path_factory: pytest's temp root is 0700, closed to the server account
+    # that runs the cluster when the tests run as root.
+    base = new_base_dir()
+    try:
+        cluster = PgCluster(base)
+        cluster.start()
+    except RuntimeError as e:
+        shutil.rmtree(base, ignore_errors=True)
+        # Not a skip: scripts/test.sh installs PostgreSQL, so its absence is a broken setup.
+        pytest.fail(f"cannot run the PostgreSQL test cluster: {e}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a fresh database, private to this test and dropped after it."""
+    # The test name in the database name helps when reading server logs; the suffix keeps
+    # it unique across parametrizations and reruns.
+    hint = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40]
+    name = f"t_{hint}_{uuid.uuid4().hex[:8]}"
+    url = pg_cluster.create_database(name)
+    yield url
+    pg_cluster.drop_database(name)

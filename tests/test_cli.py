@@ -23,11 +23,31 @@ def test_version() -> None:
     assert proc.stdout.strip()[0].isdigit()
 
 
-def test_serve_refuses_an_unsupported_database_with_a_message(tmp_path: Path) -> None:
-    proc = run("serve", "--data-dir", str(tmp_path), "--database", "postgresql://127.0.0.1/x")
+def test_serve_refuses_an_unsupported_or_unreachable_database_with_a_message(
+    tmp_path: Path,
+) -> None:
+    proc = run("serve", "--data-dir", str(tmp_path), "--database", "mysql://127.0.0.1/x")
     assert proc.returncode == 2
-    assert "PostgreSQL" in proc.stderr
+    assert "unsupported database URL" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Port 1 on loopback: nothing listens there.
+    url = "postgresql://tocsin:sekrit@127.0.0.1:1/x"
+    proc = run("serve", "--data-dir", str(tmp_path), "--database", url)
+    assert proc.returncode == 2
+    assert "cannot connect to postgresql://tocsin:***@127.0.0.1:1/x" in proc.stderr
+    assert "sekrit" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_db_upgrade_migrates_and_then_reports_up_to_date(tmp_path: Path, pg_url: str) -> None:
+    for database in (None, pg_url):
+        extra = ["--database", database] if database else []
+        first = run("db", "upgrade", "--data-dir", str(tmp_path / "d"), *extra)
+        assert first.returncode == 0, first.stderr
+        assert "upgraded from schema version 0 to" in first.stdout
+        second = run("db", "upgrade", "--data-dir", str(tmp_path / "d"), *extra)
+        assert second.returncode == 0, second.stderr
+        assert "up to date" in second.stdout
 
 
 def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ __all__ = [
     "InvalidCheckError",
     "figures",
     "phase_ms",
+    "roll_up",
     "slo",
 ]
 
@@ -81,3 +82,4 @@ def slo(
     warn_remaining: float,
     burn_threshold: float,
 ) -> tuple[float, float, float, bool, bool, bool]: ...
+def roll_up(buckets: list[_Rollup], span_ms: int) -> list[_Rollup]: ...

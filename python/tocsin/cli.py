@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--host", default="127.0.0.1")
     p_serve.add_argument("--port", type=int, default=8080)
     p_serve.add_argument(
-        "--database", default=None, help="sqlite:///PATH (default: DATA_DIR/tocsin.db)"
+        "--database",
+        default=os.environ.get("TOCSIN_DATABASE"),
+        help="sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/NAME"
+        " (default: $TOCSIN_DATABASE, else DATA_DIR/tocsin.db)",
     )
     p_serve.add_argument(
         "--max-in-flight", type=int, default=10_000, help="probes running at once (default 10000)"
@@ -43,6 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_serve.add_argument(
         "--extra-ca-file", type=Path, default=None, help="PEM file of extra trusted CAs"
+    )
+
+    for flag, default, what in (
+        ("--keep-raw-days", 14, "raw results"),
+        ("--keep-minute-days", 30, "minute rollups"),
+        ("--keep-hour-days", 365, "hour rollups"),
+        ("--keep-day-days", 0, "day rollups"),
+    ):
+        p_serve.add_argument(
+            flag, type=int, default=default, help=f"days of {what} kept (0 = forever; {default})"
+        )
+
+    p_db = sub.add_parser("db", help="database maintenance")
+    db_sub = p_db.add_subparsers(dest="db_command", required=True)
+    p_upgrade = db_sub.add_parser("upgrade", help="apply pending migrations and exit")
+    p_upgrade.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
+    p_upgrade.add_argument(
+        "--database",
+        default=os.environ.get("TOCSIN_DATABASE"),
+        help="as for serve (default: $TOCSIN_DATABASE, else DATA_DIR/tocsin.db)",
     )
 
     sub.add_parser("version", help="print the version")
@@ -59,8 +83,30 @@ def main(argv: list[str] | None = None) -> int:
         print(version(_pkg))
         return 0
 
+    from tocsin.encryption import SecretKeyError
     from tocsin.server import serve
-    from tocsin.store import DatabaseTooNewError, UnsupportedDatabaseError
+    from tocsin.store import (
+        DatabaseTooNewError,
+        Retention,
+        StoreUnavailableError,
+        UnsupportedDatabaseError,
+    )
+
+    refusals = (
+        ValueError,
+        UnsupportedDatabaseError,
+        DatabaseTooNewError,
+        StoreUnavailableError,
+        SecretKeyError,
+        OSError,
+    )
+    if args.command == "db":
+        try:
+            _run(db_upgrade(args.database, args.data_dir))
+        except refusals as exc:
+            print(f"tocsin: {exc}", file=sys.stderr)
+            return 2
+        return 0
 
     if args.max_in_flight < 1 or args.max_per_host < 1 or args.probe_threads < 0:
         parser.error("--max-in-flight and --max-per-host must be >= 1, --probe-threads >= 0")
@@ -79,15 +125,39 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 database=args.database,
                 engine_options=engine_options,
+                retention=Retention(
+                    raw_days=args.keep_raw_days or None,
+                    minute_days=args.keep_minute_days or None,
+                    hour_days=args.keep_hour_days or None,
+                    day_days=args.keep_day_days or None,
+                ),
             )
         )
-    except ValueError as exc:
-        print(f"tocsin: {exc}", file=sys.stderr)
-        return 2
-    except (UnsupportedDatabaseError, DatabaseTooNewError, OSError) as exc:
+    except refusals as exc:
         print(f"tocsin: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+async def db_upgrade(database: str | None, data_dir: Path) -> None:
+    """`tocsin db upgrade`: apply pending migrations and say what changed."""
+    from tocsin.store import open_store
+
+    store = open_store(database, data_dir)
+    await store.open(migrate=False)
+    try:
+        before = await store.schema_version()
+    finally:
+        await store.close()
+    await store.open()
+    try:
+        after = await store.schema_version()
+    finally:
+        await store.close()
+    if after == before:
+        print(f"{store.backend} database is up to date (schema version {after})")
+    else:
+        print(f"{store.backend} database upgraded from schema version {before} to {after}")
 
 
 if __name__ == "__main__":

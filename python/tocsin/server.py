@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tocsin.ingest import ResultWriter
 from tocsin.models import Status
 from tocsin.probes import UnknownProbeTypeError
 from tocsin.security import hash_password, hash_token, new_password, new_token
-from tocsin.store import Store, open_store
+from tocsin.store import Retention, Store, StoreUnavailableError, open_store
 
 log = logging.getLogger("tocsin.server")
 
@@ -69,9 +70,12 @@ async def serve(
     database: str | None = None,
     ready: asyncio.Event | None = None,
     engine_options: dict[str, Any] | None = None,
+    retention: Retention | None = None,
+    retention_interval: float = 3600.0,
 ) -> None:
     """Run until SIGINT/SIGTERM. `engine_options` go to `tocsin.Engine` (limits, probe
-    threads, extra trusted CAs)."""
+    threads, extra trusted CAs); `retention` says how long each data tier is kept,
+    enforced every `retention_interval` seconds."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240  (start-up)
     store = open_store(database, data_dir)
     await store.open()
@@ -79,9 +83,31 @@ async def serve(
         created = await bootstrap(store, data_dir)
         if created:
             log.warning("first start: admin user and API token written to %s", created)
-        await _run(store, host, port, ready, engine_options or {})
+        await _run(
+            store,
+            host,
+            port,
+            ready,
+            engine_options or {},
+            retention or Retention(),
+            retention_interval,
+        )
     finally:
         await store.close()
+
+
+async def retention_loop(store: Store, policy: Retention, interval: float) -> None:
+    """Enforce the retention policy now and then every `interval` seconds."""
+    while True:
+        try:
+            removed = await store.enforce_retention(policy, time.time())
+            if any(removed.values()):
+                log.info("retention removed %s", removed)
+        except StoreUnavailableError as exc:
+            log.warning("retention skipped, database unavailable: %s", exc)
+        except Exception:
+            log.exception("retention failed; will retry")
+        await asyncio.sleep(interval)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -107,6 +133,8 @@ async def _run(
     port: int,
     ready: asyncio.Event | None,
     engine_options: dict[str, Any],
+    retention: Retention,
+    retention_interval: float,
 ) -> None:
     sock = listen_socket(host, port)
     try:
@@ -116,8 +144,12 @@ async def _run(
         raise
     writer = ResultWriter(store)
     engine.add_listener(writer.on_batch)
+    engine.add_rollup_listener(writer.on_rollups)
     engine.start()
     writer.start()
+    retention_task = asyncio.get_running_loop().create_task(
+        retention_loop(store, retention, retention_interval), name="tocsin-retention"
+    )
 
     rows = await store.all_checks()
     engine.seed([(r["id"], Status(r["status"])) for r in rows if r["status"] in Status.__members__])
@@ -164,6 +196,10 @@ async def _run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         sock.close()
+        retention_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention_task
         await engine.close()
-        await writer.close()
-        log.info("stopped; %d results written", writer.written)
+        # A database that is down at shutdown gets a minute to come back.
+        await writer.close(give_up_after=60.0)
+        log.info("stopped; %d results written, %d dropped", writer.written, writer.dropped)

@@ -11,6 +11,8 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from tocsin.store.base import ConflictError, NotFoundError, StoreUnavailableError
+
 log = logging.getLogger("tocsin.api")
 
 
@@ -48,6 +50,17 @@ async def handle_unexpected(
 ) -> None:
     if isinstance(exc, falcon.HTTPError):
         raise exc
+    if isinstance(exc, StoreUnavailableError):
+        log.warning("%s %s: %s", req.method, req.path, exc)
+        raise falcon.HTTPServiceUnavailable(
+            description="The database is unavailable; try again shortly", retry_after=5
+        )
+    if isinstance(exc, ConflictError):
+        raise falcon.HTTPConflict(description=str(exc))
+    if isinstance(exc, NotFoundError):
+        if exc.field is not None:
+            raise field_error(exc.field, str(exc), "not_found")
+        raise falcon.HTTPNotFound(description="Not found")
     # APPSEC: the trace goes to the log only; the client gets a generic message.
     log.error("unhandled error on %s %s", req.method, req.path, exc_info=exc)
     raise falcon.HTTPInternalServerError(description="Internal server error")

@@ -1,10 +1,21 @@
-"""Persistence: one `Store` interface; SQLite is the embedded default."""
+"""Persistence: one `Store` interface; SQLite is the embedded default, PostgreSQL (asyncpg)
+the choice for fleets that outgrow one file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tocsin.store.base import NotFoundError, Principal, Row, Store
+from tocsin.encryption import SecretBox
+from tocsin.store.base import (
+    BatchWritten,
+    ConflictError,
+    NotFoundError,
+    Principal,
+    Retention,
+    Row,
+    Store,
+    StoreUnavailableError,
+)
 from tocsin.store.migrations import DatabaseTooNewError
 
 
@@ -12,27 +23,37 @@ class UnsupportedDatabaseError(ValueError):
     """The database URL names a backend this build cannot use."""
 
 
-def open_store(database: str | None, data_dir: Path) -> Store:
-    """A store for `database` (`sqlite:///path`, or None for `DATA_DIR/tocsin.db`)."""
-    from tocsin.store.sqlite import SqliteStore
-
-    if database is None:
-        return SqliteStore(data_dir / "tocsin.db")
-    if database.startswith("sqlite:///"):
-        return SqliteStore(Path(database.removeprefix("sqlite:///")))
-    if database.startswith(("postgresql://", "postgres://")):
+def open_store(database: str | None, data_dir: Path, secrets: SecretBox | None = None) -> Store:
+    """A store for `database`: None for `DATA_DIR/tocsin.db`, `sqlite:///PATH`, or
+    `postgresql://user:password@host:port/name`. Secrets at rest use `secrets`, by
+    default the key from the environment or `DATA_DIR/secret.key`."""
+    if database is not None and not database.startswith(
+        ("sqlite:///", "postgresql://", "postgres://")
+    ):
         raise UnsupportedDatabaseError(
-            "the PostgreSQL backend is not available in this version; use SQLite (the default)"
+            f"unsupported database URL {database!r}; use sqlite:///PATH or postgresql://…"
         )
-    raise UnsupportedDatabaseError(f"unsupported database URL {database!r}; use sqlite:///PATH")
+    box = secrets or SecretBox.from_environment(data_dir)
+    if database is None or database.startswith("sqlite:///"):
+        from tocsin.store.sqlite import SqliteStore
+
+        path = data_dir / "tocsin.db" if database is None else Path(database[len("sqlite:///") :])
+        return SqliteStore(path, box)
+    from tocsin.store.postgres import PostgresStore
+
+    return PostgresStore(database, box)
 
 
 __all__ = [
+    "BatchWritten",
+    "ConflictError",
     "DatabaseTooNewError",
     "NotFoundError",
     "Principal",
+    "Retention",
     "Row",
     "Store",
+    "StoreUnavailableError",
     "UnsupportedDatabaseError",
     "open_store",
 ]

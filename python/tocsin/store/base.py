@@ -4,11 +4,11 @@ that touches organisation data takes the organisations the caller may see."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tocsin.models import Result, StatusChange
+from tocsin.models import Result, Rollup, StatusChange
 
 Row = dict[str, Any]
 
@@ -32,14 +32,55 @@ class Principal:
         return min(self.roles) if self.roles else None
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long each tier is kept, in days; None keeps it forever. Raw results and
+    minute rollups go by whole UTC days."""
+
+    raw_days: int | None = 14
+    minute_days: int | None = 30
+    hour_days: int | None = 365
+    day_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWritten:
+    results: int
+    changes: int
+    rollups: int
+
+    @property
+    def rows(self) -> int:
+        return self.results + self.changes + self.rollups
+
+
 class NotFoundError(LookupError):
-    """The row does not exist for this caller (it may exist in another organisation)."""
+    """The row does not exist for this caller (it may exist in another organisation).
+    `field` names the reference at fault when a write points at a foreign row."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConflictError(ValueError):
+    """The write breaks a uniqueness rule (a slug, a name, a second open incident)."""
+
+
+class StoreUnavailableError(ConnectionError):
+    """The database cannot be reached right now."""
 
 
 class Store(abc.ABC):
+    """Implemented once over SQL for SQLite and PostgreSQL (tocsin.store.sql); the same
+    contract tests run against both."""
+
+    backend: str
+
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect and apply pending migrations (unless `migrate` is false); refuse a
+        database newer than the code."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -54,21 +95,103 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_user(
-        self, email: str, password_hash: str, *, superuser: bool = False
+        self, email: str, password_hash: str, *, superuser: bool = False, full_name: str = ""
     ) -> int: ...
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: int) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def user_by_email(self, email: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def update_user(self, user_id: int, fields: Mapping[str, Any]) -> Row | None: ...
 
     @abc.abstractmethod
     async def create_organization(self, name: str) -> Row:
         """Create an organisation with its default project."""
 
     @abc.abstractmethod
+    async def list_organizations(self, org_ids: Collection[int]) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def update_organization(
+        self, org_ids: Collection[int], org_id: int, fields: Mapping[str, Any]
+    ) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def delete_organization(self, org_ids: Collection[int], org_id: int) -> bool:
+        """Delete the organisation and everything it owns."""
+
+    @abc.abstractmethod
     async def add_membership(self, org_id: int, user_id: int, role: str) -> None: ...
 
     @abc.abstractmethod
-    async def create_token(self, user_id: int, name: str, prefix: str, token_hash: str) -> int: ...
+    async def list_members(self, org_ids: Collection[int], org_id: int) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def create_token(
+        self,
+        user_id: int,
+        name: str,
+        prefix: str,
+        token_hash: str,
+        *,
+        expires_at: float | None = None,
+    ) -> int: ...
+
+    @abc.abstractmethod
+    async def list_tokens(self, user_id: int) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def revoke_token(self, user_id: int, token_id: int) -> bool: ...
 
     @abc.abstractmethod
     async def principal_for_token(self, token_hash: str) -> Principal | None: ...
+
+    # -- organisation-owned rows (tocsin.store.tables.TABLES) --------------------------
+
+    @abc.abstractmethod
+    async def insert(self, kind: str, org_id: int, fields: Mapping[str, Any]) -> Row: ...
+
+    @abc.abstractmethod
+    async def get(self, kind: str, org_ids: Collection[int], row_id: int) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def select(
+        self,
+        kind: str,
+        org_ids: Collection[int],
+        *,
+        where: Mapping[str, Any] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def count(
+        self, kind: str, org_ids: Collection[int], *, where: Mapping[str, Any] | None = None
+    ) -> int: ...
+
+    @abc.abstractmethod
+    async def update(
+        self, kind: str, org_ids: Collection[int], row_id: int, fields: Mapping[str, Any]
+    ) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def delete(self, kind: str, org_ids: Collection[int], row_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def link(self, kind: str, org_id: int, left: int, right: int) -> None:
+        """Link two rows of one organisation (idempotent); NotFoundError if either is
+        not that organisation's."""
+
+    @abc.abstractmethod
+    async def unlink(self, kind: str, org_ids: Collection[int], left: int, right: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def linked(self, kind: str, org_ids: Collection[int], left: int) -> list[int]: ...
 
     # -- checks ---------------------------------------------------------------------
 
@@ -76,15 +199,32 @@ class Store(abc.ABC):
     async def default_project(self, org_id: int) -> int: ...
 
     @abc.abstractmethod
-    async def create_check(self, org_id: int, fields: Row) -> Row: ...
+    async def create_check(self, org_id: int, fields: Mapping[str, Any]) -> Row: ...
 
     @abc.abstractmethod
     async def get_check(self, org_ids: Collection[int], check_id: int) -> Row | None: ...
 
     @abc.abstractmethod
+    async def check_by_uuid(self, uuid: str) -> Row | None:
+        """For public endpoints (pings, badges): the uuid is the secret."""
+
+    @abc.abstractmethod
     async def list_checks(
-        self, org_ids: Collection[int], *, limit: int, offset: int
+        self,
+        org_ids: Collection[int],
+        *,
+        limit: int,
+        offset: int,
+        type: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        text: str | None = None,
     ) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def update_check(
+        self, org_ids: Collection[int], check_id: int, fields: Mapping[str, Any]
+    ) -> Row | None: ...
 
     @abc.abstractmethod
     async def delete_check(self, org_ids: Collection[int], check_id: int) -> bool: ...
@@ -93,14 +233,41 @@ class Store(abc.ABC):
     async def all_checks(self) -> list[Row]:
         """Every check of every organisation: what the engine schedules at start."""
 
-    # -- results --------------------------------------------------------------------
+    @abc.abstractmethod
+    async def check_sources(self, org_ids: Collection[int], check_id: int) -> dict[str, str]:
+        """The latest status each source reported for the check."""
+
+    # -- results and rollups ----------------------------------------------------------
 
     @abc.abstractmethod
-    async def write_batch(self, results: Sequence[Result], changes: Sequence[StatusChange]) -> int:
-        """Store results and status changes in one transaction; returns rows written."""
+    async def write_batch(
+        self,
+        results: Sequence[Result],
+        changes: Sequence[StatusChange],
+        rollups: Sequence[Rollup] = (),
+    ) -> BatchWritten:
+        """Store results, status changes and closed minute rollups (merged into the hour
+        and day tiers) in one transaction. Rows of checks deleted meanwhile are skipped."""
 
     @abc.abstractmethod
     async def list_results(
         self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
     ) -> list[Row]:
         """Newest first; `before` is a result id (keyset pagination)."""
+
+    @abc.abstractmethod
+    async def list_rollups(
+        self,
+        org_ids: Collection[int],
+        check_id: int,
+        tier: str,
+        *,
+        since_ms: int,
+        until_ms: int | None = None,
+    ) -> list[Rollup]:
+        """Buckets of one tier (`minute`, `hour`, `day`) starting in [since, until)."""
+
+    @abc.abstractmethod
+    async def enforce_retention(self, policy: Retention, now: float) -> dict[str, int]:
+        """Remove what the policy no longer keeps; returns rows (or partitions) removed
+        per tier."""

@@ -1,0 +1,995 @@
+"""The store written once in SQL that SQLite and PostgreSQL both speak. A backend supplies
+connections (`Conn`), how a list parameter is matched, and its own bulk paths (COPY,
+partitions); everything else, and so every organisation scope, lives here."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from tocsin import _core
+from tocsin.encryption import SecretBox
+from tocsin.models import Result, Rollup, StatusChange
+from tocsin.store import migrations
+from tocsin.store.base import (
+    BatchWritten,
+    ConflictError,
+    NotFoundError,
+    Principal,
+    Retention,
+    Row,
+    Store,
+)
+from tocsin.store.tables import (
+    CHECK_BOOLS,
+    CHECK_COLUMNS,
+    CHECK_DEFAULTS,
+    CHECK_JSON,
+    CHECK_READ_COLUMNS,
+    LINKS,
+    RESULT_COLUMNS,
+    ROLLUP_TIERS,
+    TABLES,
+    Table,
+)
+
+log = logging.getLogger("tocsin.store")
+
+DAY = 86_400.0
+ROLLUP_COLUMNS = (
+    "tier",
+    "check_id",
+    "start_ms",
+    "organization_id",
+    "span_ms",
+    "runs_up",
+    "runs_down",
+    "runs_degraded",
+    "downtime_ms",
+    "excluded_ms",
+    "incidents",
+    "sketch",
+)
+_CHECK_SELECT = ", ".join(CHECK_READ_COLUMNS)
+_USER_COLUMNS = (
+    "id, email, full_name, is_superuser, is_active, notification_preferences,"
+    " created_at, updated_at"
+)
+
+
+class Conn(abc.ABC):
+    """One connection (inside a transaction when it came from `SqlStore._write`).
+    Statements use `?` placeholders."""
+
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; returns the rows it changed."""
+
+    @abc.abstractmethod
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return next(iter(row.values())) if row else None
+
+
+def day_floor(t: float) -> float:
+    return t - t % DAY
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class SqlStore(Store):
+    def __init__(self, secrets: SecretBox | None = None) -> None:
+        # Tests and embedders that pass no key get a throwaway one: secrets still never
+        # reach the database in clear, they just do not survive the process.
+        self.secrets = secrets or SecretBox.generate()
+
+    # -- what a backend provides --------------------------------------------------------
+
+    @abc.abstractmethod
+    def _write(self) -> contextlib.AbstractAsyncContextManager[Conn]:
+        """A connection in a write transaction, committed on exit, rolled back on error."""
+
+    @abc.abstractmethod
+    def _read(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
+
+    @abc.abstractmethod
+    def _in(self, column: str) -> str:
+        """SQL matching `column` against one list parameter (made by `_list`)."""
+
+    @abc.abstractmethod
+    def _list(self, values: Iterable[Any]) -> Any: ...
+
+    @abc.abstractmethod
+    def _json_has(self, column: str) -> str:
+        """SQL true when the JSON array in `column` holds the one string parameter."""
+
+    @abc.abstractmethod
+    def _is_conflict(self, exc: BaseException) -> bool: ...
+
+    @abc.abstractmethod
+    async def _insert_results(self, conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+        """Bulk-insert raw results (RESULT_COLUMNS order)."""
+
+    @abc.abstractmethod
+    async def _drop_results_before(self, cutoff: float) -> int:
+        """Remove raw results started before `cutoff` (a UTC day boundary)."""
+
+    @abc.abstractmethod
+    async def _apply_migration(self, m: migrations.Migration) -> None: ...
+
+    @abc.abstractmethod
+    def _describe(self) -> str:
+        """Where the database is, for messages."""
+
+    # -- migrations ---------------------------------------------------------------------
+
+    async def _migrate(self) -> None:
+        async with self._write() as c:
+            await c.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+        current = await self.schema_version()
+        known = migrations.load(self.backend)
+        latest = known[-1].version if known else 0
+        if current > latest:
+            raise migrations.DatabaseTooNewError(
+                f"{self._describe()} is at schema version {current}, newer than this tocsin"
+                f" (knows up to {latest}); upgrade tocsin"
+            )
+        for m in known[current:]:
+            log.info("applying %s migration %04d_%s", self.backend, m.version, m.name)
+            await self._apply_migration(m)
+
+    async def schema_version(self) -> int:
+        async with self._read() as c:
+            v = await c.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        return int(v or 0)
+
+    # -- row shaping ----------------------------------------------------------------------
+
+    def _row(self, table: Table, row: Row) -> Row:
+        for col in table.json:
+            if col in row:
+                row[col] = _loads(row[col])
+        for col in table.sealed:
+            if isinstance(row.get(col), dict):
+                row[col] = self.secrets.unseal(row[col])
+        for col in table.bools:
+            if col in row and row[col] is not None:
+                row[col] = bool(row[col])
+        return row
+
+    def _check_row(self, row: Row) -> Row:
+        for col in CHECK_JSON:
+            row[col] = _loads(row[col])
+        for col in CHECK_BOOLS:
+            row[col] = bool(row[col])
+        row["config"] = self.secrets.unseal(row["config"])
+        return row
+
+    def _user_row(self, row: Row) -> Row:
+        row["is_superuser"] = bool(row["is_superuser"])
+        row["is_active"] = bool(row["is_active"])
+        row["notification_preferences"] = _loads(row["notification_preferences"])
+        return row
+
+    def _values(self, table: Table, fields: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(fields) - set(table.columns)
+        if unknown:
+            raise ValueError(f"{table.name} has no column(s) {sorted(unknown)}")
+        out = dict(fields)
+        for col in table.sealed & out.keys():
+            out[col] = self.secrets.seal(out[col] or {})
+        for col in table.json & out.keys():
+            out[col] = json.dumps(out[col])
+        return out
+
+    def _check_values(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(fields)
+        if "config" in out:
+            out["config"] = self.secrets.seal(out["config"] or {})
+        for col in CHECK_JSON & out.keys():
+            out[col] = json.dumps(out[col])
+        return out
+
+    async def _same_org(
+        self, c: Conn, table: Table, org_id: int, fields: Mapping[str, Any]
+    ) -> None:
+        for col, ref in table.refs.items():
+            value = fields.get(col)
+            if value is None:
+                continue
+            found = await c.fetchval(
+                f"SELECT 1 FROM {ref} WHERE id = ? AND organization_id = ?", value, org_id
+            )
+            if found is None:
+                raise NotFoundError(f"{col} {value} not found", field=col)
+
+    @contextlib.asynccontextmanager
+    async def _unique(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            if self._is_conflict(exc):
+                raise ConflictError(f"{what} already exists") from None
+            raise
+
+    # -- identity -----------------------------------------------------------------------
+
+    async def count_users(self) -> int:
+        async with self._read() as c:
+            return int(await c.fetchval("SELECT COUNT(*) FROM users"))
+
+    async def create_user(
+        self, email: str, password_hash: str, *, superuser: bool = False, full_name: str = ""
+    ) -> int:
+        now = time.time()
+        async with self._unique(f"a user with email {email!r}"), self._write() as c:
+            return int(
+                await c.fetchval(
+                    "INSERT INTO users (email, password_hash, is_superuser, full_name,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    email,
+                    password_hash,
+                    superuser,
+                    full_name,
+                    now,
+                    now,
+                )
+            )
+
+    async def get_user(self, user_id: int) -> Row | None:
+        async with self._read() as c:
+            row = await c.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", user_id)
+        return self._user_row(row) if row else None
+
+    async def user_by_email(self, email: str) -> Row | None:
+        async with self._read() as c:
+            row = await c.fetchrow(
+                f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE email = ?", email
+            )
+        return self._user_row(row) if row else None
+
+    async def update_user(self, user_id: int, fields: Mapping[str, Any]) -> Row | None:
+        allowed = {"email", "full_name", "password_hash", "is_active", "notification_preferences"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"users has no writable column(s) {sorted(unknown)}")
+        values = dict(fields)
+        if "notification_preferences" in values:
+            values["notification_preferences"] = json.dumps(values["notification_preferences"])
+        values["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in values)
+        async with self._unique("a user with that email"), self._write() as c:
+            n = await c.execute(f"UPDATE users SET {sets} WHERE id = ?", *values.values(), user_id)
+        return await self.get_user(user_id) if n else None
+
+    async def create_organization(self, name: str) -> Row:
+        now = time.time()
+        async with self._unique(f"an organisation named {name!r}"), self._write() as c:
+            org_id = int(
+                await c.fetchval(
+                    "INSERT INTO organizations (name, created_at, updated_at) VALUES (?, ?, ?)"
+                    " RETURNING id",
+                    name,
+                    now,
+                    now,
+                )
+            )
+            project_id = int(
+                await c.fetchval(
+                    "INSERT INTO projects (organization_id, name, is_default, created_at,"
+                    " updated_at) VALUES (?, 'Default', ?, ?, ?) RETURNING id",
+                    org_id,
+                    True,
+                    now,
+                    now,
+                )
+            )
+        return {
+            "id": org_id,
+            "name": name,
+            "settings": {},
+            "default_project_id": project_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    async def list_organizations(self, org_ids: Collection[int]) -> list[Row]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT o.id, o.name, o.settings, o.created_at, o.updated_at,"
+                " p.id AS default_project_id FROM organizations o"
+                " LEFT JOIN projects p ON p.organization_id = o.id AND p.is_default = ?"
+                f" WHERE {self._in('o.id')} ORDER BY o.id",
+                True,
+                self._list(org_ids),
+            )
+        for r in rows:
+            r["settings"] = _loads(r["settings"])
+        return rows
+
+    async def update_organization(
+        self, org_ids: Collection[int], org_id: int, fields: Mapping[str, Any]
+    ) -> Row | None:
+        unknown = set(fields) - {"name", "settings"}
+        if unknown:
+            raise ValueError(f"organizations has no writable column(s) {sorted(unknown)}")
+        if org_id not in org_ids:
+            return None
+        values = dict(fields)
+        if "settings" in values:
+            values["settings"] = json.dumps(values["settings"])
+        values["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in values)
+        async with self._unique("an organisation with that name"), self._write() as c:
+            n = await c.execute(
+                f"UPDATE organizations SET {sets} WHERE id = ?", *values.values(), org_id
+            )
+        if not n:
+            return None
+        [row] = await self.list_organizations([org_id])
+        return row
+
+    async def delete_organization(self, org_ids: Collection[int], org_id: int) -> bool:
+        if org_id not in org_ids:
+            return False
+        async with self._write() as c:
+            # Tables without a foreign key to organizations (bulk data) go explicitly.
+            for table in ("results", "status_changes", "rollups", "check_sources"):
+                await c.execute(f"DELETE FROM {table} WHERE organization_id = ?", org_id)
+            for link in LINKS.values():
+                await c.execute(f"DELETE FROM {link.name} WHERE organization_id = ?", org_id)
+            await c.execute("DELETE FROM checks WHERE organization_id = ?", org_id)
+            n = await c.execute("DELETE FROM organizations WHERE id = ?", org_id)
+        return n == 1
+
+    async def add_membership(self, org_id: int, user_id: int, role: str) -> None:
+        async with self._write() as c:
+            await c.execute(
+                "INSERT INTO memberships (organization_id, user_id, role) VALUES (?, ?, ?)"
+                " ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role",
+                org_id,
+                user_id,
+                role,
+            )
+
+    async def list_members(self, org_ids: Collection[int], org_id: int) -> list[Row]:
+        if org_id not in org_ids:
+            return []
+        async with self._read() as c:
+            return await c.fetch(
+                "SELECT u.id AS user_id, u.email, u.full_name, m.role FROM memberships m"
+                " JOIN users u ON u.id = m.user_id WHERE m.organization_id = ? ORDER BY u.id",
+                org_id,
+            )
+
+    async def create_token(
+        self,
+        user_id: int,
+        name: str,
+        prefix: str,
+        token_hash: str,
+        *,
+        expires_at: float | None = None,
+    ) -> int:
+        async with self._write() as c:
+            return int(
+                await c.fetchval(
+                    "INSERT INTO api_tokens (user_id, name, prefix, token_hash, created_at,"
+                    " expires_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    user_id,
+                    name,
+                    prefix,
+                    token_hash,
+                    time.time(),
+                    expires_at,
+                )
+            )
+
+    async def list_tokens(self, user_id: int) -> list[Row]:
+        async with self._read() as c:
+            return await c.fetch(
+                "SELECT id, name, prefix, created_at, last_used_at, expires_at, revoked_at"
+                " FROM api_tokens WHERE user_id = ? ORDER BY id",
+                user_id,
+            )
+
+    async def revoke_token(self, user_id: int, token_id: int) -> bool:
+        async with self._write() as c:
+            n = await c.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ?"
+                " AND revoked_at IS NULL",
+                time.time(),
+                token_id,
+                user_id,
+            )
+        return n == 1
+
+    async def principal_for_token(self, token_hash: str) -> Principal | None:
+        async with self._read() as c:
+            row = await c.fetchrow(
+                "SELECT u.id, u.email FROM api_tokens t JOIN users u ON u.id = t.user_id"
+                " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.is_active = ?"
+                " AND (t.expires_at IS NULL OR t.expires_at > ?)",
+                token_hash,
+                True,
+                time.time(),
+            )
+            if row is None:
+                return None
+            memberships = await c.fetch(
+                "SELECT organization_id, role FROM memberships WHERE user_id = ?", row["id"]
+            )
+        roles = {int(m["organization_id"]): str(m["role"]) for m in memberships}
+        return Principal(user_id=int(row["id"]), email=str(row["email"]), roles=roles)
+
+    # -- organisation-owned rows ------------------------------------------------------------
+
+    async def insert(self, kind: str, org_id: int, fields: Mapping[str, Any]) -> Row:
+        table = TABLES[kind]
+        values = self._values(table, fields)
+        now = time.time()
+        cols = ["organization_id", *values, "created_at", "updated_at"]
+        async with self._unique(f"such a {kind} row"), self._write() as c:
+            await self._same_org(c, table, org_id, fields)
+            row = await c.fetchrow(
+                f"INSERT INTO {kind} ({', '.join(cols)})"
+                f" VALUES ({', '.join('?' * len(cols))}) RETURNING *",
+                org_id,
+                *values.values(),
+                now,
+                now,
+            )
+        assert row is not None
+        return self._row(table, row)
+
+    async def get(self, kind: str, org_ids: Collection[int], row_id: int) -> Row | None:
+        table = TABLES[kind]
+        async with self._read() as c:
+            row = await c.fetchrow(
+                f"SELECT * FROM {kind} WHERE id = ? AND {self._in('organization_id')}",
+                row_id,
+                self._list(org_ids),
+            )
+        return self._row(table, row) if row else None
+
+    def _where(self, table: Table, where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        for col, value in (where or {}).items():
+            if col not in table.filters:
+                raise ValueError(f"{table.name} cannot be filtered by {col}")
+            clauses.append(f" AND {col} = ?")
+            args.append(value)
+        return "".join(clauses), args
+
+    async def select(
+        self,
+        kind: str,
+        org_ids: Collection[int],
+        *,
+        where: Mapping[str, Any] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Row]:
+        table = TABLES[kind]
+        clauses, args = self._where(table, where)
+        order = "DESC" if newest_first else "ASC"
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT * FROM {kind} WHERE {self._in('organization_id')}{clauses}"
+                f" ORDER BY id {order} LIMIT ? OFFSET ?",
+                self._list(org_ids),
+                *args,
+                limit,
+                offset,
+            )
+        return [self._row(table, r) for r in rows]
+
+    async def count(
+        self, kind: str, org_ids: Collection[int], *, where: Mapping[str, Any] | None = None
+    ) -> int:
+        table = TABLES[kind]
+        clauses, args = self._where(table, where)
+        async with self._read() as c:
+            return int(
+                await c.fetchval(
+                    f"SELECT COUNT(*) FROM {kind} WHERE {self._in('organization_id')}{clauses}",
+                    self._list(org_ids),
+                    *args,
+                )
+            )
+
+    async def update(
+        self, kind: str, org_ids: Collection[int], row_id: int, fields: Mapping[str, Any]
+    ) -> Row | None:
+        table = TABLES[kind]
+        values = self._values(table, fields)
+        values["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in values)
+        async with self._unique(f"such a {kind} row"), self._write() as c:
+            org_id = await c.fetchval(
+                f"SELECT organization_id FROM {kind}"
+                f" WHERE id = ? AND {self._in('organization_id')}",
+                row_id,
+                self._list(org_ids),
+            )
+            if org_id is None:
+                return None
+            await self._same_org(c, table, int(org_id), fields)
+            row = await c.fetchrow(
+                f"UPDATE {kind} SET {sets} WHERE id = ? RETURNING *", *values.values(), row_id
+            )
+        return self._row(table, row) if row else None
+
+    async def delete(self, kind: str, org_ids: Collection[int], row_id: int) -> bool:
+        if kind not in TABLES:  # before any SQL is built from it
+            raise KeyError(kind)
+        async with self._write() as c:
+            n = await c.execute(
+                f"DELETE FROM {kind} WHERE id = ? AND {self._in('organization_id')}",
+                row_id,
+                self._list(org_ids),
+            )
+        return n == 1
+
+    async def link(self, kind: str, org_id: int, left: int, right: int) -> None:
+        link = LINKS[kind]
+        async with self._write() as c:
+            for col, table, value in (
+                (link.left, link.left_table, left),
+                (link.right, link.right_table, right),
+            ):
+                found = await c.fetchval(
+                    f"SELECT 1 FROM {table} WHERE id = ? AND organization_id = ?", value, org_id
+                )
+                if found is None:
+                    raise NotFoundError(f"{col} {value} not found", field=col)
+            await c.execute(
+                f"INSERT INTO {kind} ({link.left}, {link.right}, organization_id)"
+                " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                left,
+                right,
+                org_id,
+            )
+
+    async def unlink(self, kind: str, org_ids: Collection[int], left: int, right: int) -> bool:
+        link = LINKS[kind]
+        async with self._write() as c:
+            n = await c.execute(
+                f"DELETE FROM {kind} WHERE {link.left} = ? AND {link.right} = ?"
+                f" AND {self._in('organization_id')}",
+                left,
+                right,
+                self._list(org_ids),
+            )
+        return n == 1
+
+    async def linked(self, kind: str, org_ids: Collection[int], left: int) -> list[int]:
+        link = LINKS[kind]
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {link.right} AS id FROM {kind} WHERE {link.left} = ?"
+                f" AND {self._in('organization_id')} ORDER BY {link.right}",
+                left,
+                self._list(org_ids),
+            )
+        return [int(r["id"]) for r in rows]
+
+    # -- checks -------------------------------------------------------------------------
+
+    async def default_project(self, org_id: int) -> int:
+        async with self._read() as c:
+            pid = await c.fetchval(
+                "SELECT id FROM projects WHERE organization_id = ? AND is_default = ?",
+                org_id,
+                True,
+            )
+        if pid is None:
+            raise NotFoundError(f"organisation {org_id} has no default project")
+        return int(pid)
+
+    async def create_check(self, org_id: int, fields: Mapping[str, Any]) -> Row:
+        unknown = set(fields) - {*CHECK_COLUMNS, "project_id"}
+        if unknown:
+            raise ValueError(f"checks have no column(s) {sorted(unknown)}")
+        merged = {**CHECK_DEFAULTS, **fields}
+        project_id = merged.pop("project_id", None)
+        values = self._check_values(merged)
+        now = time.time()
+        cols = ["organization_id", "project_id", "uuid", *values, "created_at", "updated_at"]
+        async with self._write() as c:
+            if project_id is None:
+                project_id = await c.fetchval(
+                    "SELECT id FROM projects WHERE organization_id = ? AND is_default = ?",
+                    org_id,
+                    True,
+                )
+            elif (
+                await c.fetchval(
+                    "SELECT 1 FROM projects WHERE id = ? AND organization_id = ?",
+                    project_id,
+                    org_id,
+                )
+                is None
+            ):
+                raise NotFoundError(f"project_id {project_id} not found", field="project_id")
+            row = await c.fetchrow(
+                f"INSERT INTO checks ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                f" RETURNING {_CHECK_SELECT}",
+                org_id,
+                project_id,
+                str(uuid.uuid4()),
+                *values.values(),
+                now,
+                now,
+            )
+        assert row is not None
+        return self._check_row(row)
+
+    async def get_check(self, org_ids: Collection[int], check_id: int) -> Row | None:
+        async with self._read() as c:
+            row = await c.fetchrow(
+                f"SELECT {_CHECK_SELECT} FROM checks"
+                f" WHERE id = ? AND {self._in('organization_id')}",
+                check_id,
+                self._list(org_ids),
+            )
+        return self._check_row(row) if row else None
+
+    async def check_by_uuid(self, uuid: str) -> Row | None:
+        async with self._read() as c:
+            row = await c.fetchrow(f"SELECT {_CHECK_SELECT} FROM checks WHERE uuid = ?", uuid)
+        return self._check_row(row) if row else None
+
+    async def list_checks(
+        self,
+        org_ids: Collection[int],
+        *,
+        limit: int,
+        offset: int,
+        type: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        text: str | None = None,
+    ) -> list[Row]:
+        clauses, args = "", list[Any]()
+        if type is not None:
+            clauses += " AND type = ?"
+            args.append(type)
+        if status == "PAUSED":
+            clauses += " AND is_active = ?"
+            args.append(False)
+        elif status is not None:
+            clauses += " AND status = ? AND is_active = ?"
+            args += [status, True]
+        if tag is not None:
+            clauses += f" AND {self._json_has('tags')}"
+            args.append(tag)
+        if text:
+            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%") + "%"
+            clauses += (
+                " AND (lower(name) LIKE ? ESCAPE '\\' OR lower(COALESCE(url, '')) LIKE ?"
+                " ESCAPE '\\' OR lower(COALESCE(host, '')) LIKE ? ESCAPE '\\')"
+            )
+            args += [pattern, pattern, pattern]
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {_CHECK_SELECT} FROM checks WHERE {self._in('organization_id')}"
+                f"{clauses} ORDER BY id LIMIT ? OFFSET ?",
+                self._list(org_ids),
+                *args,
+                limit,
+                offset,
+            )
+        return [self._check_row(r) for r in rows]
+
+    async def update_check(
+        self, org_ids: Collection[int], check_id: int, fields: Mapping[str, Any]
+    ) -> Row | None:
+        unknown = set(fields) - {*CHECK_COLUMNS, "project_id"}
+        if unknown:
+            raise ValueError(f"checks have no column(s) {sorted(unknown)}")
+        values = self._check_values(fields)
+        values["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in values)
+        async with self._write() as c:
+            org_id = await c.fetchval(
+                f"SELECT organization_id FROM checks"
+                f" WHERE id = ? AND {self._in('organization_id')}",
+                check_id,
+                self._list(org_ids),
+            )
+            if org_id is None:
+                return None
+            pid = fields.get("project_id")
+            if (
+                pid is not None
+                and await c.fetchval(
+                    "SELECT 1 FROM projects WHERE id = ? AND organization_id = ?", pid, org_id
+                )
+                is None
+            ):
+                raise NotFoundError(f"project_id {pid} not found", field="project_id")
+            row = await c.fetchrow(
+                f"UPDATE checks SET {sets} WHERE id = ? RETURNING {_CHECK_SELECT}",
+                *values.values(),
+                check_id,
+            )
+        return self._check_row(row) if row else None
+
+    async def delete_check(self, org_ids: Collection[int], check_id: int) -> bool:
+        async with self._write() as c:
+            n = await c.execute(
+                f"DELETE FROM checks WHERE id = ? AND {self._in('organization_id')}",
+                check_id,
+                self._list(org_ids),
+            )
+            if n == 1:
+                for table in ("results", "status_changes", "rollups"):
+                    await c.execute(f"DELETE FROM {table} WHERE check_id = ?", check_id)
+        return n == 1
+
+    async def all_checks(self) -> list[Row]:
+        async with self._read() as c:
+            rows = await c.fetch(f"SELECT {_CHECK_SELECT} FROM checks ORDER BY id")
+        return [self._check_row(r) for r in rows]
+
+    async def check_sources(self, org_ids: Collection[int], check_id: int) -> dict[str, str]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT source, status FROM check_sources WHERE check_id = ?"
+                f" AND {self._in('organization_id')} ORDER BY source",
+                check_id,
+                self._list(org_ids),
+            )
+        return {str(r["source"]): str(r["status"]) for r in rows}
+
+    # -- results and rollups --------------------------------------------------------------
+
+    async def write_batch(
+        self,
+        results: Sequence[Result],
+        changes: Sequence[StatusChange],
+        rollups: Sequence[Rollup] = (),
+    ) -> BatchWritten:
+        if not results and not changes and not rollups:
+            return BatchWritten(0, 0, 0)
+        ids = {r.check_id for r in results} | {c.check_id for c in changes}
+        ids |= {r.check_id for r in rollups}
+        async with self._write() as c:
+            org_of = {
+                int(r["id"]): int(r["organization_id"])
+                for r in await c.fetch(
+                    f"SELECT id, organization_id FROM checks WHERE {self._in('id')}",
+                    self._list(ids),
+                )
+            }
+            kept = [r for r in results if r.check_id in org_of]
+            if kept:
+                await self._insert_results(c, [_result_row(r, org_of[r.check_id]) for r in kept])
+                await self._latest(c, kept, org_of)
+            kept_changes = [ch for ch in changes if ch.check_id in org_of]
+            if kept_changes:
+                await self._changes(c, kept_changes, org_of)
+            kept_rollups = [r for r in rollups if r.check_id in org_of]
+            if kept_rollups:
+                await self._merge_rollups(c, kept_rollups, org_of)
+        return BatchWritten(len(kept), len(kept_changes), len(kept_rollups))
+
+    async def _latest(self, c: Conn, kept: list[Result], org_of: dict[int, int]) -> None:
+        latest: dict[int, Result] = {}
+        by_source: dict[tuple[int, str], Result] = {}
+        for r in kept:
+            if r.check_id not in latest or r.started_at >= latest[r.check_id].started_at:
+                latest[r.check_id] = r
+            key = (r.check_id, r.source)
+            if key not in by_source or r.started_at >= by_source[key].started_at:
+                by_source[key] = r
+        # Late batches (an agent catching up) must not overwrite a newer result.
+        await c.executemany(
+            "UPDATE checks SET last_result = ?, last_checked_at = ?"
+            " WHERE id = ? AND (last_checked_at IS NULL OR last_checked_at <= ?)",
+            [(_result_json(r), r.started_at, cid, r.started_at) for cid, r in latest.items()],
+        )
+        await c.executemany(
+            "INSERT INTO check_sources (check_id, source, organization_id, status, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (check_id, source) DO UPDATE"
+            " SET status = excluded.status, updated_at = excluded.updated_at"
+            " WHERE check_sources.updated_at <= excluded.updated_at",
+            [
+                (cid, source, org_of[cid], r.status.value, r.started_at)
+                for (cid, source), r in by_source.items()
+            ],
+        )
+
+    async def _changes(self, c: Conn, changes: list[StatusChange], org_of: dict[int, int]) -> None:
+        await c.executemany(
+            "INSERT INTO status_changes (check_id, organization_id, previous, current, at,"
+            " reason, sources, in_maintenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    ch.check_id,
+                    org_of[ch.check_id],
+                    ch.previous.value,
+                    ch.current.value,
+                    ch.at,
+                    ch.reason,
+                    json.dumps({k: v.value for k, v in ch.sources.items()}),
+                    ch.in_maintenance,
+                )
+                for ch in changes
+            ],
+        )
+        # A check's status is its verdict, which only transitions change.
+        await c.executemany(
+            "UPDATE checks SET status = ?, status_changed_at = ?"
+            " WHERE id = ? AND (status_changed_at IS NULL OR status_changed_at <= ?)",
+            [(ch.current.value, ch.at, ch.check_id, ch.at) for ch in changes],
+        )
+
+    async def _merge_rollups(self, c: Conn, rollups: list[Rollup], org_of: dict[int, int]) -> None:
+        fresh = [r.astuple() for r in rollups]
+        checks = self._list({r.check_id for r in rollups})
+        for tier, span in ROLLUP_TIERS.items():
+            starts = [r.start_ms - r.start_ms % span for r in rollups]
+            stored = await c.fetch(
+                f"SELECT {', '.join(ROLLUP_COLUMNS[1:3])}, {', '.join(ROLLUP_COLUMNS[4:])}"
+                f" FROM rollups WHERE tier = ? AND {self._in('check_id')}"
+                " AND start_ms >= ? AND start_ms <= ?",
+                tier,
+                checks,
+                min(starts),
+                max(starts),
+            )
+            merged = _core.roll_up(
+                [_rollup_tuple(r) for r in stored] + fresh,
+                span,
+            )
+            await c.executemany(
+                f"INSERT INTO rollups ({', '.join(ROLLUP_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))})"
+                " ON CONFLICT (tier, check_id, start_ms) DO UPDATE SET"
+                + ", ".join(f" {col} = excluded.{col}" for col in ROLLUP_COLUMNS[4:]),
+                [(tier, m[0], m[1], org_of[m[0]], *m[2:]) for m in merged],
+            )
+
+    async def list_results(
+        self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
+    ) -> list[Row]:
+        cursor = " AND id < ?" if before is not None else ""
+        args: list[Any] = [check_id, self._list(org_ids)]
+        if before is not None:
+            args.append(before)
+        async with self._read() as c:
+            return await c.fetch(
+                "SELECT id, " + ", ".join(RESULT_COLUMNS) + " FROM results"
+                f" WHERE check_id = ? AND {self._in('organization_id')}{cursor}"
+                " ORDER BY id DESC LIMIT ?",
+                *args,
+                limit,
+            )
+
+    async def list_rollups(
+        self,
+        org_ids: Collection[int],
+        check_id: int,
+        tier: str,
+        *,
+        since_ms: int,
+        until_ms: int | None = None,
+    ) -> list[Rollup]:
+        if tier not in ROLLUP_TIERS:
+            raise ValueError(f"unknown rollup tier {tier!r}; one of {sorted(ROLLUP_TIERS)}")
+        upper = " AND start_ms < ?" if until_ms is not None else ""
+        args: list[Any] = [tier, check_id, self._list(org_ids), since_ms]
+        if until_ms is not None:
+            args.append(until_ms)
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {', '.join(ROLLUP_COLUMNS[1:3])}, {', '.join(ROLLUP_COLUMNS[4:])}"
+                f" FROM rollups WHERE tier = ? AND check_id = ? AND {self._in('organization_id')}"
+                f" AND start_ms >= ?{upper} ORDER BY start_ms",
+                *args,
+            )
+        return [Rollup(*_rollup_tuple(r)) for r in rows]
+
+    async def enforce_retention(self, policy: Retention, now: float) -> dict[str, int]:
+        removed: dict[str, int] = {}
+        if policy.raw_days is not None:
+            cutoff = day_floor(now - policy.raw_days * DAY)
+            removed["raw"] = await self._drop_results_before(cutoff)
+            async with self._write() as c:
+                removed["pings"] = await c.execute(
+                    "DELETE FROM pings WHERE received_at < ?", cutoff
+                )
+        for tier, days in (
+            ("minute", policy.minute_days),
+            ("hour", policy.hour_days),
+            ("day", policy.day_days),
+        ):
+            if days is None:
+                continue
+            cutoff_ms = int(day_floor(now - days * DAY) * 1000)
+            async with self._write() as c:
+                removed[tier] = await c.execute(
+                    "DELETE FROM rollups WHERE tier = ? AND start_ms < ?", tier, cutoff_ms
+                )
+        return removed
+
+
+def _result_row(r: Result, org_id: int) -> tuple[Any, ...]:
+    t = r.timings
+    return (
+        r.check_id,
+        org_id,
+        r.source,
+        r.started_at,
+        r.due_at,
+        r.latency_ms,
+        r.status.value,
+        r.error_kind,
+        r.message,
+        r.status_code,
+        t.dns_ms if t else None,
+        t.connect_ms if t else None,
+        t.tls_ms if t else None,
+        t.first_byte_ms if t else None,
+        r.details_json,
+    )
+
+
+def _result_json(r: Result) -> str:
+    t = r.timings
+    return json.dumps(
+        {
+            "status": r.status.value,
+            "started_at": r.started_at,
+            "latency_ms": round(r.latency_ms, 3),
+            "error_kind": r.error_kind,
+            "message": r.message,
+            "status_code": r.status_code,
+            "source": r.source,
+            "timings": {
+                "dns_ms": t.dns_ms if t else None,
+                "connect_ms": t.connect_ms if t else None,
+                "tls_ms": t.tls_ms if t else None,
+                "first_byte_ms": t.first_byte_ms if t else None,
+            },
+            "details": r.details,
+        }
+    )
+
+
+def _rollup_tuple(r: Row) -> tuple[Any, ...]:
+    return (
+        int(r["check_id"]),
+        int(r["start_ms"]),
+        int(r["span_ms"]),
+        int(r["runs_up"]),
+        int(r["runs_down"]),
+        int(r["runs_degraded"]),
+        int(r["downtime_ms"]),
+        int(r["excluded_ms"]),
+        int(r["incidents"]),
+        bytes(r["sketch"]),
+    )

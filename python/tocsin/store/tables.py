@@ -1,0 +1,221 @@
+"""The organisation-owned tables the store reads and writes generically: which columns a
+caller may set, which hold JSON, booleans or secrets, and which point at other
+organisation-owned rows (checked to be in the same organisation on every write)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]
+    json: frozenset[str] = frozenset()
+    bools: frozenset[str] = frozenset()
+    # JSON columns whose secret values are encrypted at rest (see tocsin.encryption).
+    sealed: frozenset[str] = frozenset()
+    # column -> table: the referenced row must belong to the same organisation.
+    refs: dict[str, str] = field(default_factory=dict)
+    # Columns a list may filter on with equality.
+    filters: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A many-to-many link between two organisation-owned rows."""
+
+    name: str
+    left: str
+    left_table: str
+    right: str
+    right_table: str
+
+
+def _t(name: str, columns: str, **kw: object) -> Table:
+    return Table(name, tuple(columns.split()), **kw)  # type: ignore[arg-type]
+
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        _t("projects", "name description is_default", bools=frozenset({"is_default"})),
+        _t(
+            "incidents",
+            "check_id kind status severity title cause dedup_key sources started_at"
+            " acknowledged_at acknowledged_by resolved_at resolved_by",
+            json=frozenset({"sources"}),
+            refs={"check_id": "checks"},
+            filters=frozenset({"check_id", "status", "kind", "dedup_key"}),
+        ),
+        _t(
+            "incident_notes",
+            "incident_id author_id body",
+            refs={"incident_id": "incidents"},
+            filters=frozenset({"incident_id"}),
+        ),
+        _t(
+            "incident_events",
+            "incident_id kind actor_id detail at",
+            json=frozenset({"detail"}),
+            refs={"incident_id": "incidents"},
+            filters=frozenset({"incident_id"}),
+        ),
+        _t(
+            "maintenance_windows",
+            "name description check_ids starts_at duration_s rrule cron timezone is_active"
+            " created_by",
+            json=frozenset({"check_ids"}),
+            bools=frozenset({"is_active"}),
+            filters=frozenset({"is_active"}),
+        ),
+        _t(
+            "notification_channels",
+            "name channel_type config is_default is_active",
+            json=frozenset({"config"}),
+            bools=frozenset({"is_default", "is_active"}),
+            sealed=frozenset({"config"}),
+            filters=frozenset({"channel_type", "is_default", "is_active"}),
+        ),
+        _t(
+            "notification_deliveries",
+            "channel_id incident_id check_id event dedup_key payload status attempts"
+            " next_attempt_at last_error response_code delivered_at",
+            json=frozenset({"payload"}),
+            refs={
+                "channel_id": "notification_channels",
+                "incident_id": "incidents",
+                "check_id": "checks",
+            },
+            filters=frozenset({"channel_id", "incident_id", "check_id", "status"}),
+        ),
+        _t(
+            "status_pages",
+            "name slug description is_public logo_url check_ids",
+            json=frozenset({"check_ids"}),
+            bools=frozenset({"is_public"}),
+            filters=frozenset({"slug"}),
+        ),
+        _t(
+            "status_page_subscribers",
+            "status_page_id email confirmed token_hash",
+            bools=frozenset({"confirmed"}),
+            refs={"status_page_id": "status_pages"},
+            filters=frozenset({"status_page_id"}),
+        ),
+        _t(
+            "agents",
+            "name kind location credential_hash status version load queue_depth"
+            " last_heartbeat_at last_batch_seq revoked_at",
+            filters=frozenset({"kind", "status", "location"}),
+        ),
+        _t(
+            "agent_registration_tokens",
+            "name token_hash prefix location expires_at used_at agent_id",
+            refs={"agent_id": "agents"},
+        ),
+        _t(
+            "slos",
+            "check_id sli_type target_percentage window_days latency_threshold_ms"
+            " notify_on_budget_warn budget_warn_pct notify_on_budget_exhausted"
+            " burn_rate_alert_enabled burn_rate_threshold burn_rate_window_minutes",
+            bools=frozenset(
+                {"notify_on_budget_warn", "notify_on_budget_exhausted", "burn_rate_alert_enabled"}
+            ),
+            refs={"check_id": "checks"},
+            filters=frozenset({"check_id"}),
+        ),
+        _t(
+            "applications",
+            "name roles key_hash prefix revoked_at",
+            json=frozenset({"roles"}),
+        ),
+        _t("systems", "name description owner metadata", json=frozenset({"metadata"})),
+        _t("system_groups", "name description"),
+    )
+}
+
+LINKS: dict[str, Link] = {
+    link.name: link
+    for link in (
+        Link("check_channels", "check_id", "checks", "channel_id", "notification_channels"),
+        Link("system_checks", "system_id", "systems", "check_id", "checks"),
+        Link("system_group_members", "group_id", "system_groups", "system_id", "systems"),
+    )
+}
+
+# Checks: the common fields are columns, the type-specific settings live in `config`.
+CHECK_COLUMNS = (
+    "name",
+    "type",
+    "description",
+    "url",
+    "host",
+    "port",
+    "interval",
+    "timeout",
+    "grace_period",
+    "alert_after_failures",
+    "runbook_url",
+    "escalation_policy_id",
+    "is_active",
+    "tags",
+    "assigned_agent_ids",
+    "geo_monitoring_enabled",
+    "check_source_critical",
+    "config",
+)
+CHECK_JSON = frozenset(
+    {"config", "tags", "assigned_agent_ids", "check_source_critical", "last_result"}
+)
+CHECK_BOOLS = frozenset({"is_active", "geo_monitoring_enabled"})
+CHECK_READ_COLUMNS = (
+    "id",
+    "organization_id",
+    "project_id",
+    "uuid",
+    *CHECK_COLUMNS,
+    "status",
+    "status_changed_at",
+    "last_result",
+    "last_checked_at",
+    "last_ping_at",
+    "created_at",
+    "updated_at",
+)
+CHECK_DEFAULTS: dict[str, object] = {
+    "description": "",
+    "url": None,
+    "host": None,
+    "port": None,
+    "grace_period": 60,
+    "alert_after_failures": 1,
+    "runbook_url": None,
+    "escalation_policy_id": None,
+    "is_active": True,
+    "tags": [],
+    "assigned_agent_ids": [],
+    "geo_monitoring_enabled": False,
+    "check_source_critical": {},
+    "config": {},
+}
+
+RESULT_COLUMNS = (
+    "check_id",
+    "organization_id",
+    "source",
+    "started_at",
+    "due_at",
+    "latency_ms",
+    "status",
+    "error_kind",
+    "message",
+    "status_code",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "first_byte_ms",
+    "details",
+)
+
+ROLLUP_TIERS: dict[str, int] = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
