@@ -113,16 +113,7 @@ class PostgresStore(SqlStore):
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(f"cannot connect to {self._describe()}: {exc}") from None
         try:
-            if migrate:
-                await self._migrate()
-            else:
-                current = await self.schema_version()
-                latest = len(migrations.load(self.backend))
-                if current > latest:
-                    raise migrations.DatabaseTooNewError(
-                        f"{self._describe()} is at schema version {current}, newer than this"
-                        f" tocsin (knows up to {latest}); upgrade tocsin"
-                    )
+            await (self._migrate() if migrate else self._check_version())
             if await self.schema_version() > 0:
                 now = time.time()
                 await self._ensure_partitions([now, now + DAY])

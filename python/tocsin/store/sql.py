@@ -146,17 +146,21 @@ class SqlStore(Store):
                 "CREATE TABLE IF NOT EXISTS schema_migrations"
                 " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
             )
+        current = await self._check_version()
+        for m in migrations.load(self.backend)[current:]:
+            log.info("applying %s migration %04d_%s", self.backend, m.version, m.name)
+            await self._apply_migration(m)
+
+    async def _check_version(self) -> int:
+        """The database's schema version, refused when newer than this code knows."""
         current = await self.schema_version()
-        known = migrations.load(self.backend)
-        latest = known[-1].version if known else 0
+        latest = len(migrations.load(self.backend))
         if current > latest:
             raise migrations.DatabaseTooNewError(
                 f"{self._describe()} is at schema version {current}, newer than this tocsin"
                 f" (knows up to {latest}); upgrade tocsin"
             )
-        for m in known[current:]:
-            log.info("applying %s migration %04d_%s", self.backend, m.version, m.name)
-            await self._apply_migration(m)
+        return current
 
     async def schema_version(self) -> int:
         async with self._read() as c:
@@ -612,6 +616,9 @@ class SqlStore(Store):
         unknown = set(fields) - {*CHECK_COLUMNS, "project_id"}
         if unknown:
             raise ValueError(f"checks have no column(s) {sorted(unknown)}")
+        missing = {"name", "type", "interval", "timeout"} - set(fields)
+        if missing:
+            raise ValueError(f"a check needs {sorted(missing)}")
         merged = {**CHECK_DEFAULTS, **fields}
         project_id = merged.pop("project_id", None)
         values = self._check_values(merged)

@@ -72,22 +72,10 @@ class SqliteStore(SqlStore):
         self._db = await self._connect()
         self._ro = await self._connect()
         try:
-            if migrate:
-                await self._migrate()
-            else:
-                await self._check_version()
+            await (self._migrate() if migrate else self._check_version())
         except BaseException:
             await self.close()
             raise
-
-    async def _check_version(self) -> None:
-        current = await self.schema_version()
-        latest = len(migrations.load(self.backend))
-        if current > latest:
-            raise migrations.DatabaseTooNewError(
-                f"{self.path} is at schema version {current}, newer than this tocsin"
-                f" (knows up to {latest}); upgrade tocsin"
-            )
 
     async def close(self) -> None:
         for conn in (self._ro, self._db):
