@@ -56,7 +56,19 @@ ROLLUP_COLUMNS = (
     "incidents",
     "sketch",
 )
-_CHECK_SELECT = ", ".join(CHECK_READ_COLUMNS)
+# The latest result of each source of each check is a results row of its own
+# (check_latest), updated in place; a check's last result is the newest of them.
+LATEST_READ = RESULT_COLUMNS[2:]
+LATEST_SET = ", ".join(f"{col} = excluded.{col}" for col in LATEST_READ)
+# Checks are read joined to their latest result; `c.` qualifies every check column.
+_CHECK_SELECT = (
+    ", ".join(f"c.{col}" for col in CHECK_READ_COLUMNS)
+    + ", "
+    + ", ".join(f"l.{col} AS last_{col}" for col in LATEST_READ)
+    + " FROM checks c LEFT JOIN check_latest l ON l.check_id = c.id AND l.source ="
+    " (SELECT m.source FROM check_latest m WHERE m.check_id = c.id"
+    " ORDER BY m.started_at DESC, m.source LIMIT 1)"
+)
 _USER_COLUMNS = (
     "id, email, full_name, is_superuser, is_active, notification_preferences,"
     " created_at, updated_at"
@@ -182,6 +194,9 @@ class SqlStore(Store):
         return row
 
     def _check_row(self, row: Row) -> Row:
+        latest = {col: row.pop(f"last_{col}") for col in LATEST_READ}
+        row["last_checked_at"] = latest["started_at"]
+        row["last_result"] = None if latest["started_at"] is None else _last_result(latest)
         for col in CHECK_JSON:
             row[col] = _loads(row[col])
         for col in CHECK_BOOLS:
@@ -358,7 +373,7 @@ class SqlStore(Store):
             return False
         async with self._write() as c:
             # Tables without a foreign key to organizations (bulk data) go explicitly.
-            for table in ("results", "status_changes", "rollups", "check_sources"):
+            for table in ("results", "status_changes", "rollups", "check_latest"):
                 await c.execute(f"DELETE FROM {table} WHERE organization_id = ?", org_id)
             for link in LINKS.values():
                 await c.execute(f"DELETE FROM {link.name} WHERE organization_id = ?", org_id)
@@ -640,9 +655,9 @@ class SqlStore(Store):
                 is None
             ):
                 raise NotFoundError(f"project_id {project_id} not found", field="project_id")
-            row = await c.fetchrow(
+            check_id = await c.fetchval(
                 f"INSERT INTO checks ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-                f" RETURNING {_CHECK_SELECT}",
+                " RETURNING id",
                 org_id,
                 project_id,
                 str(uuid.uuid4()),
@@ -650,14 +665,14 @@ class SqlStore(Store):
                 now,
                 now,
             )
+            row = await c.fetchrow(f"SELECT {_CHECK_SELECT} WHERE c.id = ?", check_id)
         assert row is not None
         return self._check_row(row)
 
     async def get_check(self, org_ids: Collection[int], check_id: int) -> Row | None:
         async with self._read() as c:
             row = await c.fetchrow(
-                f"SELECT {_CHECK_SELECT} FROM checks"
-                f" WHERE id = ? AND {self._in('organization_id')}",
+                f"SELECT {_CHECK_SELECT} WHERE c.id = ? AND {self._in('c.organization_id')}",
                 check_id,
                 self._list(org_ids),
             )
@@ -665,7 +680,7 @@ class SqlStore(Store):
 
     async def check_by_uuid(self, uuid: str) -> Row | None:
         async with self._read() as c:
-            row = await c.fetchrow(f"SELECT {_CHECK_SELECT} FROM checks WHERE uuid = ?", uuid)
+            row = await c.fetchrow(f"SELECT {_CHECK_SELECT} WHERE c.uuid = ?", uuid)
         return self._check_row(row) if row else None
 
     async def list_checks(
@@ -681,28 +696,28 @@ class SqlStore(Store):
     ) -> list[Row]:
         clauses, args = "", list[Any]()
         if type is not None:
-            clauses += " AND type = ?"
+            clauses += " AND c.type = ?"
             args.append(type)
         if status == "PAUSED":
-            clauses += " AND is_active = ?"
+            clauses += " AND c.is_active = ?"
             args.append(False)
         elif status is not None:
-            clauses += " AND status = ? AND is_active = ?"
+            clauses += " AND c.status = ? AND c.is_active = ?"
             args += [status, True]
         if tag is not None:
-            clauses += f" AND {self._json_has('tags')}"
+            clauses += f" AND {self._json_has('c.tags')}"
             args.append(tag)
         if text:
             pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%") + "%"
             clauses += (
-                " AND (lower(name) LIKE ? ESCAPE '\\' OR lower(COALESCE(url, '')) LIKE ?"
-                " ESCAPE '\\' OR lower(COALESCE(host, '')) LIKE ? ESCAPE '\\')"
+                " AND (lower(c.name) LIKE ? ESCAPE '\\' OR lower(COALESCE(c.url, '')) LIKE ?"
+                " ESCAPE '\\' OR lower(COALESCE(c.host, '')) LIKE ? ESCAPE '\\')"
             )
             args += [pattern, pattern, pattern]
         async with self._read() as c:
             rows = await c.fetch(
-                f"SELECT {_CHECK_SELECT} FROM checks WHERE {self._in('organization_id')}"
-                f"{clauses} ORDER BY id LIMIT ? OFFSET ?",
+                f"SELECT {_CHECK_SELECT} WHERE {self._in('c.organization_id')}"
+                f"{clauses} ORDER BY c.id LIMIT ? OFFSET ?",
                 self._list(org_ids),
                 *args,
                 limit,
@@ -737,11 +752,8 @@ class SqlStore(Store):
                 is None
             ):
                 raise NotFoundError(f"project_id {pid} not found", field="project_id")
-            row = await c.fetchrow(
-                f"UPDATE checks SET {sets} WHERE id = ? RETURNING {_CHECK_SELECT}",
-                *values.values(),
-                check_id,
-            )
+            await c.execute(f"UPDATE checks SET {sets} WHERE id = ?", *values.values(), check_id)
+            row = await c.fetchrow(f"SELECT {_CHECK_SELECT} WHERE c.id = ?", check_id)
         return self._check_row(row) if row else None
 
     async def delete_check(self, org_ids: Collection[int], check_id: int) -> bool:
@@ -758,13 +770,13 @@ class SqlStore(Store):
 
     async def all_checks(self) -> list[Row]:
         async with self._read() as c:
-            rows = await c.fetch(f"SELECT {_CHECK_SELECT} FROM checks ORDER BY id")
+            rows = await c.fetch(f"SELECT {_CHECK_SELECT} ORDER BY c.id")
         return [self._check_row(r) for r in rows]
 
     async def check_sources(self, org_ids: Collection[int], check_id: int) -> dict[str, str]:
         async with self._read() as c:
             rows = await c.fetch(
-                "SELECT source, status FROM check_sources WHERE check_id = ?"
+                "SELECT source, status FROM check_latest WHERE check_id = ?"
                 f" AND {self._in('organization_id')} ORDER BY source",
                 check_id,
                 self._list(org_ids),
@@ -793,8 +805,9 @@ class SqlStore(Store):
             }
             kept = [r for r in results if r.check_id in org_of]
             if kept:
-                await self._insert_results(c, [_result_row(r, org_of[r.check_id]) for r in kept])
-                await self._latest(c, kept, org_of)
+                rows = [_result_row(r, org_of[r.check_id]) for r in kept]
+                await self._insert_results(c, rows)
+                await self._latest(c, rows)
             kept_changes = [ch for ch in changes if ch.check_id in org_of]
             if kept_changes:
                 await self._changes(c, kept_changes, org_of)
@@ -803,30 +816,25 @@ class SqlStore(Store):
                 await self._merge_rollups(c, kept_rollups, org_of)
         return BatchWritten(len(kept), len(kept_changes), len(kept_rollups))
 
-    async def _latest(self, c: Conn, kept: list[Result], org_of: dict[int, int]) -> None:
-        latest: dict[int, Result] = {}
-        by_source: dict[tuple[int, str], Result] = {}
-        for r in kept:
-            if r.check_id not in latest or r.started_at >= latest[r.check_id].started_at:
-                latest[r.check_id] = r
-            key = (r.check_id, r.source)
-            if key not in by_source or r.started_at >= by_source[key].started_at:
-                by_source[key] = r
-        # Late batches (an agent catching up) must not overwrite a newer result.
+    async def _latest(self, c: Conn, rows: list[tuple[Any, ...]]) -> None:
+        # Rows are in RESULT_COLUMNS order: check_id, organization_id, source, started_at…
+        by_source: dict[tuple[int, str], tuple[Any, ...]] = {}
+        for row in rows:
+            key = (row[0], row[2])
+            have = by_source.get(key)
+            if have is None or row[3] >= have[3]:
+                by_source[key] = row
+        await self._set_latest(c, list(by_source.values()))
+
+    async def _set_latest(self, c: Conn, rows: list[tuple[Any, ...]]) -> None:
+        """Upsert the latest results row of each (check, source); a backend may do this in
+        bulk. Late batches (an agent catching up) never overwrite a newer result."""
         await c.executemany(
-            "UPDATE checks SET last_result = ?, last_checked_at = ?"
-            " WHERE id = ? AND (last_checked_at IS NULL OR last_checked_at <= ?)",
-            [(_result_json(r), r.started_at, cid, r.started_at) for cid, r in latest.items()],
-        )
-        await c.executemany(
-            "INSERT INTO check_sources (check_id, source, organization_id, status, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (check_id, source) DO UPDATE"
-            " SET status = excluded.status, updated_at = excluded.updated_at"
-            " WHERE check_sources.updated_at <= excluded.updated_at",
-            [
-                (cid, source, org_of[cid], r.status.value, r.started_at)
-                for (cid, source), r in by_source.items()
-            ],
+            f"INSERT INTO check_latest ({', '.join(RESULT_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(RESULT_COLUMNS))})"
+            f" ON CONFLICT (check_id, source) DO UPDATE SET {LATEST_SET}"
+            " WHERE check_latest.started_at <= excluded.started_at",
+            rows,
         )
 
     async def _changes(self, c: Conn, changes: list[StatusChange], org_of: dict[int, int]) -> None:
@@ -965,26 +973,24 @@ def _result_row(r: Result, org_id: int) -> tuple[Any, ...]:
     )
 
 
-def _result_json(r: Result) -> str:
-    t = r.timings
-    return json.dumps(
-        {
-            "status": r.status.value,
-            "started_at": r.started_at,
-            "latency_ms": round(r.latency_ms, 3),
-            "error_kind": r.error_kind,
-            "message": r.message,
-            "status_code": r.status_code,
-            "source": r.source,
-            "timings": {
-                "dns_ms": t.dns_ms if t else None,
-                "connect_ms": t.connect_ms if t else None,
-                "tls_ms": t.tls_ms if t else None,
-                "first_byte_ms": t.first_byte_ms if t else None,
-            },
-            "details": r.details,
-        }
-    )
+def _last_result(latest: Row) -> Row:
+    """A check's last result as the API shows it, from its check_latest columns."""
+    return {
+        "status": latest["status"],
+        "started_at": latest["started_at"],
+        "latency_ms": round(latest["latency_ms"], 3),
+        "error_kind": latest["error_kind"],
+        "message": latest["message"],
+        "status_code": latest["status_code"],
+        "source": latest["source"],
+        "timings": {
+            "dns_ms": latest["dns_ms"],
+            "connect_ms": latest["connect_ms"],
+            "tls_ms": latest["tls_ms"],
+            "first_byte_ms": latest["first_byte_ms"],
+        },
+        "details": _loads(latest["details"]) or {},
+    }
 
 
 def _rollup_tuple(r: Row) -> tuple[Any, ...]:

@@ -165,9 +165,7 @@ CHECK_COLUMNS = (
     "check_source_critical",
     "config",
 )
-CHECK_JSON = frozenset(
-    {"config", "tags", "assigned_agent_ids", "check_source_critical", "last_result"}
-)
+CHECK_JSON = frozenset({"config", "tags", "assigned_agent_ids", "check_source_critical"})
 CHECK_BOOLS = frozenset({"is_active", "geo_monitoring_enabled"})
 CHECK_READ_COLUMNS = (
     "id",
@@ -177,8 +175,6 @@ CHECK_READ_COLUMNS = (
     *CHECK_COLUMNS,
     "status",
     "status_changed_at",
-    "last_result",
-    "last_checked_at",
     "last_ping_at",
     "created_at",
     "updated_at",

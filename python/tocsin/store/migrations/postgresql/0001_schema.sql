@@ -80,8 +80,6 @@ CREATE TABLE checks (
     config                  JSONB NOT NULL DEFAULT '{}',
     status                  TEXT NOT NULL DEFAULT 'UNKNOWN',
     status_changed_at       DOUBLE PRECISION,
-    last_result             JSONB,
-    last_checked_at         DOUBLE PRECISION,
     last_ping_at            DOUBLE PRECISION,
     created_at              DOUBLE PRECISION NOT NULL,
     updated_at              DOUBLE PRECISION NOT NULL
@@ -91,14 +89,28 @@ CREATE INDEX checks_org_type ON checks (organization_id, type, id);
 CREATE INDEX checks_org_status ON checks (organization_id, status, id);
 CREATE INDEX checks_project ON checks (project_id);
 
-CREATE TABLE check_sources (
+-- What changes with every result lives in a table with room on each page, so the ingest
+-- path updates rows in place (HOT) and never rewrites the wide checks row: the latest
+-- result of each source of each check.
+CREATE TABLE check_latest (
     check_id         BIGINT NOT NULL REFERENCES checks(id) ON DELETE CASCADE,
     organization_id  BIGINT NOT NULL,
     source           TEXT NOT NULL,
+    started_at       DOUBLE PRECISION NOT NULL,
+    due_at           DOUBLE PRECISION,
+    latency_ms       DOUBLE PRECISION NOT NULL,
     status           TEXT NOT NULL,
-    updated_at       DOUBLE PRECISION NOT NULL,
+    error_kind       TEXT,
+    message          TEXT,
+    status_code      INTEGER,
+    dns_ms           DOUBLE PRECISION,
+    connect_ms       DOUBLE PRECISION,
+    tls_ms           DOUBLE PRECISION,
+    first_byte_ms    DOUBLE PRECISION,
+    details          TEXT,
     PRIMARY KEY (check_id, source)
-);
+) WITH (fillfactor = 50);
+
 
 -- Raw results, one partition per UTC day (created by the store as batches arrive);
 -- retention drops whole partitions. No foreign key: results buffered for a check that

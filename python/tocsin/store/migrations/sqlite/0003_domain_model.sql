@@ -33,16 +33,38 @@ CREATE INDEX checks_org_type ON checks (organization_id, type, id);
 CREATE INDEX checks_org_status ON checks (organization_id, status, id);
 CREATE INDEX checks_project ON checks (project_id);
 
--- The latest status each source reported for a check (a check's page reads this, never
--- the results).
-CREATE TABLE check_sources (
+-- What changes with every result lives in a table of its own, so the ingest path never
+-- rewrites the wide checks row: the latest result of each source of each check (a
+-- check's page reads it, never the results).
+CREATE TABLE check_latest (
     check_id         INTEGER NOT NULL REFERENCES checks(id) ON DELETE CASCADE,
     organization_id  INTEGER NOT NULL,
     source           TEXT NOT NULL,
+    started_at       REAL NOT NULL,
+    due_at           REAL,
+    latency_ms       REAL NOT NULL,
     status           TEXT NOT NULL,
-    updated_at       REAL NOT NULL,
+    error_kind       TEXT,
+    message          TEXT,
+    status_code      INTEGER,
+    dns_ms           REAL,
+    connect_ms       REAL,
+    tls_ms           REAL,
+    first_byte_ms    REAL,
+    details          TEXT,
     PRIMARY KEY (check_id, source)
 ) WITHOUT ROWID;
+INSERT INTO check_latest (check_id, organization_id, source, started_at, latency_ms, status,
+                          error_kind, message, status_code)
+    SELECT id, organization_id, COALESCE(json_extract(last_result, '$.source'), 'central'),
+           last_checked_at, COALESCE(json_extract(last_result, '$.latency_ms'), 0),
+           COALESCE(json_extract(last_result, '$.status'), 'UNKNOWN'),
+           json_extract(last_result, '$.error_kind'), json_extract(last_result, '$.message'),
+           json_extract(last_result, '$.status_code')
+    FROM checks WHERE last_result IS NOT NULL AND last_checked_at IS NOT NULL;
+ALTER TABLE checks DROP COLUMN last_result;
+ALTER TABLE checks DROP COLUMN last_checked_at;
+
 
 -- Retention deletes raw results by age.
 CREATE INDEX results_started ON results (started_at);
