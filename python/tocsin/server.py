@@ -21,8 +21,11 @@ from typing import Any
 import uvicorn
 
 from tocsin.api.app import create_app
+from tocsin.api.app import start as start_areas
 from tocsin.api.checks import engine_check
+from tocsin.api.context import AppContext
 from tocsin.engine import Engine
+from tocsin.events import EventHub
 from tocsin.ingest import ResultWriter
 from tocsin.models import Status
 from tocsin.probes import UnknownProbeTypeError
@@ -85,6 +88,7 @@ async def serve(
             log.warning("first start: admin user and API token written to %s", created)
         await _run(
             store,
+            data_dir,
             host,
             port,
             ready,
@@ -129,6 +133,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 async def _run(
     store: Store,
+    data_dir: Path,
     host: str,
     port: int,
     ready: asyncio.Event | None,
@@ -162,8 +167,11 @@ async def _run(
             log.error("check %s not scheduled: %s", row["id"], exc)
     log.info("scheduled %d checks", loaded)
 
+    ctx = AppContext(store=store, engine=engine, events=EventHub(), data_dir=data_dir)
+    app = create_app(ctx)
+    await start_areas(ctx)
     config = uvicorn.Config(
-        create_app(store, engine),
+        app,
         host=host,
         port=port,
         lifespan="off",

@@ -1,27 +1,33 @@
-"""The Falcon ASGI application: routes, middleware and the error model."""
+"""The Falcon ASGI application: routes, middleware and the error model. Each area of the
+API is a module with `register(app, ctx)` (its routes) and `start(ctx)` (work at server
+start, e.g. listeners on the engine)."""
 
 from __future__ import annotations
 
 import falcon
 import falcon.asgi
 
+from tocsin.api import checks, identity, incidents, live, maintenance, pings
 from tocsin.api.auth import AuthMiddleware
-from tocsin.api.checks import CheckLogsResource, CheckResource, ChecksResource
+from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
-from tocsin.engine import Engine
-from tocsin.store.base import Store
+
+AREAS = (checks, identity, incidents, maintenance, pings, live)
+# Routes that need no token: the check's uuid is the secret for pings.
+PUBLIC_PREFIXES = ("/api/ping/",)
 
 
-def create_app(
-    store: Store, engine: Engine
-) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
-    app = falcon.asgi.App(middleware=[AuthMiddleware(store)])
+def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
+    app = falcon.asgi.App(middleware=[AuthMiddleware(ctx.store, public_prefixes=PUBLIC_PREFIXES)])
     # Clients call both `/api/checks` and `/api/checks/`; neither may redirect.
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
-
-    app.add_route("/api/checks", ChecksResource(store, engine))
-    app.add_route("/api/checks/{check_id:int}", CheckResource(store, engine))
-    app.add_route("/api/checks/{check_id:int}/logs", CheckLogsResource(store))
+    for area in AREAS:
+        area.register(app, ctx)
     return app
+
+
+async def start(ctx: AppContext) -> None:
+    for area in AREAS:
+        await area.start(ctx)

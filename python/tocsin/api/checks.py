@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -10,17 +9,13 @@ import falcon
 import falcon.asgi
 
 from tocsin.api.body import read_json_object
-from tocsin.api.errors import field_error, query_error
+from tocsin.api.common import int_param, iso, opt_int_param, principal, writable_org
+from tocsin.api.context import AppContext
+from tocsin.api.errors import field_error
 from tocsin.api.schemas import CheckCreate, parse
 from tocsin.engine import Engine
 from tocsin.models import Check, Status
-from tocsin.store.base import Principal, Row, Store
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+from tocsin.store.base import Row, Store
 
 
 def engine_check(row: Row) -> Check:
@@ -84,45 +79,6 @@ def result_json(row: Row) -> dict[str, Any]:
         },
         "details": json.loads(row["details"]) if row["details"] else {},
     }
-
-
-def opt_int_param(req: falcon.asgi.Request, name: str, lo: int, hi: int) -> int | None:
-    raw = req.get_param(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise query_error(name, "Input should be a valid integer", "int_parsing") from None
-    if not lo <= value <= hi:
-        raise query_error(name, f"must be between {lo} and {hi}")
-    return value
-
-
-def int_param(req: falcon.asgi.Request, name: str, default: int, lo: int, hi: int) -> int:
-    value = opt_int_param(req, name, lo, hi)
-    return default if value is None else value
-
-
-def principal(req: falcon.asgi.Request) -> Principal:
-    p: Principal = req.context.principal
-    return p
-
-
-def writable_org(p: Principal, requested: int | None) -> int:
-    if requested is None:
-        org = p.default_org_id
-        if org is None:
-            raise falcon.HTTPForbidden(description="you belong to no organisation")
-        requested = org
-    role = p.roles.get(requested)
-    if role is None:
-        # NOTE: a foreign organisation is reported as missing, not forbidden, so ids
-        # of other organisations cannot be probed.
-        raise field_error("org_id", "organisation not found")
-    if role == "VIEWER":
-        raise falcon.HTTPForbidden(description="viewers cannot change checks")
-    return requested
 
 
 class ChecksResource:
@@ -201,3 +157,13 @@ class CheckLogsResource:
         resp.media = [result_json(r) for r in rows]
         if len(rows) == limit:
             resp.set_header("X-Next-Before", str(rows[-1]["id"]))
+
+
+def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
+    app.add_route("/api/checks", ChecksResource(ctx.store, ctx.engine))
+    app.add_route("/api/checks/{check_id:int}", CheckResource(ctx.store, ctx.engine))
+    app.add_route("/api/checks/{check_id:int}/logs", CheckLogsResource(ctx.store))
+
+
+async def start(ctx: AppContext) -> None:
+    """Nothing to do at start: the server loads the checks into the engine."""

@@ -1,0 +1,15 @@
+"""`/api/auth/…`, `/api/organizations/…` (members, usage, settings, projects) and `/api/users/…`."""
+
+from __future__ import annotations
+
+import falcon.asgi
+
+from tocsin.api.context import AppContext
+
+
+def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
+    """Add this module's routes."""
+
+
+async def start(ctx: AppContext) -> None:
+    """Called once at server start, after the checks are loaded into the engine."""

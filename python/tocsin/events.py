@@ -1,0 +1,93 @@
+"""Live events for the caller's organisations (served as Server-Sent Events): a bounded
+history for `Last-Event-ID` resume and one bounded queue per subscriber, so a slow
+client loses its own events (and is dropped), never slows the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+EVENT_TYPES = (
+    "status.change",
+    "log.append",
+    "incident.new",
+    "incident.resolve",
+    "incident.ack",
+    "check.update",
+    "agent.status",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    org_id: int
+    type: str
+    data: str  # JSON, encoded once for every subscriber
+
+
+class Subscription:
+    def __init__(self, hub: EventHub, org_ids: Collection[int], maxsize: int) -> None:
+        self.org_ids = frozenset(org_ids)
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self.overflowed = False
+        self._hub = hub
+
+    def offer(self, event: Event) -> None:
+        if self.overflowed or event.org_id not in self.org_ids:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # The client cannot keep up: it is dropped (it may reconnect and resume).
+            self.overflowed = True
+            self._hub.unsubscribe(self)
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+
+
+class EventHub:
+    def __init__(self, *, history: int = 10_000, queue_size: int = 1_000) -> None:
+        self._ids = itertools.count(1)
+        self._history: collections.deque[Event] = collections.deque(maxlen=history)
+        self._subs: set[Subscription] = set()
+        self._queue_size = queue_size
+
+    def publish(self, org_id: int, type: str, data: dict[str, Any]) -> Event:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}")
+        event = Event(next(self._ids), org_id, type, json.dumps(data, default=str))
+        self._history.append(event)
+        for sub in list(self._subs):
+            sub.offer(event)
+        return event
+
+    def subscribe(self, org_ids: Collection[int], *, after: int | None = None) -> Subscription:
+        """A new subscription; with `after` (a Last-Event-ID), the retained events since
+        then are queued first."""
+        sub = Subscription(self, org_ids, self._queue_size)
+        if after is not None:
+            for event in self._history:
+                if event.id > after:
+                    sub.offer(event)
+        if not sub.overflowed:
+            self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.discard(sub)
+            # Wake the reader so it notices.
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
