@@ -618,3 +618,114 @@ async def test_retention_removes_what_it_should_and_nothing_else(store: SqlStore
     )
     assert await days("day") == []
     assert len(await store.list_results([org], check, limit=100, before=None)) == 4
+
+
+# -- identity administration (the API's users, members and projects routes) --------------
+
+
+async def test_principals_for_sessions_and_the_user_list(store: SqlStore) -> None:
+    org = await store.create_organization("o")
+    uid = await store.create_user("a@x", "hash-a", full_name="A")
+    other = await store.create_user("b@x", "hash-b", superuser=True)
+    await store.add_membership(org["id"], uid, "VIEWER")
+    p = await store.principal_for_user(uid)
+    assert p is not None and (p.email, p.roles) == ("a@x", {org["id"]: "VIEWER"})
+    assert await store.principal_for_user(other) is not None
+    assert await store.password_hash(uid) == "hash-a"
+    assert await store.password_hash(999) is None
+    users = await store.list_users(limit=10, offset=0)
+    assert [(u["email"], u["is_superuser"]) for u in users] == [("a@x", False), ("b@x", True)]
+    assert all("password_hash" not in u for u in users)
+    assert [u["email"] for u in await store.list_users(limit=1, offset=1)] == ["b@x"]
+    updated = await store.update_user(uid, {"is_superuser": True, "is_active": False})
+    assert updated is not None and updated["is_superuser"] and not updated["is_active"]
+    assert await store.principal_for_user(uid) is None  # inactive
+    assert await store.principal_for_user(999) is None
+
+
+async def test_an_organisation_always_keeps_an_owner(store: SqlStore) -> None:
+    org = (await store.create_organization("o"))["id"]
+    foreign = (await store.create_organization("f"))["id"]
+    a = await store.create_user("a@x", "h")
+    b = await store.create_user("b@x", "h")
+    c = await store.create_user("c@x", "h")
+    await store.add_membership(org, a, "OWNER")
+    await store.add_membership(org, b, "MEMBER")
+    with pytest.raises(ConflictError):
+        await store.set_member_role([org], org, a, "ADMIN")
+    with pytest.raises(ConflictError):
+        await store.remove_membership([org], org, a)
+    with pytest.raises(ConflictError):
+        await store.delete_user(a)
+    assert not await store.set_member_role([org], org, c, "ADMIN")  # not a member
+    assert not await store.remove_membership([org], org, c)
+    assert not await store.set_member_role([foreign], org, b, "ADMIN")  # out of scope
+    assert not await store.remove_membership([foreign], org, b)
+    assert await store.set_member_role([org], org, b, "OWNER")
+    assert await store.set_member_role([org], org, a, "VIEWER")
+    assert await store.remove_membership([org], org, a)
+    assert [(m["user_id"], m["role"]) for m in await store.list_members([org], org)] == [
+        (b, "OWNER")
+    ]
+    assert await store.delete_user(a)
+    assert not await store.delete_user(a)
+    assert await store.get_user(a) is None
+
+
+async def test_usage_counts_and_project_deletion_rules(store: SqlStore) -> None:
+    o = await store.create_organization("o")
+    other = await store.create_organization("other")
+    uid = await store.create_user("a@x", "h")
+    await store.add_membership(o["id"], uid, "OWNER")
+    project = await store.insert("projects", o["id"], {"name": "p", "is_default": False})
+    empty = await store.insert("projects", o["id"], {"name": "e", "is_default": False})
+    check = await store.create_check(o["id"], check_fields("c", project_id=project["id"]))
+    await store.write_batch([Result(check["id"], Status.UP, NOW, 1.0)] * 3, [])
+    await store.insert("agents", o["id"], {"name": "ag"})
+    assert await store.organization_usage([o["id"]], o["id"]) == {
+        "checks": 1,
+        "results_stored": 3,
+        "agents": 1,
+        "projects": 3,
+        "members": 1,
+    }
+    assert await store.organization_usage([other["id"]], o["id"]) is None
+    assert (await store.organization_usage([other["id"]], other["id"]) or {})["checks"] == 0
+
+    with pytest.raises(ConflictError):
+        await store.delete_project([o["id"]], o["default_project_id"])
+    with pytest.raises(ConflictError):
+        await store.delete_project([o["id"]], project["id"])  # still holds a check
+    assert not await store.delete_project([other["id"]], empty["id"])
+    assert await store.delete_project([o["id"]], empty["id"])
+    assert not await store.delete_project([o["id"]], empty["id"])
+    await store.delete_check([o["id"]], check["id"])
+    assert await store.delete_project([o["id"]], project["id"])
+
+
+async def test_pings_are_kept_with_their_log_and_move_last_ping_at(store: SqlStore) -> None:
+    a = (await store.create_organization("a"))["id"]
+    b = (await store.create_organization("b"))["id"]
+    check = (
+        await store.create_check(
+            a, {"name": "job", "type": "heartbeat", "interval": 60, "timeout": 1}
+        )
+    )["id"]
+    assert await store.record_ping(check, kind="start", received_at=NOW, rid="r1")
+    assert await store.record_ping(
+        check, kind="exit_code", received_at=NOW + 5, exit_code=3, rid="r1", body="oops\n"
+    )
+    assert not await store.record_ping(10_000, kind="success", received_at=NOW)
+    pings = await store.list_pings([a], check, limit=10, before=None)
+    assert [(p["kind"], p["exit_code"], p["body"]) for p in pings] == [
+        ("exit_code", 3, "oops\n"),
+        ("start", None, None),
+    ]
+    older = await store.list_pings([a], check, limit=10, before=pings[0]["id"])
+    assert [p["kind"] for p in older] == ["start"]
+    assert await store.list_pings([b], check, limit=10, before=None) == []
+    row = await store.get_check([a], check)
+    assert row is not None and row["last_ping_at"] == NOW + 5
+    # Retention keeps pings as long as raw results.
+    await store.enforce_retention(Retention(), NOW + 30 * DAY)
+    assert await store.list_pings([a], check, limit=10, before=None) == []

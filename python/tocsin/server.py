@@ -20,9 +20,10 @@ from typing import Any
 
 import uvicorn
 
+from tocsin.api import live
 from tocsin.api.app import create_app
 from tocsin.api.app import start as start_areas
-from tocsin.api.checks import engine_check
+from tocsin.api.checks import engine_check, runnable
 from tocsin.api.context import AppContext
 from tocsin.engine import Engine
 from tocsin.events import EventHub
@@ -156,20 +157,25 @@ async def _run(
         retention_loop(store, retention, retention_interval), name="tocsin-retention"
     )
 
+    # The areas start first so their engine listeners (incidents, live events) see every
+    # transition, including the first ones after the checks are loaded.
+    ctx = AppContext(store=store, engine=engine, events=EventHub(), data_dir=data_dir)
+    app = create_app(ctx)
+    await start_areas(ctx)
+
     rows = await store.all_checks()
     engine.seed([(r["id"], Status(r["status"])) for r in rows if r["status"] in Status.__members__])
     loaded = 0
     for row in rows:
+        if not runnable(row["type"]):
+            continue  # stored and shown; no probe for this type yet
         try:
-            engine.upsert([engine_check(row)])
+            engine.upsert([engine_check(row, engine)])
             loaded += 1
         except (UnknownProbeTypeError, ValueError) as exc:
             log.error("check %s not scheduled: %s", row["id"], exc)
-    log.info("scheduled %d checks", loaded)
+    log.info("scheduled %d of %d checks", loaded, len(rows))
 
-    ctx = AppContext(store=store, engine=engine, events=EventHub(), data_dir=data_dir)
-    app = create_app(ctx)
-    await start_areas(ctx)
     config = uvicorn.Config(
         app,
         host=host,
@@ -178,12 +184,15 @@ async def _run(
         log_config=None,
         access_log=False,
         server_header=False,
+        timeout_graceful_shutdown=5,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals) -> None:
         log.info("received %s, shutting down", sig.name)
+        # Open event streams would keep the HTTP server waiting for them.
+        live.close_streams(ctx)
         if server.should_exit:
             server.force_exit = True
         server.should_exit = True

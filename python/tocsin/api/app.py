@@ -11,6 +11,7 @@ from tocsin.api import checks, identity, incidents, live, maintenance, pings
 from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
+from tocsin.security import session_key
 
 AREAS = (checks, identity, incidents, maintenance, pings, live)
 # Routes that need no token: the check's uuid is the secret for pings.
@@ -18,7 +19,10 @@ PUBLIC_PREFIXES = ("/api/ping/",)
 
 
 def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
-    app = falcon.asgi.App(middleware=[AuthMiddleware(ctx.store, public_prefixes=PUBLIC_PREFIXES)])
+    auth = AuthMiddleware(
+        ctx.store, public_prefixes=PUBLIC_PREFIXES, session_key=session_key(ctx.data_dir)
+    )
+    app = falcon.asgi.App(middleware=[auth])
     # Clients call both `/api/checks` and `/api/checks/`; neither may redirect.
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_error)

@@ -1,4 +1,5 @@
-"""`/api/checks/…`: create, list, read and delete checks, and read their results."""
+"""`/api/checks/…`: create, list, read, replace, patch and delete checks of every type,
+probe one now, and read its results. Every write reaches the engine at once."""
 
 from __future__ import annotations
 
@@ -7,36 +8,100 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+from pydantic import BaseModel
 
+from tocsin.api import check_figures
 from tocsin.api.body import read_json_object
 from tocsin.api.common import int_param, iso, opt_int_param, principal, writable_org
 from tocsin.api.context import AppContext
-from tocsin.api.errors import field_error
-from tocsin.api.schemas import CheckCreate, parse
+from tocsin.api.errors import field_error, query_error
+from tocsin.api.schemas import (
+    CHECK_SETTINGS,
+    CHECK_TYPES,
+    COLUMN_SETTINGS,
+    MASK,
+    SECRET_FIELDS,
+    CheckCommon,
+    parse_check,
+)
 from tocsin.engine import Engine
-from tocsin.models import Check, Status
-from tocsin.store.base import Row, Store
+from tocsin.events import EventHub
+from tocsin.models import Check, Result, Status
+from tocsin.probes import UnknownProbeTypeError, default_registry
+from tocsin.store.base import Principal, Row, Store
+
+NOT_FOUND = "Check not found"
+# Written by the server, never taken from a request.
+READ_ONLY = ("id", "uuid", "status", "agent_location_statuses", "organization_id")
+_COMMON_COLUMNS = tuple(
+    f for f in CheckCommon.model_fields if f not in ("assigned_agent_id", "org_id")
+)
 
 
-def engine_check(row: Row) -> Check:
-    config = row["config"]
+def _union_defaults() -> dict[str, Any]:
+    """Every type's settings with their defaults (None where a type requires them): the
+    shape of `config` in answers, the same for every check."""
+    out: dict[str, Any] = {}
+    for model in CHECK_SETTINGS.values():
+        for name, info in model.model_fields.items():
+            if name in COLUMN_SETTINGS or name in out:
+                continue
+            out[name] = None if info.is_required() else info.get_default(call_default_factory=True)
+    return out
+
+
+_CONFIG_DEFAULTS = _union_defaults()
+
+
+def runnable(check_type: str) -> bool:
+    """Whether the engine has a probe for the type (native, or a registered plugin)."""
+    try:
+        default_registry.kind(check_type)
+    except UnknownProbeTypeError:
+        return False
+    return True
+
+
+def engine_check(row: Row, engine: Engine | None = None) -> Check:
+    """The engine's view of a stored check. With `engine`, critical sources are mapped
+    to its source ids."""
+    options = {k: v for k, v in row["config"].items() if v is not None}
+    options["grace_period"] = row.get("grace_period", 60)
+    options["alert_after_failures"] = row.get("alert_after_failures", 1) or 1
+    critical = row.get("check_source_critical") or {}
+    if engine is not None and critical:
+        options["critical_sources"] = sorted(
+            engine.source_id(source) for source, on in critical.items() if on
+        )
     return Check(
         id=row["id"],
         type=row["type"],
         interval=row["interval"],
         timeout=row["timeout"],
         name=row["name"],
-        url=row["url"],
+        url=row.get("url") or None,
+        host=row.get("host") or None,
+        port=row.get("port") or None,
         is_active=row["is_active"],
-        options=config,
+        options=options,
     )
 
 
-def check_json(row: Row) -> dict[str, Any]:
+def check_json(row: Row, engine: Engine | None = None) -> dict[str, Any]:
     last = row["last_result"]
     if last is not None:
         last = {**last, "started_at": iso(last["started_at"])}
     status = row["status"] if row["is_active"] else Status.PAUSED.value
+    config = {**_CONFIG_DEFAULTS, **row["config"]}
+    for secret in SECRET_FIELDS:
+        config[secret] = MASK if config.get(secret) else ""
+    sources: dict[str, str] = {}
+    if engine is not None and engine.get(row["id"]) is not None:
+        sources = {
+            name: status.value
+            for name, status in engine.sources(row["id"]).items()
+            if name != "central"
+        }
     return {
         "id": row["id"],
         "uuid": row["uuid"],
@@ -44,15 +109,27 @@ def check_json(row: Row) -> dict[str, Any]:
         "type": row["type"],
         "description": row["description"],
         "url": row["url"],
+        "host": row["host"],
+        "port": row["port"],
         "interval": row["interval"],
         "timeout": row["timeout"],
+        "grace_period": row["grace_period"],
+        "alert_after_failures": row["alert_after_failures"],
+        "runbook_url": row["runbook_url"],
+        "escalation_policy_id": row["escalation_policy_id"],
         "is_active": row["is_active"],
-        "expected_status_codes": row["config"].get("expected_status_codes", []),
+        "tags": row["tags"],
+        "assigned_agent_ids": row["assigned_agent_ids"],
+        "geo_monitoring_enabled": row["geo_monitoring_enabled"],
+        "check_source_critical": row["check_source_critical"],
+        "agent_location_statuses": sources,
+        **config,
         "organization_id": row["organization_id"],
         "project_id": row["project_id"],
         "status": status,
         "status_changed_at": iso(row["status_changed_at"]),
         "last_checked_at": iso(row["last_checked_at"]),
+        "last_ping_at": iso(row.get("last_ping_at")),
         "last_result": last,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
@@ -81,10 +158,103 @@ def result_json(row: Row) -> dict[str, Any]:
     }
 
 
+def run_json(r: Result) -> dict[str, Any]:
+    t = r.timings
+    return {
+        "check_id": r.check_id,
+        "source": r.source,
+        "status": r.status.value,
+        "started_at": iso(r.started_at),
+        "latency_ms": round(r.latency_ms, 3),
+        "error_kind": r.error_kind,
+        "message": r.message,
+        "status_code": r.status_code,
+        "timings": {
+            "dns_ms": t.dns_ms if t else None,
+            "connect_ms": t.connect_ms if t else None,
+            "tls_ms": t.tls_ms if t else None,
+            "first_byte_ms": t.first_byte_ms if t else None,
+        },
+        "details": r.details,
+    }
+
+
+def _with_secrets(body: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """`******` (or an omitted secret) keeps the stored secret; `""` clears it."""
+    out = dict(body)
+    for secret in SECRET_FIELDS:
+        kept = (stored or {}).get(secret) or ""
+        if secret not in out or out[secret] == MASK:
+            out[secret] = kept
+    return out
+
+
+def store_fields(common: CheckCommon, settings: BaseModel) -> dict[str, Any]:
+    """Columns and `config` for the store from a validated body."""
+    fields = common.model_dump(include=set(_COMMON_COLUMNS))
+    values = settings.model_dump()
+    for col in COLUMN_SETTINGS:
+        fields[col] = values.pop(col, None)
+    fields["config"] = values
+    return fields
+
+
+def _unmasked(row: Row) -> dict[str, Any]:
+    """The stored check as a request body (secrets in clear): what PATCH starts from."""
+    body = {k: row[k] for k in _COMMON_COLUMNS if k in row}
+    body.update({col: row[col] for col in COLUMN_SETTINGS})
+    body.update(row["config"])
+    return body
+
+
+class Checks:
+    """What the routes share: reads scoped to the caller, writes that reach the engine
+    and the live events."""
+
+    def __init__(self, store: Store, engine: Engine, events: EventHub) -> None:
+        self.store = store
+        self.engine = engine
+        self.events = events
+
+    async def get(self, p: Principal, check_id: int) -> Row:
+        row = await self.store.get_check(p.org_ids, check_id)
+        if row is None:
+            raise falcon.HTTPNotFound(description=NOT_FOUND)
+        return row
+
+    async def writable(self, p: Principal, check_id: int) -> Row:
+        row = await self.get(p, check_id)
+        writable_org(p, row["organization_id"])
+        return row
+
+    async def check_agents(self, org_id: int, agent_ids: list[int]) -> None:
+        for agent_id in agent_ids:
+            if await self.store.get("agents", [org_id], agent_id) is None:
+                raise field_error("assigned_agent_ids", f"agent {agent_id} not found", "not_found")
+
+    def sync(self, row: Row) -> None:
+        """Schedule, reschedule or unschedule the check. ValueError (with `field` when
+        the engine names one) if the engine refuses its settings."""
+        if runnable(row["type"]):
+            self.engine.upsert([engine_check(row, self.engine)])
+        else:
+            self.engine.remove([row["id"]])
+
+    def publish(self, row: Row, action: str) -> None:
+        self.events.publish(
+            row["organization_id"], "check.update", {"id": row["id"], "action": action}
+        )
+
+
+def _engine_refusal(exc: ValueError) -> Exception:
+    field = getattr(exc, "field", None) or "type"
+    message = str(exc).split(": ", 1)[-1] if getattr(exc, "field", None) else str(exc)
+    return field_error(field, message)
+
+
 class ChecksResource:
-    def __init__(self, store: Store, engine: Engine) -> None:
-        self._store = store
-        self._engine = engine
+    def __init__(self, checks: Checks) -> None:
+        self._c = checks
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
@@ -94,75 +264,146 @@ class ChecksResource:
         org_filter = opt_int_param(req, "org_id", 1, 2**63 - 1)
         if org_filter is not None:
             org_ids = [o for o in org_ids if o == org_filter]
-        rows = await self._store.list_checks(org_ids, limit=limit, offset=offset)
-        resp.media = [check_json(r) for r in rows]
+        check_type = req.get_param("type") or None
+        if check_type is not None and check_type not in CHECK_TYPES:
+            raise query_error("type", f"must be one of {', '.join(CHECK_TYPES)}")
+        status = (req.get_param("status") or "").upper() or None
+        if status is not None and status not in Status.__members__:
+            raise query_error("status", f"must be one of {', '.join(Status.__members__)}")
+        text = req.get_param("q") or req.get_param("search") or None
+        rows = await self._c.store.list_checks(
+            org_ids,
+            limit=limit,
+            offset=offset,
+            type=check_type,
+            status=status,
+            tag=req.get_param("tag") or None,
+            text=text,
+        )
+        resp.media = [check_json(r, self._c.engine) for r in rows]
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
-        body: CheckCreate = parse(CheckCreate, await read_json_object(req))
-        org_id = writable_org(p, body.org_id)
-        if body.project_id is not None:
-            raise field_error("project_id", "projects other than the default are not available yet")
-        fields = body.model_dump(exclude={"org_id", "expected_status_codes"})
-        fields["config"] = {"expected_status_codes": body.expected_status_codes}
-        row = await self._store.create_check(org_id, fields)
+        body = _with_secrets(await read_json_object(req), None)
+        common, settings = parse_check(body)
+        org_id = writable_org(p, common.org_id)
+        await self._c.check_agents(org_id, common.assigned_agent_ids)
+        row = await self._c.store.create_check(org_id, store_fields(common, settings))
         try:
-            self._engine.upsert([engine_check(row)])
+            self._c.sync(row)
         except ValueError as exc:
-            # The schema and the core agree on limits; if they ever drift, undo the write.
-            await self._store.delete_check([org_id], row["id"])
-            raise field_error("interval", str(exc)) from None
-        resp.media = check_json(row)
+            # The schema and the engine agree on limits; if they ever drift, undo the write.
+            await self._c.store.delete_check([org_id], row["id"])
+            raise _engine_refusal(exc) from None
+        self._c.publish(row, "created")
+        resp.media = check_json(row, self._c.engine)
 
 
 class CheckResource:
-    def __init__(self, store: Store, engine: Engine) -> None:
-        self._store = store
-        self._engine = engine
+    def __init__(self, checks: Checks) -> None:
+        self._c = checks
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
     ) -> None:
-        row = await self._store.get_check(principal(req).org_ids, check_id)
+        resp.media = check_json(await self._c.get(principal(req), check_id), self._c.engine)
+
+    async def on_put(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        """Replace every field; a secret sent as `******` or left out is kept."""
+        p = principal(req)
+        current = await self._c.writable(p, check_id)
+        body = await read_json_object(req)
+        await self._replace(resp, current, _with_secrets(body, current["config"]))
+
+    async def on_patch(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        """Change only the fields sent."""
+        p = principal(req)
+        current = await self._c.writable(p, check_id)
+        patch = await read_json_object(req)
+        body = {**_unmasked(current), **{k: v for k, v in patch.items() if k not in READ_ONLY}}
+        await self._replace(resp, current, _with_secrets(body, current["config"]))
+
+    async def _replace(
+        self, resp: falcon.asgi.Response, current: Row, body: dict[str, Any]
+    ) -> None:
+        common, settings = parse_check(body)
+        org_id = current["organization_id"]
+        await self._c.check_agents(org_id, common.assigned_agent_ids)
+        fields = store_fields(common, settings)
+        # The project stays unless another one is named.
+        fields["project_id"] = common.project_id or current["project_id"]
+        row = await self._c.store.update_check([org_id], current["id"], fields)
         if row is None:
-            raise falcon.HTTPNotFound(description="Check not found")
-        resp.media = check_json(row)
+            raise falcon.HTTPNotFound(description=NOT_FOUND)
+        try:
+            self._c.sync(row)
+        except ValueError as exc:
+            restore = {k: current[k] for k in (*_COMMON_COLUMNS, *COLUMN_SETTINGS, "config")}
+            await self._c.store.update_check([org_id], current["id"], restore)
+            raise _engine_refusal(exc) from None
+        self._c.publish(row, "updated")
+        resp.media = check_json(row, self._c.engine)
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
     ) -> None:
         p = principal(req)
-        row = await self._store.get_check(p.org_ids, check_id)
-        if row is None:
-            raise falcon.HTTPNotFound(description="Check not found")
-        writable_org(p, row["organization_id"])
-        self._engine.remove([check_id])
-        await self._store.delete_check([row["organization_id"]], check_id)
+        row = await self._c.writable(p, check_id)
+        self._c.engine.remove([check_id])
+        await self._c.store.delete_check([row["organization_id"]], check_id)
+        self._c.publish(row, "deleted")
         resp.status = falcon.HTTP_204
 
 
+class CheckRunNowResource:
+    def __init__(self, checks: Checks) -> None:
+        self._c = checks
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        """Probe the check now; the result is recorded like a scheduled one."""
+        row = await self._c.writable(principal(req), check_id)
+        if row["type"] == "heartbeat" or not runnable(row["type"]):
+            raise falcon.HTTPConflict(
+                description=f"{row['type']} checks cannot be probed on demand"
+                + ("" if row["type"] == "heartbeat" else " yet: no probe for this type")
+            )
+        try:
+            result = await self._c.engine.run_once(engine_check(row, self._c.engine), record=True)
+        except ValueError as exc:
+            raise _engine_refusal(exc) from None
+        resp.media = run_json(result)
+
+
 class CheckLogsResource:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, checks: Checks) -> None:
+        self._c = checks
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
     ) -> None:
         p = principal(req)
-        if await self._store.get_check(p.org_ids, check_id) is None:
-            raise falcon.HTTPNotFound(description="Check not found")
+        await self._c.get(p, check_id)
         limit = int_param(req, "limit", 50, 1, 500)
         before = opt_int_param(req, "before", 1, 2**63 - 1)
-        rows = await self._store.list_results(p.org_ids, check_id, limit=limit, before=before)
+        rows = await self._c.store.list_results(p.org_ids, check_id, limit=limit, before=before)
         resp.media = [result_json(r) for r in rows]
         if len(rows) == limit:
             resp.set_header("X-Next-Before", str(rows[-1]["id"]))
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
-    app.add_route("/api/checks", ChecksResource(ctx.store, ctx.engine))
-    app.add_route("/api/checks/{check_id:int}", CheckResource(ctx.store, ctx.engine))
-    app.add_route("/api/checks/{check_id:int}/logs", CheckLogsResource(ctx.store))
+    checks = Checks(ctx.store, ctx.engine, ctx.events)
+    app.add_route("/api/checks", ChecksResource(checks))
+    app.add_route("/api/checks/{check_id:int}", CheckResource(checks))
+    app.add_route("/api/checks/{check_id:int}/run-now", CheckRunNowResource(checks))
+    app.add_route("/api/checks/{check_id:int}/logs", CheckLogsResource(checks))
+    check_figures.register(app, ctx)
 
 
 async def start(ctx: AppContext) -> None:

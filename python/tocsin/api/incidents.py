@@ -3,14 +3,277 @@ notes and timeline."""
 
 from __future__ import annotations
 
-import falcon.asgi
+import datetime as dt
+from typing import Any
 
+import falcon
+import falcon.asgi
+from pydantic import BaseModel, ConfigDict, Field
+
+from tocsin.api.body import read_json_object
+from tocsin.api.common import int_param, opt_int_param, principal, require_role
 from tocsin.api.context import AppContext
+from tocsin.api.errors import ValidationFailed, query_error
+from tocsin.api.identity import ID as ORG_ID
+from tocsin.api.schemas import parse
+from tocsin.incidents import (
+    INCIDENT_STATUSES,
+    IncidentManager,
+    incident_json,
+    note_json,
+    timeline_json,
+)
+from tocsin.store.base import Row, Store
+
+# `{type}` in the organisation routes: incidents of checks, or from inbound events.
+INCIDENT_TYPES = {"check": "check", "inbound": "inbound"}
+_SCAN_PAGE = 500
+_MAX_ID = 2**63 - 1
+
+# One manager per running app (register() makes it, start() starts it).
+_MANAGERS: dict[int, tuple[AppContext, IncidentManager]] = {}
+
+
+class NoteCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    body: str = Field(min_length=1, max_length=10_000)
+
+
+def time_param(req: falcon.asgi.Request, name: str) -> float | None:
+    """A time as Unix seconds or ISO 8601 (naive means UTC)."""
+    raw = req.get_param(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise query_error(
+            name, "must be an ISO 8601 date-time or Unix seconds", "datetime_parsing"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+class IncidentsResource:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        p = principal(req)
+        limit = int_param(req, "limit", 50, 1, 200)
+        offset = int_param(req, "offset", 0, 0, 10**9)
+        org_ids = p.org_ids
+        org_filter = opt_int_param(req, "organization_id", 1, _MAX_ID)
+        if org_filter is not None:
+            org_ids = [o for o in org_ids if o == org_filter]
+        where: dict[str, Any] = {}
+        status = req.get_param("status")
+        if status:
+            if status.upper() not in INCIDENT_STATUSES:
+                raise query_error(
+                    "status", f"must be one of {', '.join(INCIDENT_STATUSES)}", "enum"
+                )
+            where["status"] = status.upper()
+        check_id = opt_int_param(req, "check_id", 1, _MAX_ID)
+        if check_id is not None:
+            where["check_id"] = check_id
+        since = time_param(req, "since")
+        until = time_param(req, "until")
+        if not org_ids:
+            total, rows = 0, []
+        elif since is None and until is None:
+            total = await self._store.count("incidents", org_ids, where=where)
+            rows = await self._store.select(
+                "incidents", org_ids, where=where, limit=limit, offset=offset, newest_first=True
+            )
+        else:
+            total, rows = await self._scan(org_ids, where, since, until, limit, offset)
+        resp.media = {
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "incidents": [incident_json(r) for r in rows],
+        }
+
+    async def _scan(
+        self,
+        org_ids: list[int],
+        where: dict[str, Any],
+        since: float | None,
+        until: float | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[int, list[Row]]:
+        # PERF: the generic store filters by equality only, so a time range is applied
+        # here over the (already status/check-filtered) rows.
+        total = 0
+        out: list[Row] = []
+        at = 0
+        while True:
+            page = await self._store.select(
+                "incidents", org_ids, where=where, limit=_SCAN_PAGE, offset=at, newest_first=True
+            )
+            for row in page:
+                started = row["started_at"]
+                if (since is None or started >= since) and (until is None or started < until):
+                    if offset <= total < offset + limit:
+                        out.append(row)
+                    total += 1
+            if len(page) < _SCAN_PAGE:
+                return total, out
+            at += _SCAN_PAGE
+
+
+async def check_incident(store: Store, req: falcon.asgi.Request, check_id: int, ref: int) -> Row:
+    """The caller's incident `ref` of check `check_id`, for a MEMBER or higher."""
+    p = principal(req)
+    row = await store.get("incidents", p.org_ids, ref)
+    if row is None or row["check_id"] != check_id:
+        raise falcon.HTTPNotFound(description="Incident not found")
+    require_role(p, row["organization_id"], "MEMBER")
+    return row
+
+
+class AckResource:
+    def __init__(self, store: Store, manager: IncidentManager) -> None:
+        self._store = store
+        self._manager = manager
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int, ref: int
+    ) -> None:
+        row = await check_incident(self._store, req, check_id, ref)
+        resp.media = incident_json(await self._manager.acknowledge(row, principal(req).user_id))
+
+
+class ResolveResource:
+    def __init__(self, store: Store, manager: IncidentManager) -> None:
+        self._store = store
+        self._manager = manager
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int, ref: int
+    ) -> None:
+        row = await check_incident(self._store, req, check_id, ref)
+        resp.media = incident_json(await self._manager.resolve(row, principal(req).user_id))
+
+
+async def org_incident(
+    store: Store, req: falcon.asgi.Request, org_id: int, kind: str, ref: int, role: str
+) -> Row:
+    p = principal(req)
+    require_role(p, org_id, role)
+    if kind not in INCIDENT_TYPES:
+        raise ValidationFailed(
+            [
+                {
+                    "loc": ["path", "type"],
+                    "msg": f"must be one of {', '.join(INCIDENT_TYPES)}",
+                    "type": "enum",
+                }
+            ]
+        )
+    row = await store.get("incidents", [org_id], ref)
+    if row is None or row["kind"] != INCIDENT_TYPES[kind]:
+        raise falcon.HTTPNotFound(description="Incident not found")
+    return row
+
+
+class NotesResource:
+    def __init__(self, store: Store, manager: IncidentManager) -> None:
+        self._store = store
+        self._manager = manager
+
+    async def on_get(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        org_id: int,
+        kind: str,
+        ref: int,
+    ) -> None:
+        row = await org_incident(self._store, req, org_id, kind, ref, "VIEWER")
+        limit = int_param(req, "limit", 100, 1, 500)
+        offset = int_param(req, "offset", 0, 0, 10**9)
+        notes = await self._store.select(
+            "incident_notes", [org_id], where={"incident_id": row["id"]}, limit=limit, offset=offset
+        )
+        resp.media = [note_json(n) for n in notes]
+
+    async def on_post(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        org_id: int,
+        kind: str,
+        ref: int,
+    ) -> None:
+        row = await org_incident(self._store, req, org_id, kind, ref, "MEMBER")
+        body: NoteCreate = parse(NoteCreate, await read_json_object(req))
+        note = await self._manager.add_note(row, principal(req).user_id, body.body)
+        resp.status = falcon.HTTP_201
+        resp.media = note_json(note)
+
+
+class TimelineResource:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        org_id: int,
+        kind: str,
+        ref: int,
+    ) -> None:
+        row = await org_incident(self._store, req, org_id, kind, ref, "VIEWER")
+        events: list[Row] = []
+        while True:
+            page = await self._store.select(
+                "incident_events",
+                [org_id],
+                where={"incident_id": row["id"]},
+                limit=_SCAN_PAGE,
+                offset=len(events),
+            )
+            events += page
+            if len(page) < _SCAN_PAGE:
+                break
+        events.sort(key=lambda e: (e["at"], e["id"]))
+        resp.media = {
+            "incident": incident_json(row),
+            "timeline": [timeline_json(e) for e in events],
+        }
+
+
+def manager(ctx: AppContext) -> IncidentManager:
+    """The app's incident manager (made on first use)."""
+    entry = _MANAGERS.get(id(ctx))
+    if entry is None or entry[0] is not ctx:
+        entry = (ctx, IncidentManager(ctx.store, ctx.engine, ctx.events))
+        _MANAGERS[id(ctx)] = entry
+    return entry[1]
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
-    """Add this module's routes."""
+    m = manager(ctx)
+    app.add_route("/api/incidents", IncidentsResource(ctx.store))
+    base = "/api/checks/{check_id:int}/incidents/{ref:int}"
+    app.add_route(base + "/ack", AckResource(ctx.store, m))
+    app.add_route(base + "/resolve", ResolveResource(ctx.store, m))
+    # The organisation segment must match identity's routes exactly (Falcon's router).
+    org_base = f"/api/organizations/{{org_id:{ORG_ID}}}/incidents/{{kind}}/{{ref:int}}"
+    app.add_route(org_base + "/notes", NotesResource(ctx.store, m))
+    app.add_route(org_base + "/timeline", TimelineResource(ctx.store))
 
 
 async def start(ctx: AppContext) -> None:
-    """Called once at server start, after the checks are loaded into the engine."""
+    """Start applying verdict transitions to incidents."""
+    manager(ctx).start()

@@ -1,15 +1,461 @@
-"""`/api/maintenance/…`: maintenance windows, pushed to the engine."""
+"""`/api/maintenance/…`: one-off and recurring maintenance windows in a time zone, kept
+in the store and pushed to the engine (which flags their checks while they are open)."""
 
 from __future__ import annotations
 
-import falcon.asgi
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import math
+import time
+import zoneinfo
+from typing import Any
 
+import falcon
+import falcon.asgi
+from croniter import CroniterBadDateError, croniter
+from dateutil import rrule as _rrule
+from dateutil.rrule import rrulestr
+from pydantic import BaseModel, ConfigDict, Field
+
+from tocsin.api.body import read_json_object
+from tocsin.api.common import int_param, iso, opt_int_param, principal, require_role
 from tocsin.api.context import AppContext
+from tocsin.api.errors import field_error, query_error
+from tocsin.api.schemas import parse
+from tocsin.maintenance import MaintenanceWindow
+from tocsin.store.base import Row, Store
+
+log = logging.getLogger("tocsin.api.maintenance")
+
+KIND = "maintenance_windows"
+MAX_DURATION_S = 366 * 86_400
+# Unix seconds up to the year 3000: every window (and its end) stays representable.
+MAX_EPOCH = 32_503_680_000
+# A body whose keys are all these is a Checkstack plugin call, not a new window.
+PLUGIN_PROCEDURES = frozenset({"getWindows", "scheduleWindow"})
+# PERF: the engine walks a rule's occurrences from its first start at every evaluation,
+# so a window may not recur more often than hourly, and a rule that never matches (its
+# iterator would search up to the year 9999) is refused.
+MIN_PERIOD_S = 3600
+
+Time = float | str | None
+
+
+class WindowBody(BaseModel):
+    """A window as clients send it. Every field is optional here: a create needs `name`
+    and a start, an update changes only what it sends."""
+
+    # Clients send extra fields (and the plugin surface shares this path): ignored.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    check_ids: list[int] | None = Field(default=None, max_length=1000)
+    starts_at: Time = Field(default=None, description="ISO 8601 or Unix seconds")
+    start_time: Time = Field(default=None, description="alias of starts_at")
+    duration: int | None = Field(default=None, ge=1, le=MAX_DURATION_S, description="seconds")
+    ends_at: Time = Field(default=None, description="instead of duration: end of the first one")
+    end_time: Time = Field(default=None, description="alias of ends_at")
+    rrule: str | None = Field(default=None, max_length=500, description="e.g. FREQ=WEEKLY;BYDAY=SU")
+    cron: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64, description="IANA name")
+    is_active: bool | None = None
+    organization_id: int | None = None
+    org_id: int | None = None
+
+
+def window_json(row: Row) -> dict[str, Any]:
+    start, duration = row["starts_at"], row["duration_s"]
+    return {
+        "id": row["id"],
+        "organization_id": row["organization_id"],
+        "name": row["name"],
+        "description": row["description"],
+        "check_ids": row["check_ids"],
+        "starts_at": iso(start),
+        "start_time": iso(start),
+        "ends_at": iso(start + duration),
+        "end_time": iso(start + duration),
+        "duration": duration,
+        "rrule": row["rrule"],
+        "cron": row["cron"],
+        "is_recurring": bool(row["rrule"] or row["cron"]),
+        "timezone": row["timezone"],
+        "is_active": row["is_active"],
+        "created_by": row["created_by"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def engine_window(row: Row) -> MaintenanceWindow:
+    return MaintenanceWindow(
+        frozenset(row["check_ids"]),
+        start=float(row["starts_at"]),
+        duration=float(row["duration_s"]),
+        rrule=row["rrule"] or None,
+        cron=row["cron"] or None,
+        tz=row["timezone"],
+    )
+
+
+def next_start(window: MaintenanceWindow, t: float) -> float | None:
+    """When the window next opens after `t` (not counting an occurrence open at `t`)."""
+    if window.active_at(t):
+        end = window.next_change(t)
+        if end is None or window.active_at(end):
+            # Occurrences that overlap: the next one is already open when this one ends.
+            return end
+        t = end
+    return window.next_change(t)
+
+
+def _parse_time(field: str, value: float | str, zone: zoneinfo.ZoneInfo) -> float:
+    if isinstance(value, str):
+        value = _text_time(field, value, zone)
+    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH:
+        raise field_error(field, "is out of range")
+    return float(value)
+
+
+def _text_time(field: str, text: str, zone: zoneinfo.ZoneInfo) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise field_error(
+            field, "must be an ISO 8601 date-time or Unix seconds", "datetime_parsing"
+        ) from None
+    # A time without an offset is wall-clock time in the window's time zone.
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.timestamp()
+
+
+def _pick(body: WindowBody, *names: str) -> tuple[str, float | str] | None:
+    for name in names:
+        value = getattr(body, name)
+        if value is not None:
+            return name, value
+    return None
+
+
+def _recurrence(field: str, value: str | None) -> str | None:
+    if not value:
+        return None
+    if field == "rrule":
+        upper = value.upper().replace(" ", "")
+        if "DTSTART" in upper or "\n" in value:
+            raise field_error(field, "give one RRULE line; the first start is starts_at")
+    return value
+
+
+def window_fields(body: WindowBody, old: Row | None) -> dict[str, Any]:
+    """The row to store: the body over the stored row (if any), validated as a whole."""
+    fields: dict[str, Any] = {}
+    name = body.name if body.name is not None else (old or {}).get("name")
+    if name is None:
+        raise field_error("name", "Field required", "missing")
+    fields["name"] = name
+    fields["description"] = (
+        body.description if body.description is not None else (old or {}).get("description", "")
+    )
+    fields["is_active"] = (
+        body.is_active if body.is_active is not None else (old or {}).get("is_active", True)
+    )
+    tz = body.timezone if body.timezone is not None else (old or {}).get("timezone", "UTC")
+    tz = tz or "UTC"
+    try:
+        zone = zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise field_error("timezone", f"unknown time zone {tz!r}") from None
+    fields["timezone"] = tz
+
+    given = _pick(body, "starts_at", "start_time")
+    if given is not None:
+        start = _parse_time(given[0], given[1], zone)
+    elif old is not None:
+        start = float(old["starts_at"])
+    else:
+        raise field_error("starts_at", "Field required", "missing")
+    fields["starts_at"] = start
+
+    end = _pick(body, "ends_at", "end_time")
+    duration: int | None = body.duration
+    if end is not None:
+        by_end = round(_parse_time(end[0], end[1], zone) - start)
+        if by_end < 1:
+            raise field_error(end[0], "must be after starts_at")
+        if duration is not None and duration != by_end:
+            raise field_error(end[0], "disagrees with duration; send one of them")
+        if by_end > MAX_DURATION_S:
+            raise field_error(end[0], f"a window lasts at most {MAX_DURATION_S} seconds")
+        duration = by_end
+    if duration is None:
+        if old is None:
+            raise field_error("duration", "Field required (or ends_at)", "missing")
+        duration = int(old["duration_s"])
+    fields["duration_s"] = duration
+
+    for key in ("rrule", "cron"):
+        sent = getattr(body, key)
+        fields[key] = _recurrence(key, sent if sent is not None else (old or {}).get(key))
+    if fields["rrule"] and fields["cron"]:
+        raise field_error("cron", "give an rrule or a cron expression, not both")
+    ids = body.check_ids if body.check_ids is not None else (old or {}).get("check_ids", [])
+    fields["check_ids"] = sorted(set(ids))
+    try:
+        engine_window({**fields, "timezone": tz})
+    except ValueError as exc:
+        bad = getattr(exc, "field", None) or "rrule"
+        msg = str(exc).split(": ", 1)[-1]
+        raise field_error(bad, msg) from None
+    return fields
+
+
+def _first_starts(fields: dict[str, Any], n: int) -> list[float] | None:
+    """The first `n` starts of a recurring window (fewer when it ends); None when the
+    rule can never match."""
+    zone = zoneinfo.ZoneInfo(fields["timezone"])
+    first = dt.datetime.fromtimestamp(fields["starts_at"], zone)
+    if fields["cron"]:
+        it = croniter(fields["cron"], first - dt.timedelta(seconds=1))
+        try:
+            return [it.get_next(dt.datetime).timestamp() for _ in range(n)]
+        except CroniterBadDateError:
+            return None
+    rule = rrulestr(fields["rrule"], dtstart=first)
+    if not isinstance(rule, _rrule.rrule):
+        return None
+    # Whether the rule can match at all, searched over one 400-year Gregorian cycle
+    # near the end of the calendar (so the search is bounded), from the same date.
+    year = first.year + 400 * ((9200 - first.year) // 400 + 1)
+    probe = rule.replace(dtstart=first.replace(year=year), count=None, until=None)
+    if next(iter(probe), None) is None:
+        return None
+    return [o.timestamp() for o in itertools.islice(iter(rule), n)]
+
+
+async def check_recurrence(fields: dict[str, Any]) -> None:
+    """A recurring window must match at some time and recur at most hourly."""
+    key = "cron" if fields["cron"] else "rrule" if fields["rrule"] else None
+    if key is None:
+        return
+    try:
+        # NOTE: a thread, as a rule that matches rarely takes a moment to search.
+        starts = await asyncio.wait_for(asyncio.to_thread(_first_starts, fields, 10), 5)
+    except TimeoutError:
+        raise field_error(key, "takes too long to evaluate") from None
+    except Exception as exc:
+        # dateutil fails on some rules it parsed (BYHOUR=25: a TypeError) only when
+        # they are evaluated; such a rule must not reach the engine.
+        raise field_error(key, f"cannot be evaluated: {exc}") from None
+    if not starts:
+        raise field_error(key, "never matches: no window would ever open")
+    if any(b - a < MIN_PERIOD_S for a, b in itertools.pairwise(starts)):
+        raise field_error(key, "a window may recur at most hourly")
+
+
+class WindowBook:
+    """The active windows of every organisation, as the engine has them (id -> row,
+    window), so every change pushes the whole set without reading the store."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+        self._windows: dict[int, tuple[Row, MaintenanceWindow]] = {}
+
+    def put(self, row: Row) -> None:
+        self._windows.pop(row["id"], None)
+        if row["is_active"]:
+            self._windows[row["id"]] = (row, engine_window(row))
+        self._push()
+
+    def drop(self, window_id: int) -> None:
+        if self._windows.pop(window_id, None) is not None:
+            self._push()
+
+    def of_check(self, org_id: int, check_id: int) -> list[tuple[Row, MaintenanceWindow]]:
+        return [
+            (row, w)
+            for row, w in self._windows.values()
+            if row["organization_id"] == org_id and check_id in w.check_ids
+        ]
+
+    def _push(self) -> None:
+        self._ctx.engine.set_windows(w for _, w in self._windows.values())
+
+    async def load(self) -> None:
+        store = self._ctx.store
+        # NOTE: there is no unscoped "every window" query; windows only matter for
+        # organisations that have checks, so those are the ones read.
+        org_ids = sorted({int(r["organization_id"]) for r in await store.all_checks()})
+        offset, page = 0, 500
+        while org_ids:
+            rows = await store.select(
+                KIND, org_ids, where={"is_active": True}, limit=page, offset=offset
+            )
+            for row in rows:
+                try:
+                    self._windows[row["id"]] = (row, engine_window(row))
+                except ValueError as exc:
+                    log.error("maintenance window %s not loaded: %s", row["id"], exc)
+            if len(rows) < page:
+                break
+            offset += page
+        self._push()
+        log.info("loaded %d maintenance windows", len(self._windows))
+
+
+async def _own_checks(store: Store, org_id: int, check_ids: list[int]) -> None:
+    for cid in check_ids:
+        if await store.get_check([org_id], cid) is None:
+            raise field_error("check_ids", f"check {cid} not found", "not_found")
+
+
+class WindowsResource:
+    def __init__(self, ctx: AppContext, book: WindowBook) -> None:
+        self._store = ctx.store
+        self._book = book
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        p = principal(req)
+        limit = int_param(req, "limit", 100, 1, 500)
+        offset = int_param(req, "offset", 0, 0, 10**9)
+        org_ids = p.org_ids
+        org = opt_int_param(req, "organization_id", 1, 2**63 - 1)
+        if org is not None:
+            org_ids = [o for o in org_ids if o == org]
+        where: dict[str, Any] = {}
+        active = req.get_param("is_active")
+        if active:
+            if active.lower() not in ("true", "false", "1", "0"):
+                raise query_error("is_active", "Input should be a valid boolean", "bool_parsing")
+            where["is_active"] = active.lower() in ("true", "1")
+        if not org_ids:
+            resp.media = []
+            resp.set_header("X-Total-Count", "0")
+            return
+        rows = await self._store.select(KIND, org_ids, where=where, limit=limit, offset=offset)
+        total = await self._store.count(KIND, org_ids, where=where)
+        resp.media = [window_json(r) for r in rows]
+        resp.set_header("X-Total-Count", str(total))
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        p = principal(req)
+        raw = await read_json_object(req)
+        if raw and set(raw) <= PLUGIN_PROCEDURES:
+            raise falcon.HTTPError(falcon.HTTP_501, description="plugin surface not available yet")
+        body: WindowBody = parse(WindowBody, raw)
+        org_id = body.organization_id or body.org_id or p.default_org_id
+        if org_id is None:
+            raise falcon.HTTPForbidden(description="you belong to no organisation")
+        require_role(p, org_id, "MEMBER")
+        fields = window_fields(body, None)
+        await check_recurrence(fields)
+        await _own_checks(self._store, org_id, fields["check_ids"])
+        row = await self._store.insert(KIND, org_id, {**fields, "created_by": p.user_id})
+        self._book.put(row)
+        resp.media = window_json(row)
+
+
+class WindowResource:
+    def __init__(self, ctx: AppContext, book: WindowBook) -> None:
+        self._store = ctx.store
+        self._book = book
+
+    async def _row(self, req: falcon.asgi.Request, window_id: int) -> Row:
+        row = await self._store.get(KIND, principal(req).org_ids, window_id)
+        if row is None:
+            raise falcon.HTTPNotFound(description="Maintenance window not found")
+        return row
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, window_id: int
+    ) -> None:
+        resp.media = window_json(await self._row(req, window_id))
+
+    async def on_put(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, window_id: int
+    ) -> None:
+        p = principal(req)
+        old = await self._row(req, window_id)
+        org_id = old["organization_id"]
+        require_role(p, org_id, "MEMBER")
+        body: WindowBody = parse(WindowBody, await read_json_object(req))
+        fields = window_fields(body, old)
+        await check_recurrence(fields)
+        if body.check_ids is not None:
+            await _own_checks(self._store, org_id, fields["check_ids"])
+        row = await self._store.update(KIND, [org_id], window_id, fields)
+        if row is None:  # deleted meanwhile
+            raise falcon.HTTPNotFound(description="Maintenance window not found")
+        self._book.put(row)
+        resp.media = window_json(row)
+
+    async def on_delete(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, window_id: int
+    ) -> None:
+        p = principal(req)
+        old = await self._row(req, window_id)
+        require_role(p, old["organization_id"], "MEMBER")
+        if not await self._store.delete(KIND, [old["organization_id"]], window_id):
+            raise falcon.HTTPNotFound(description="Maintenance window not found")
+        self._book.drop(window_id)
+        resp.status = falcon.HTTP_204
+
+
+class CheckMaintenanceResource:
+    """Whether a check is in maintenance now, and when its next window opens."""
+
+    def __init__(self, ctx: AppContext, book: WindowBook) -> None:
+        self._store = ctx.store
+        self._engine = ctx.engine
+        self._book = book
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        check = await self._store.get_check(principal(req).org_ids, check_id)
+        if check is None:
+            raise falcon.HTTPNotFound(description="Check not found")
+        now = time.time()
+        current: dict[str, Any] | None = None
+        starts: list[float] = []
+        for row, window in self._book.of_check(check["organization_id"], check_id):
+            if window.active_at(now):
+                ends = window.next_change(now)
+                if current is None or (ends or 0) > current["_ends"]:
+                    current = {"id": row["id"], "name": row["name"], "_ends": ends or 0}
+            nxt = next_start(window, now)
+            if nxt is not None:
+                starts.append(nxt)
+        resp.media = {
+            "check_id": check_id,
+            "in_maintenance": self._engine.in_maintenance(check_id),
+            "current_window": None
+            if current is None
+            else {"id": current["id"], "name": current["name"], "ends_at": iso(current["_ends"])},
+            "next_window_start": iso(min(starts)) if starts else None,
+        }
+
+
+_BOOKS: dict[int, WindowBook] = {}
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
-    """Add this module's routes."""
+    book = _BOOKS[id(ctx)] = WindowBook(ctx)
+    app.add_route("/api/maintenance", WindowsResource(ctx, book))
+    app.add_route("/api/maintenance/{window_id:int}", WindowResource(ctx, book))
+    app.add_route(
+        "/api/maintenance/check/{check_id:int}/status", CheckMaintenanceResource(ctx, book)
+    )
 
 
 async def start(ctx: AppContext) -> None:
-    """Called once at server start, after the checks are loaded into the engine."""
+    """Load the stored windows into the engine."""
+    await _BOOKS[id(ctx)].load()

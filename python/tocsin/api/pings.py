@@ -1,15 +1,162 @@
-"""`/api/ping/{uuid}…`: heartbeat pings, public (the uuid is the secret)."""
+"""`/api/ping/{uuid}…`: heartbeat pings, public (the uuid is the secret). The hottest
+public endpoint: a known uuid is answered from memory, without the database."""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+
+import falcon
 import falcon.asgi
 
 from tocsin.api.context import AppContext
 
+log = logging.getLogger("tocsin.api.pings")
+
+MAX_BODY = 100 * 1024
+# The part of a ping's body carried by its live event (the whole body belongs in the
+# store, which has no call for pings yet).
+EVENT_BODY = 4 * 1024
+MAX_RID = 200
+CACHE_SIZE = 100_000
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_SIGNALS = frozenset({"start", "fail", "log", "success"})
+
+Signal = str | int
+
+
+class _Reply(Exception):
+    """Ends a ping with a plain-text answer (pings never answer JSON)."""
+
+    def __init__(self, status: str, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def _signal(raw: str | None) -> Signal:
+    if raw is None:
+        return "success"
+    if raw in _SIGNALS:
+        return raw
+    if raw.isascii() and raw.isdigit():
+        code = int(raw) if len(raw) <= 6 else 256
+        if code > 255:
+            raise _Reply(falcon.HTTP_400, "an exit code is 0-255")
+        return code
+    raise _Reply(falcon.HTTP_404, "not found")
+
+
+class PingResource:
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+        # uuid -> (check_id, organization_id), heartbeat checks only. A check deleted
+        # or no longer a heartbeat is noticed by the engine refusing the ping, which
+        # drops the entry; the store is asked again.
+        self._known: dict[str, tuple[int, int]] = {}
+
+    async def _lookup(self, uuid: str) -> tuple[int, int]:
+        hit = self._known.get(uuid)
+        if hit is not None:
+            return hit
+        if not _UUID.fullmatch(uuid):
+            raise _Reply(falcon.HTTP_404, "not found")
+        row = await self._ctx.store.check_by_uuid(uuid)
+        if row is None:
+            raise _Reply(falcon.HTTP_404, "not found")
+        if row["type"] != "heartbeat":
+            raise _Reply(falcon.HTTP_409, "not a heartbeat check")
+        found = (int(row["id"]), int(row["organization_id"]))
+        if len(self._known) >= CACHE_SIZE:
+            del self._known[next(iter(self._known))]  # the oldest entry
+        self._known[uuid] = found
+        return found
+
+    async def _handle(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, uuid: str, raw: str | None
+    ) -> None:
+        resp.content_type = falcon.MEDIA_TEXT
+        try:
+            await self._ping(req, uuid.lower(), raw)
+        except _Reply as reply:
+            resp.status = reply.status
+            resp.text = reply.text
+            return
+        resp.text = "OK"
+
+    async def _ping(self, req: falcon.asgi.Request, uuid: str, raw: str | None) -> None:
+        signal = _signal(raw)
+        rid = req.get_param("rid") or None
+        if rid is not None and len(rid) > MAX_RID:
+            raise _Reply(falcon.HTTP_400, f"rid is longer than {MAX_RID} characters")
+        body = b""
+        if req.method == "POST":
+            if req.content_length is not None and req.content_length > MAX_BODY:
+                raise _Reply(falcon.HTTP_413, "body is larger than 100 KB")
+            body = await req.stream.read(MAX_BODY + 1)
+            if len(body) > MAX_BODY:
+                raise _Reply(falcon.HTTP_413, "body is larger than 100 KB")
+        check_id, org_id = await self._lookup(uuid)
+        try:
+            self._ctx.engine.ping(check_id, signal, rid=rid)
+        except KeyError:
+            # The engine no longer has it as a heartbeat check: deleted or changed.
+            self._known.pop(uuid, None)
+            check_id, org_id = await self._lookup(uuid)
+            try:
+                self._ctx.engine.ping(check_id, signal, rid=rid)
+            except KeyError:
+                log.warning("heartbeat check %s is not scheduled", check_id)
+                self._known.pop(uuid, None)
+                raise _Reply(falcon.HTTP_503, "check is not scheduled") from None
+        kind = signal if isinstance(signal, str) else "exit_code"
+        await self._ctx.store.record_ping(
+            check_id,
+            kind=kind,
+            received_at=time.time(),
+            exit_code=signal if isinstance(signal, int) else None,
+            rid=rid,
+            body=body.decode("utf-8", "replace") if body else None,
+            remote_addr=req.remote_addr,
+        )
+        if body:
+            text = body[:EVENT_BODY].decode("utf-8", "replace")
+            self._ctx.events.publish(
+                org_id,
+                "log.append",
+                {
+                    "check_id": check_id,
+                    "ping": kind,
+                    "exit_code": signal if isinstance(signal, int) else None,
+                    "rid": rid,
+                    "at": time.time(),
+                    "body": text,
+                    "body_bytes": len(body),
+                    "body_truncated": len(body) > EVENT_BODY,
+                },
+            )
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, uuid: str) -> None:
+        await self._handle(req, resp, uuid, None)
+
+    on_post = on_get
+    on_head = on_get
+
+    async def on_get_signal(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, uuid: str, signal: str
+    ) -> None:
+        await self._handle(req, resp, uuid, signal)
+
+    on_post_signal = on_get_signal
+    on_head_signal = on_get_signal
+
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
-    """Add this module's routes."""
+    resource = PingResource(ctx)
+    app.add_route("/api/ping/{uuid}", resource)
+    app.add_route("/api/ping/{uuid}/{signal}", resource, suffix="signal")
 
 
 async def start(ctx: AppContext) -> None:
-    """Called once at server start, after the checks are loaded into the engine."""
+    """Nothing to load: uuids are looked up on their first ping."""

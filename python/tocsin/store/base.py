@@ -149,6 +149,43 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def principal_for_token(self, token_hash: str) -> Principal | None: ...
 
+    @abc.abstractmethod
+    async def principal_for_user(self, user_id: int) -> Principal | None:
+        """The principal of an active user (sessions resolve to it); None when the user
+        is missing or inactive."""
+
+    @abc.abstractmethod
+    async def password_hash(self, user_id: int) -> str | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self, *, limit: int, offset: int) -> list[Row]:
+        """Every user, by id (for superusers: users are not organisation-owned)."""
+
+    @abc.abstractmethod
+    async def delete_user(self, user_id: int) -> bool:
+        """Delete the user with their memberships and tokens. ConflictError when they
+        are the only OWNER of an organisation."""
+
+    @abc.abstractmethod
+    async def set_member_role(
+        self, org_ids: Collection[int], org_id: int, user_id: int, role: str
+    ) -> bool:
+        """Change an existing member's role; False when not a member. ConflictError when
+        it would leave the organisation without an OWNER."""
+
+    @abc.abstractmethod
+    async def remove_membership(self, org_ids: Collection[int], org_id: int, user_id: int) -> bool:
+        """ConflictError when it would leave the organisation without an OWNER."""
+
+    @abc.abstractmethod
+    async def organization_usage(self, org_ids: Collection[int], org_id: int) -> Row | None:
+        """Counts of what the organisation holds: checks, results_stored, agents,
+        projects, members."""
+
+    @abc.abstractmethod
+    async def delete_project(self, org_ids: Collection[int], project_id: int) -> bool:
+        """ConflictError for the default project or one that still holds checks."""
+
     # -- organisation-owned rows (tocsin.store.tables.TABLES) --------------------------
 
     @abc.abstractmethod
@@ -236,6 +273,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def check_sources(self, org_ids: Collection[int], check_id: int) -> dict[str, str]:
         """The latest status each source reported for the check."""
+
+    @abc.abstractmethod
+    async def record_ping(
+        self,
+        check_id: int,
+        *,
+        kind: str,
+        received_at: float,
+        exit_code: int | None = None,
+        rid: str | None = None,
+        body: str | None = None,
+        remote_addr: str | None = None,
+    ) -> bool:
+        """Keep a heartbeat ping (with its run log) and the check's `last_ping_at`, in
+        one transaction. Pings are public (the check's uuid is the secret), so this is
+        keyed by the check alone; False when the check no longer exists."""
+
+    @abc.abstractmethod
+    async def list_pings(
+        self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
+    ) -> list[Row]:
+        """Newest first; `before` is a ping id (keyset pagination)."""
 
     # -- results and rollups ----------------------------------------------------------
 

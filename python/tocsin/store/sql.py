@@ -288,7 +288,14 @@ class SqlStore(Store):
         return self._user_row(row) if row else None
 
     async def update_user(self, user_id: int, fields: Mapping[str, Any]) -> Row | None:
-        allowed = {"email", "full_name", "password_hash", "is_active", "notification_preferences"}
+        allowed = {
+            "email",
+            "full_name",
+            "password_hash",
+            "is_active",
+            "is_superuser",
+            "notification_preferences",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"users has no writable column(s) {sorted(unknown)}")
@@ -460,6 +467,147 @@ class SqlStore(Store):
             )
         roles = {int(m["organization_id"]): str(m["role"]) for m in memberships}
         return Principal(user_id=int(row["id"]), email=str(row["email"]), roles=roles)
+
+    async def principal_for_user(self, user_id: int) -> Principal | None:
+        async with self._read() as c:
+            row = await c.fetchrow(
+                "SELECT id, email FROM users WHERE id = ? AND is_active = ?", user_id, True
+            )
+            if row is None:
+                return None
+            memberships = await c.fetch(
+                "SELECT organization_id, role FROM memberships WHERE user_id = ?", user_id
+            )
+        roles = {int(m["organization_id"]): str(m["role"]) for m in memberships}
+        return Principal(user_id=int(row["id"]), email=str(row["email"]), roles=roles)
+
+    async def password_hash(self, user_id: int) -> str | None:
+        async with self._read() as c:
+            value = await c.fetchval("SELECT password_hash FROM users WHERE id = ?", user_id)
+        return None if value is None else str(value)
+
+    async def list_users(self, *, limit: int, offset: int) -> list[Row]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {_USER_COLUMNS} FROM users ORDER BY id LIMIT ? OFFSET ?", limit, offset
+            )
+        return [self._user_row(r) for r in rows]
+
+    async def delete_user(self, user_id: int) -> bool:
+        async with self._write() as c:
+            sole = await c.fetchval(
+                "SELECT MIN(m.organization_id) FROM memberships m"
+                " WHERE m.user_id = ? AND m.role = 'OWNER' AND NOT EXISTS"
+                " (SELECT 1 FROM memberships o WHERE o.organization_id = m.organization_id"
+                " AND o.role = 'OWNER' AND o.user_id <> m.user_id)",
+                user_id,
+            )
+            if sole is not None:
+                raise ConflictError(
+                    f"the user is the only OWNER of organisation {sole}; transfer ownership"
+                    " or delete the organisation first"
+                )
+            n = await c.execute("DELETE FROM users WHERE id = ?", user_id)
+        return n == 1
+
+    async def _keeps_an_owner(self, c: Conn, org_id: int, user_id: int) -> bool | None:
+        """Whether the organisation still has an OWNER without `user_id` as one; None
+        when the user is not a member. Locks the organisation's row first, so two
+        concurrent changes cannot each remove "the other" owner."""
+        await c.execute("UPDATE organizations SET updated_at = updated_at WHERE id = ?", org_id)
+        role = await c.fetchval(
+            "SELECT role FROM memberships WHERE organization_id = ? AND user_id = ?",
+            org_id,
+            user_id,
+        )
+        if role is None:
+            return None
+        if role != "OWNER":
+            return True
+        others = await c.fetchval(
+            "SELECT COUNT(*) FROM memberships WHERE organization_id = ? AND role = 'OWNER'"
+            " AND user_id <> ?",
+            org_id,
+            user_id,
+        )
+        return int(others) > 0
+
+    async def set_member_role(
+        self, org_ids: Collection[int], org_id: int, user_id: int, role: str
+    ) -> bool:
+        if org_id not in org_ids:
+            return False
+        async with self._write() as c:
+            keeps = await self._keeps_an_owner(c, org_id, user_id)
+            if keeps is None:
+                return False
+            if not keeps and role != "OWNER":
+                raise ConflictError("an organisation must keep at least one OWNER")
+            await c.execute(
+                "UPDATE memberships SET role = ? WHERE organization_id = ? AND user_id = ?",
+                role,
+                org_id,
+                user_id,
+            )
+        return True
+
+    async def remove_membership(self, org_ids: Collection[int], org_id: int, user_id: int) -> bool:
+        if org_id not in org_ids:
+            return False
+        async with self._write() as c:
+            keeps = await self._keeps_an_owner(c, org_id, user_id)
+            if keeps is None:
+                return False
+            if not keeps:
+                raise ConflictError("an organisation must keep at least one OWNER")
+            await c.execute(
+                "DELETE FROM memberships WHERE organization_id = ? AND user_id = ?",
+                org_id,
+                user_id,
+            )
+        return True
+
+    async def organization_usage(self, org_ids: Collection[int], org_id: int) -> Row | None:
+        if org_id not in org_ids:
+            return None
+        counts: Row = {}
+        async with self._read() as c:
+            if await c.fetchval("SELECT 1 FROM organizations WHERE id = ?", org_id) is None:
+                return None
+            for key, table in (
+                ("checks", "checks"),
+                ("results_stored", "results"),
+                ("agents", "agents"),
+                ("projects", "projects"),
+                ("members", "memberships"),
+            ):
+                counts[key] = int(
+                    await c.fetchval(
+                        f"SELECT COUNT(*) FROM {table} WHERE organization_id = ?", org_id
+                    )
+                )
+        return counts
+
+    async def delete_project(self, org_ids: Collection[int], project_id: int) -> bool:
+        async with self._write() as c:
+            row = await c.fetchrow(
+                f"SELECT is_default FROM projects WHERE id = ? AND {self._in('organization_id')}",
+                project_id,
+                self._list(org_ids),
+            )
+            if row is None:
+                return False
+            if row["is_default"]:
+                raise ConflictError("the default project cannot be deleted")
+            held = int(
+                await c.fetchval("SELECT COUNT(*) FROM checks WHERE project_id = ?", project_id)
+            )
+            if held:
+                raise ConflictError(
+                    f"the project still holds {held} check(s); move or delete them first"
+                )
+            n = await c.execute("DELETE FROM projects WHERE id = ?", project_id)
+        return n == 1
 
     # -- organisation-owned rows ------------------------------------------------------------
 
@@ -782,6 +930,58 @@ class SqlStore(Store):
                 self._list(org_ids),
             )
         return {str(r["source"]): str(r["status"]) for r in rows}
+
+    async def record_ping(
+        self,
+        check_id: int,
+        *,
+        kind: str,
+        received_at: float,
+        exit_code: int | None = None,
+        rid: str | None = None,
+        body: str | None = None,
+        remote_addr: str | None = None,
+    ) -> bool:
+        async with self._write() as c:
+            org_id = await c.fetchval("SELECT organization_id FROM checks WHERE id = ?", check_id)
+            if org_id is None:
+                return False
+            await c.execute(
+                "INSERT INTO pings (organization_id, check_id, kind, exit_code, rid, body,"
+                " remote_addr, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                org_id,
+                check_id,
+                kind,
+                exit_code,
+                rid,
+                body,
+                remote_addr,
+                received_at,
+            )
+            await c.execute(
+                "UPDATE checks SET last_ping_at = ? WHERE id = ?"
+                " AND (last_ping_at IS NULL OR last_ping_at <= ?)",
+                received_at,
+                check_id,
+                received_at,
+            )
+        return True
+
+    async def list_pings(
+        self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
+    ) -> list[Row]:
+        cursor = " AND id < ?" if before is not None else ""
+        args: list[Any] = [check_id, self._list(org_ids)]
+        if before is not None:
+            args.append(before)
+        async with self._read() as c:
+            return await c.fetch(
+                "SELECT id, check_id, kind, exit_code, rid, body, remote_addr, received_at"
+                f" FROM pings WHERE check_id = ? AND {self._in('organization_id')}{cursor}"
+                " ORDER BY id DESC LIMIT ?",
+                *args,
+                limit,
+            )
 
     # -- results and rollups --------------------------------------------------------------
 

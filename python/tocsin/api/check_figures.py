@@ -1,0 +1,530 @@
+"""What a check's history adds up to: `/stats`, `/sla`, `/slo`, `/incidents` and the CSV
+exports under `/api/checks/{id}/…`. Figures come from the rollup tiers (whole days,
+then whole hours, then the minutes of the current hour), never from raw results."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import io
+import math
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import falcon
+import falcon.asgi
+
+from tocsin.api.body import read_json_object
+from tocsin.api.common import int_param, iso, principal, writable_org
+from tocsin.api.context import AppContext
+from tocsin.api.errors import query_error
+from tocsin.api.schemas import SloBody, parse
+from tocsin.figures import figures, slo
+from tocsin.models import Rollup
+from tocsin.store.base import Principal, Row, Store
+from tocsin.store.tables import ROLLUP_TIERS
+
+MINUTE, HOUR, DAY = (ROLLUP_TIERS[t] for t in ("minute", "hour", "day"))
+WINDOWS = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
+EXPORT_PAGE = 1000
+SLO_FIELDS = tuple(SloBody.model_fields)
+
+
+def _floor(ms: int, span: int) -> int:
+    return ms - ms % span
+
+
+def _ceil(ms: int, span: int) -> int:
+    return -(-ms // span) * span
+
+
+class History:
+    """A check's rollups over the last `days` (hour-aligned), pieced together from the
+    coarsest tier that covers each stretch; buckets that began before the check existed
+    are clipped to its creation."""
+
+    def __init__(self, now_ms: int, created_ms: int) -> None:
+        self.now_ms = now_ms
+        self.created_ms = created_ms
+        self.hour_now = _floor(now_ms, HOUR)
+        self.day_now = _floor(now_ms, DAY)
+        self.days: list[Rollup] = []
+        self.hours: list[Rollup] = []
+        self.minutes: list[Rollup] = []
+
+    def start(self, days: int) -> int:
+        return _ceil(self.now_ms - days * DAY, HOUR)
+
+    async def load(self, store: Store, org_ids: list[int], check_id: int, days: int) -> None:
+        start = self.start(days)
+        self.days = await store.list_rollups(
+            org_ids, check_id, "day", since_ms=_ceil(start, DAY), until_ms=self.day_now
+        )
+        self.hours = await store.list_rollups(
+            org_ids, check_id, "hour", since_ms=start, until_ms=self.hour_now
+        )
+        self.minutes = await store.list_rollups(
+            org_ids, check_id, "minute", since_ms=self.hour_now, until_ms=self.now_ms
+        )
+
+    def window(self, days: int) -> list[Rollup]:
+        start = self.start(days)
+        day_from, day_to = _ceil(start, DAY), self.day_now
+        if day_from < day_to:
+            picked = [r for r in self.days if day_from <= r.start_ms < day_to]
+            picked += [
+                r
+                for r in self.hours
+                if start <= r.start_ms < day_from or day_to <= r.start_ms < self.hour_now
+            ]
+        else:
+            picked = [r for r in self.hours if start <= r.start_ms < self.hour_now]
+        picked += self.minutes
+        return [self.clip(r) for r in picked if r.start_ms + r.span_ms > self.created_ms]
+
+    def clip(self, r: Rollup) -> Rollup:
+        if r.start_ms >= self.created_ms:
+            return r
+        begin = _floor(self.created_ms, MINUTE)
+        return dataclasses.replace(r, start_ms=begin, span_ms=r.start_ms + r.span_ms - begin)
+
+
+def summary(
+    rollups: Iterable[Rollup], *, apdex_t_ms: float, latency_threshold_ms: float | None = None
+) -> dict[str, Any]:
+    """`tocsin.figures.figures`, with time totals summed bucket by bucket: a stretch
+    with no bucket at all (the server was stopped) is neither uptime nor downtime."""
+    rollups = list(rollups)
+    f = figures(rollups, apdex_t_ms=apdex_t_ms, latency_threshold_ms=latency_threshold_ms)
+    total = sum(max(r.span_ms - r.excluded_ms, 0) for r in rollups)
+    down = min(sum(r.downtime_ms for r in rollups), total)
+    incidents = sum(r.incidents for r in rollups)
+    return {
+        **f,
+        "total_ms": total,
+        "downtime_ms": down,
+        "uptime_pct": (total - down) * 100.0 / total if total else None,
+        "incidents": incidents,
+        "mttr_ms": down / incidents if incidents else None,
+        "mtbf_ms": (total - down) / incidents if incidents else None,
+    }
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 1000.0, 3)
+
+
+def _round(v: Any, digits: int = 4) -> Any:
+    return round(v, digits) if isinstance(v, float) else v
+
+
+class Figures:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def check(self, p: Principal, check_id: int) -> Row:
+        row = await self.store.get_check(p.org_ids, check_id)
+        if row is None:
+            raise falcon.HTTPNotFound(description="Check not found")
+        return row
+
+    async def history(self, p: Principal, row: Row, days: int) -> History:
+        h = History(round(time.time() * 1000), round(row["created_at"] * 1000))
+        await h.load(self.store, p.org_ids, row["id"], days)
+        return h
+
+    def apdex_t(self, req: falcon.asgi.Request, row: Row) -> float:
+        default = row["config"].get("degraded_threshold_ms") or 500
+        return float(int_param(req, "apdex_t_ms", int(default), 1, 3_600_000))
+
+
+class StatsResource:
+    def __init__(self, f: Figures) -> None:
+        self._f = f
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        h = await self._f.history(p, row, max(WINDOWS.values()))
+        apdex_t = self._f.apdex_t(req, row)
+        windows = {}
+        for name, days in WINDOWS.items():
+            s = summary(h.window(days), apdex_t_ms=apdex_t)
+            windows[name] = {
+                "uptime_pct": _round(s["uptime_pct"]),
+                "runs": s["runs"],
+                "p50_ms": _round(s["p50_ms"], 3),
+                "p95_ms": _round(s["p95_ms"], 3),
+                "p99_ms": _round(s["p99_ms"], 3),
+            }
+        resp.media = {
+            "check_id": check_id,
+            **{f"uptime_{name}": w["uptime_pct"] for name, w in windows.items()},
+            "windows": windows,
+        }
+
+
+class SlaResource:
+    def __init__(self, f: Figures) -> None:
+        self._f = f
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        h = await self._f.history(p, row, max(WINDOWS.values()))
+        apdex_t = self._f.apdex_t(req, row)
+        windows = {}
+        for name, days in WINDOWS.items():
+            s = summary(h.window(days), apdex_t_ms=apdex_t)
+            windows[name] = {
+                "uptime_pct": _round(s["uptime_pct"]),
+                "total_s": _seconds(s["total_ms"]),
+                "downtime_s": _seconds(s["downtime_ms"]),
+                "incidents": s["incidents"],
+                "mttr_s": _seconds(s["mttr_ms"]),
+                "mtbf_s": _seconds(s["mtbf_ms"]),
+                "apdex": _round(s["apdex"]),
+                "runs": s["runs"],
+            }
+        resp.media = {"check_id": check_id, "apdex_t_ms": apdex_t, "windows": windows}
+
+
+def incident_json(row: Row) -> dict[str, Any]:
+    end = row["resolved_at"]
+    return {
+        "id": row["id"],
+        "check_id": row["check_id"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "severity": row["severity"],
+        "title": row["title"],
+        "cause": row["cause"],
+        "sources": row["sources"],
+        "started_at": iso(row["started_at"]),
+        "acknowledged_at": iso(row["acknowledged_at"]),
+        "acknowledged_by": row["acknowledged_by"],
+        "resolved_at": iso(end),
+        "resolved_by": row["resolved_by"],
+        "duration_s": None if end is None else round(end - row["started_at"], 3),
+    }
+
+
+class IncidentsResource:
+    def __init__(self, f: Figures) -> None:
+        self._f = f
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        limit = int_param(req, "limit", 50, 1, 200)
+        offset = int_param(req, "offset", 0, 0, 10**9)
+        org = [row["organization_id"]]
+        where = {"check_id": check_id}
+        rows = await self._f.store.select(
+            "incidents", org, where=where, limit=limit, offset=offset, newest_first=True
+        )
+        total = await self._f.store.count("incidents", org, where=where)
+        resp.media = {
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "incidents": [incident_json(r) for r in rows],
+        }
+
+
+# -- SLO ------------------------------------------------------------------------------
+
+
+async def slo_json(store: Store, org_ids: list[int], check: Row, s: Row) -> dict[str, Any]:
+    now_ms = round(time.time() * 1000)
+    h = History(now_ms, round(check["created_at"] * 1000))
+    await h.load(store, org_ids, check["id"], s["window_days"])
+    burn_from = now_ms - s["burn_rate_window_minutes"] * MINUTE
+    burn = await store.list_rollups(org_ids, check["id"], "minute", since_ms=burn_from)
+    threshold = s["latency_threshold_ms"] if s["sli_type"] == "latency" else None
+    counts = []
+    for rollups in (h.window(s["window_days"]), [h.clip(r) for r in burn]):
+        f = summary(rollups, apdex_t_ms=500.0, latency_threshold_ms=threshold)
+        if threshold is None:
+            counts.append((float(f["total_ms"] - f["downtime_ms"]), float(f["total_ms"])))
+        else:
+            counts.append((float(f["runs_within_threshold"] or 0), float(f["runs"])))
+    state = slo(
+        s["target_percentage"],
+        counts[0],
+        counts[1],
+        budget_warn_pct=s["budget_warn_pct"],
+        burn_rate_threshold=s["burn_rate_threshold"],
+    )
+    return {
+        "id": s["id"],
+        "check_id": s["check_id"],
+        **{k: s[k] for k in SLO_FIELDS},
+        "current_sli_pct": round(state.sli * 100, 4),
+        "error_budget_remaining_pct": round(state.budget_remaining * 100, 4),
+        "burn_rate": round(state.burn_rate, 4) if math.isfinite(state.burn_rate) else None,
+        "budget_warning": state.budget_warning,
+        "budget_exhausted": state.budget_exhausted,
+        "burn_rate_alert": state.burn_rate_alert,
+        "window_start": iso(h.start(s["window_days"]) / 1000),
+        "created_at": iso(s["created_at"]),
+        "updated_at": iso(s["updated_at"]),
+    }
+
+
+class SloResource:
+    """One SLO per check: `/slo` and `/slo/{slo_id}` address the same one."""
+
+    def __init__(self, f: Figures) -> None:
+        self._f = f
+
+    async def _current(self, p: Principal, row: Row, slo_id: int | None) -> Row | None:
+        found = await self._f.store.select(
+            "slos", [row["organization_id"]], where={"check_id": row["id"]}, limit=1
+        )
+        s = found[0] if found else None
+        if slo_id is not None and (s is None or s["id"] != slo_id):
+            raise falcon.HTTPNotFound(description="SLO not found")
+        return s
+
+    async def _answer(
+        self, resp: falcon.asgi.Response, p: Principal, row: Row, s: Row | None
+    ) -> None:
+        resp.media = {
+            "check_id": row["id"],
+            "slo": None if s is None else await slo_json(self._f.store, p.org_ids, row, s),
+        }
+
+    async def on_get(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        check_id: int,
+        slo_id: int | None = None,
+    ) -> None:
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        await self._answer(resp, p, row, await self._current(p, row, slo_id))
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        writable_org(p, row["organization_id"])
+        body: SloBody = parse(SloBody, await read_json_object(req))
+        if await self._current(p, row, None) is not None:
+            raise falcon.HTTPConflict(
+                description="this check already has an SLO; change it with PUT"
+            )
+        s = await self._f.store.insert(
+            "slos", row["organization_id"], {"check_id": check_id, **body.model_dump()}
+        )
+        await self._answer(resp, p, row, s)
+
+    async def on_put(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        check_id: int,
+        slo_id: int | None = None,
+    ) -> None:
+        """Replace the SLO (on `/slo`, create it when there is none)."""
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        writable_org(p, row["organization_id"])
+        current = await self._current(p, row, slo_id)
+        body: SloBody = parse(SloBody, await read_json_object(req))
+        org = row["organization_id"]
+        if current is None:
+            s = await self._f.store.insert("slos", org, {"check_id": check_id, **body.model_dump()})
+        else:
+            updated = await self._f.store.update("slos", [org], current["id"], body.model_dump())
+            if updated is None:
+                raise falcon.HTTPNotFound(description="SLO not found")
+            s = updated
+        await self._answer(resp, p, row, s)
+
+    async def on_delete(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        check_id: int,
+        slo_id: int | None = None,
+    ) -> None:
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        writable_org(p, row["organization_id"])
+        current = await self._current(p, row, slo_id)
+        if current is None or not await self._f.store.delete(
+            "slos", [row["organization_id"]], current["id"]
+        ):
+            raise falcon.HTTPNotFound(description="SLO not found")
+        resp.status = falcon.HTTP_204
+
+    async def on_get_item(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int, slo_id: int
+    ) -> None:
+        await self.on_get(req, resp, check_id, slo_id)
+
+    async def on_put_item(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int, slo_id: int
+    ) -> None:
+        await self.on_put(req, resp, check_id, slo_id)
+
+    async def on_delete_item(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int, slo_id: int
+    ) -> None:
+        await self.on_delete(req, resp, check_id, slo_id)
+
+
+# -- CSV exports ----------------------------------------------------------------------
+
+
+def time_param(req: falcon.asgi.Request, name: str) -> float | None:
+    """An ISO 8601 time or date (UTC unless it says otherwise) or Unix seconds."""
+    raw = (req.get_param(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+    except ValueError:
+        raise query_error(name, "must be an ISO 8601 time or Unix seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _range(req: falcon.asgi.Request) -> tuple[float, float]:
+    start = time_param(req, "from")
+    end = time_param(req, "to")
+    start = 0.0 if start is None else start
+    end = math.inf if end is None else end
+    if start > end:
+        raise query_error("from", "must not be after `to`")
+    return start, end
+
+
+def _csv_line(values: Iterable[Any]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(["" if v is None else v for v in values])
+    return buf.getvalue().encode()
+
+
+LOG_COLUMNS = (
+    "id",
+    "started_at",
+    "status",
+    "latency_ms",
+    "status_code",
+    "error_kind",
+    "message",
+    "source",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "first_byte_ms",
+)
+INCIDENT_COLUMNS = (
+    "id",
+    "status",
+    "severity",
+    "title",
+    "cause",
+    "started_at",
+    "acknowledged_at",
+    "resolved_at",
+    "duration_s",
+)
+
+
+async def log_lines(
+    store: Store, org_ids: list[int], check_id: int, start: float, end: float
+) -> AsyncIterator[bytes]:
+    """Results newest first, a page at a time (keyset on the result id)."""
+    yield _csv_line(LOG_COLUMNS)
+    before: int | None = None
+    while True:
+        rows = await store.list_results(org_ids, check_id, limit=EXPORT_PAGE, before=before)
+        chunk = [
+            _csv_line(iso(r[c]) if c == "started_at" else r[c] for c in LOG_COLUMNS)
+            for r in rows
+            if start <= r["started_at"] < end
+        ]
+        if chunk:
+            yield b"".join(chunk)
+        # Results arrive in time order, so a page wholly before the range ends it.
+        if len(rows) < EXPORT_PAGE or all(r["started_at"] < start for r in rows):
+            return
+        before = rows[-1]["id"]
+
+
+async def incident_lines(
+    store: Store, org_ids: list[int], check_id: int, start: float, end: float
+) -> AsyncIterator[bytes]:
+    yield _csv_line(INCIDENT_COLUMNS)
+    offset = 0
+    while True:
+        rows = await store.select(
+            "incidents",
+            org_ids,
+            where={"check_id": check_id},
+            limit=EXPORT_PAGE,
+            offset=offset,
+            newest_first=True,
+        )
+        chunk = []
+        for r in rows:
+            if start <= r["started_at"] < end:
+                j = incident_json(r)
+                chunk.append(_csv_line(j[c] for c in INCIDENT_COLUMNS))
+        if chunk:
+            yield b"".join(chunk)
+        if len(rows) < EXPORT_PAGE:
+            return
+        offset += EXPORT_PAGE
+
+
+class ExportResource:
+    def __init__(self, f: Figures, what: str) -> None:
+        self._f = f
+        self._what = what
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
+    ) -> None:
+        p = principal(req)
+        row = await self._f.check(p, check_id)
+        start, end = _range(req)
+        org = [row["organization_id"]]
+        lines = log_lines if self._what == "logs" else incident_lines
+        resp.content_type = "text/csv; charset=utf-8"
+        resp.set_header(
+            "Content-Disposition", f'attachment; filename="check-{check_id}-{self._what}.csv"'
+        )
+        resp.stream = lines(self._f.store, org, check_id, start, end)
+
+
+def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
+    f = Figures(ctx.store)
+    base = "/api/checks/{check_id:int}"
+    app.add_route(f"{base}/stats", StatsResource(f))
+    app.add_route(f"{base}/sla", SlaResource(f))
+    app.add_route(f"{base}/incidents", IncidentsResource(f))
+    slo_resource = SloResource(f)
+    app.add_route(f"{base}/slo", slo_resource)
+    app.add_route(f"{base}/slo/{{slo_id:int}}", slo_resource, suffix="item")
+    app.add_route(f"{base}/export/logs.csv", ExportResource(f, "logs"))
+    app.add_route(f"{base}/export/incidents.csv", ExportResource(f, "incidents"))

@@ -1,0 +1,434 @@
+"""Incidents from verdict transitions: DOWN opens a critical incident, DEGRADED or LATE a
+warning one (raised to critical if the check then goes DOWN), recovery to UP resolves it.
+Users acknowledge, resolve and annotate them; every change is a timeline row and a live
+event. Transitions arrive from the engine on the event loop and are applied by one task,
+in order, so the engine never waits for the database."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tocsin.api.common import iso
+from tocsin.engine import Engine
+from tocsin.events import EventHub
+from tocsin.models import Check, Result, Status, StatusChange
+from tocsin.store.base import ConflictError, NotFoundError, Row, Store, StoreUnavailableError
+
+log = logging.getLogger("tocsin.incidents")
+
+OPEN = "OPEN"
+ACKNOWLEDGED = "ACKNOWLEDGED"
+RESOLVED = "RESOLVED"
+INCIDENT_STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED)
+
+CRITICAL = "critical"
+WARNING = "warning"
+_SEVERITY_RANK = {WARNING: 1, CRITICAL: 2}
+# The verdicts that open (or worsen) an incident, and at which severity.
+OPENING_SEVERITY = {Status.DOWN: CRITICAL, Status.DEGRADED: WARNING, Status.LATE: WARNING}
+
+MAX_BACKOFF = 5.0
+# Transitions are rare next to results; past this many waiting (a long database outage)
+# the oldest go, so memory stays bounded.
+MAX_PENDING = 100_000
+
+
+def incident_json(row: Row) -> dict[str, Any]:
+    started = row["started_at"]
+    ended = row["resolved_at"]
+    return {
+        "id": row["id"],
+        "organization_id": row["organization_id"],
+        "check_id": row["check_id"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "severity": row["severity"],
+        "title": row["title"],
+        "cause": row["cause"],
+        "sources": row["sources"],
+        "started_at": iso(started),
+        "acknowledged_at": iso(row["acknowledged_at"]),
+        "acknowledged_by": row["acknowledged_by"],
+        "resolved_at": iso(ended),
+        "resolved_by": row["resolved_by"],
+        "duration_seconds": None if ended is None else round(ended - started, 3),
+    }
+
+
+def note_json(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "incident_id": row["incident_id"],
+        "author_id": row["author_id"],
+        "body": row["body"],
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def timeline_json(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "at": iso(row["at"]),
+        "actor_id": row["actor_id"],
+        "detail": row["detail"],
+    }
+
+
+class CheckDirectory:
+    """Which organisation owns each check the engine runs. Engine output carries only
+    check ids; this learns owners from the store on a miss. An entry is bound to the
+    engine's `Check` object it was learnt for, so a check deleted and re-created under
+    the same id (SQLite may reuse ids) is looked up again, never attributed to the old
+    owner."""
+
+    def __init__(self, store: Store, engine: Engine, *, full_refresh_every: float = 1.0) -> None:
+        self._store = store
+        self._engine = engine
+        self._owners: dict[int, tuple[Check, int]] = {}
+        self._orgs: set[int] = set()
+        self._full_refresh_every = full_refresh_every
+        self._last_full = -float("inf")
+
+    def owner(self, check_id: int) -> int | None:
+        """The check's organisation, if known and the check is still the engine's."""
+        entry = self._owners.get(check_id)
+        if entry is None:
+            return None
+        current = self._engine.get(check_id)
+        if current is None or current is not entry[0]:
+            return None
+        return entry[1]
+
+    def check(self, check_id: int) -> Check | None:
+        return self._engine.get(check_id)
+
+    async def learn(self, check_ids: Iterable[int]) -> None:
+        """Look up the owners of the checks not known yet (the engine's checks only: a
+        removed check's late output has no owner to tell)."""
+        snapshot = {
+            cid: check
+            for cid in set(check_ids)
+            if self.owner(cid) is None and (check := self._engine.get(cid)) is not None
+        }
+        if not snapshot:
+            return
+        missing = []
+        for cid, check in snapshot.items():
+            row = await self._store.get_check(self._orgs, cid) if self._orgs else None
+            if row is None:
+                missing.append(cid)
+            else:
+                self._bind(cid, check, int(row["organization_id"]))
+        if missing:
+            await self._full_refresh({cid: snapshot[cid] for cid in missing})
+
+    async def _full_refresh(self, snapshot: dict[int, Check]) -> None:
+        # NOTE: the store has no unscoped lookup of one check's organisation, so a check
+        # of an organisation not seen yet costs a read of every check; rate-limited.
+        wait = self._last_full + self._full_refresh_every - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_full = time.monotonic()
+        rows = await self._store.all_checks()
+        self._orgs = {int(r["organization_id"]) for r in rows}
+        for row in rows:
+            check = snapshot.get(row["id"])
+            if check is not None:
+                self._bind(row["id"], check, int(row["organization_id"]))
+
+    def _bind(self, check_id: int, check: Check, org_id: int) -> None:
+        # Bound to the object seen before the read: if the engine's check changed
+        # meanwhile, the next lookup misses and asks again.
+        self._owners[check_id] = (check, org_id)
+        self._orgs.add(org_id)
+
+
+class IncidentManager:
+    """Opens, raises and resolves incidents from verdict transitions, and applies the
+    users' acknowledgements, resolutions and notes. One lock orders every change to
+    incidents made in this process."""
+
+    def __init__(self, store: Store, engine: Engine, events: EventHub) -> None:
+        self._store = store
+        self._engine = engine
+        self._events = events
+        self.directory = CheckDirectory(store, engine)
+        self._pending: collections.deque[StatusChange] = collections.deque()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._engine.add_listener(self.on_batch)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tocsin-incidents")
+
+    async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._engine.remove_listener(self.on_batch)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def on_batch(self, results: Sequence[Result], changes: Sequence[StatusChange]) -> None:
+        """Engine listener (on the loop): queue the transitions, never wait."""
+        if not changes:
+            return
+        self._pending.extend(changes)
+        overflow = len(self._pending) - MAX_PENDING
+        if overflow > 0:
+            for _ in range(overflow):
+                self._pending.popleft()
+            self.dropped += overflow
+            log.error("incident queue full: dropped %d transitions so far", self.dropped)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        reconciled = False
+        while True:
+            try:
+                if not reconciled:
+                    try:
+                        await self._reconcile()
+                    except StoreUnavailableError:
+                        raise
+                    except Exception:
+                        log.exception("reconciling open incidents failed; skipped")
+                    reconciled = True
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                n = len(self._pending)
+                try:
+                    await self.directory.learn(self._pending[i].check_id for i in range(n))
+                except StoreUnavailableError:
+                    raise
+                except Exception:
+                    # Never a crash loop: checks whose owner is unknown are skipped.
+                    log.exception("looking up the checks' organisations failed")
+                for _ in range(n):
+                    change = self._pending[0]
+                    try:
+                        await self.apply(change)
+                    except StoreUnavailableError:
+                        raise
+                    except Exception:
+                        # A change that cannot be applied must not block the ones after it.
+                        log.exception("incident update failed for %s", change)
+                    self._pending.popleft()
+                backoff = 0.1
+            except StoreUnavailableError as exc:
+                log.warning("incidents wait for the database: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("incident manager error; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _reconcile(self) -> None:
+        """After a restart: an incident still open for a check whose stored verdict is UP
+        missed its recovery (e.g. a crash in between); resolve it."""
+        rows = await self._store.all_checks()
+        up = {r["id"] for r in rows if r["status"] == Status.UP.value}
+        orgs = {int(r["organization_id"]) for r in rows}
+        if not orgs or not up:
+            return
+        stale = []
+        for status in (OPEN, ACKNOWLEDGED):
+            offset = 0
+            while True:
+                page = await self._store.select(
+                    "incidents", orgs, where={"status": status}, limit=500, offset=offset
+                )
+                stale += [i for i in page if i["kind"] == "check" and i["check_id"] in up]
+                if len(page) < 500:
+                    break
+                offset += 500
+        for inc in stale:
+            async with self._lock:
+                await self._resolve(inc, actor=None, at=time.time(), why="recovered while stopped")
+
+    async def open_incident(self, org_id: int, check_id: int) -> Row | None:
+        for status in (OPEN, ACKNOWLEDGED):
+            rows = await self._store.select(
+                "incidents", [org_id], where={"check_id": check_id, "status": status}, limit=1
+            )
+            if rows:
+                return rows[0]
+        return None
+
+    async def apply(self, change: StatusChange) -> None:
+        """Apply one transition (the check's owner must be known to the directory)."""
+        org_id = self.directory.owner(change.check_id)
+        if org_id is None:
+            return  # the check was removed meanwhile
+        severity = OPENING_SEVERITY.get(change.current)
+        if severity is None and change.current is not Status.UP:
+            return
+        async with self._lock:
+            current = await self.open_incident(org_id, change.check_id)
+            if change.current is Status.UP:
+                if current is not None:
+                    await self._resolve(current, actor=None, at=change.at, why=change.reason)
+                return
+            assert severity is not None
+            if change.in_maintenance:
+                return  # recorded by the engine, not alertable
+            if current is None:
+                await self._open(org_id, change, severity)
+            elif _SEVERITY_RANK[severity] > _SEVERITY_RANK.get(current["severity"], 0):
+                await self._raise(current, severity, change)
+
+    async def _open(self, org_id: int, change: StatusChange, severity: str) -> None:
+        check = self.directory.check(change.check_id)
+        name = check.name if check is not None and check.name else f"check {change.check_id}"
+        try:
+            row = await self._store.insert(
+                "incidents",
+                org_id,
+                {
+                    "check_id": change.check_id,
+                    "kind": "check",
+                    "status": OPEN,
+                    "severity": severity,
+                    "title": f"{name} is {change.current.value}",
+                    "cause": change.reason,
+                    "sources": {k: v.value for k, v in change.sources.items()},
+                    "started_at": change.at,
+                },
+            )
+        except ConflictError:
+            # One is open already (made elsewhere since we looked): worsen it if needed.
+            existing = await self.open_incident(org_id, change.check_id)
+            if existing is not None and _SEVERITY_RANK[severity] > _SEVERITY_RANK.get(
+                existing["severity"], 0
+            ):
+                await self._raise(existing, severity, change)
+            return
+        await self._event(
+            row,
+            "opened",
+            None,
+            change.at,
+            {"status": change.current.value, "severity": severity, "reason": change.reason},
+        )
+        self._publish("incident.new", row)
+
+    async def _raise(self, row: Row, severity: str, change: StatusChange) -> None:
+        updated = await self._store.update(
+            "incidents", [row["organization_id"]], row["id"], {"severity": severity}
+        )
+        if updated is None:
+            return
+        await self._event(
+            updated,
+            "severity_changed",
+            None,
+            change.at,
+            {
+                "from": row["severity"],
+                "to": severity,
+                "status": change.current.value,
+                "reason": change.reason,
+            },
+        )
+
+    async def _resolve(self, row: Row, *, actor: int | None, at: float, why: str | None) -> Row:
+        updated = await self._store.update(
+            "incidents",
+            [row["organization_id"]],
+            row["id"],
+            {"status": RESOLVED, "resolved_at": at, "resolved_by": actor},
+        )
+        if updated is None:
+            return row
+        await self._event(
+            updated, "resolved", actor, at, {"automatic": actor is None, "reason": why}
+        )
+        self._publish("incident.resolve", updated)
+        return updated
+
+    async def _event(
+        self, incident: Row, kind: str, actor: int | None, at: float, detail: dict[str, Any]
+    ) -> None:
+        await self._store.insert(
+            "incident_events",
+            incident["organization_id"],
+            {
+                "incident_id": incident["id"],
+                "kind": kind,
+                "actor_id": actor,
+                "detail": detail,
+                "at": at,
+            },
+        )
+
+    def _publish(self, type_: str, row: Row) -> None:
+        self._events.publish(row["organization_id"], type_, incident_json(row))
+
+    # -- what users do ------------------------------------------------------------------
+
+    async def acknowledge(self, incident: Row, user_id: int) -> Row:
+        """Acknowledge an open incident (again: no change). ConflictError if resolved."""
+        async with self._lock:
+            row = await self._fresh(incident)
+            if row["status"] == RESOLVED:
+                raise ConflictError("the incident is already resolved")
+            if row["status"] == ACKNOWLEDGED:
+                return row
+            now = time.time()
+            updated = await self._store.update(
+                "incidents",
+                [row["organization_id"]],
+                row["id"],
+                {"status": ACKNOWLEDGED, "acknowledged_at": now, "acknowledged_by": user_id},
+            )
+            if updated is None:
+                raise NotFoundError("Incident not found")
+            await self._event(updated, "acknowledged", user_id, now, {})
+            self._publish("incident.ack", updated)
+            return updated
+
+    async def resolve(self, incident: Row, user_id: int) -> Row:
+        """Resolve an incident by hand. ConflictError if it is resolved already."""
+        async with self._lock:
+            row = await self._fresh(incident)
+            if row["status"] == RESOLVED:
+                raise ConflictError("the incident is already resolved")
+            return await self._resolve(row, actor=user_id, at=time.time(), why="resolved by hand")
+
+    async def add_note(self, incident: Row, user_id: int, body: str) -> Row:
+        async with self._lock:
+            note = await self._store.insert(
+                "incident_notes",
+                incident["organization_id"],
+                {"incident_id": incident["id"], "author_id": user_id, "body": body},
+            )
+            await self._event(
+                incident, "note", user_id, note["created_at"], {"note_id": note["id"], "body": body}
+            )
+            return note
+
+    async def _fresh(self, incident: Row) -> Row:
+        row = await self._store.get("incidents", [incident["organization_id"]], incident["id"])
+        if row is None:
+            raise NotFoundError("Incident not found")
+        return row
