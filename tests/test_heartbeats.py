@@ -127,3 +127,19 @@ async def test_a_cron_heartbeat_expects_its_next_occurrence() -> None:
         due = engine.heartbeat_due(1)
         assert due is not None
         assert wall(due) == "2027-11-01T04:00:00+01:00"
+
+
+async def test_a_rearmed_heartbeat_goes_late_then_down_without_a_new_ping() -> None:
+    async with Engine() as engine:
+        changes: list[StatusChange] = []
+        engine.add_listener(lambda results, batch: changes.extend(batch))
+        engine.seed([(1, Status.UP)])
+        engine.upsert([Check(id=1, type="heartbeat", interval=1, options={"grace_period": 1})])
+        # The last ping was stored 1.2 s ago (before a restart): due 0.2 s ago.
+        engine.rearm(1, time.time() - 1.2)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and engine.status(1) is not Status.DOWN:
+            await asyncio.sleep(0.05)
+        assert [c.current for c in changes] == [Status.LATE, Status.DOWN]
+        with pytest.raises(KeyError):
+            engine.rearm(2, time.time())

@@ -365,6 +365,16 @@ class Engine:
         core.expect(check_id, round(due * 1000), round(schedule.grace * 1000))
         return _result(t, self._sources)
 
+    def rearm(self, check_id: int, last_ping_at: float) -> None:
+        """Expect a heartbeat check's next ping as if its last one came at
+        `last_ping_at` (e.g. stored before a restart), without recording a result: a job
+        that stopped pinging while the engine was down still goes LATE, then DOWN."""
+        schedule = self._heartbeats.get(check_id)
+        if schedule is None:
+            raise KeyError(f"check {check_id} is not a heartbeat check of this engine")
+        due = schedule.next_due(last_ping_at)
+        self._require().expect(check_id, round(due * 1000), round(schedule.grace * 1000))
+
     def heartbeat_due(self, check_id: int) -> float | None:
         """When a heartbeat check's next ping is due (Unix seconds), if one is expected."""
         due = self._require().heartbeat_due(check_id)
@@ -659,6 +669,10 @@ class Engine:
             )
             for cid, prev, cur, at_us, reason, sources, maintenance in transitions
         ]
+        if self._closed:
+            # close() pauses every check to stop it: that is the engine stopping, not a
+            # verdict, so it is not published (a restart resumes from the stored status).
+            changes = [c for c in changes if c.current is not Status.PAUSED]
         for listener in self._listeners:
             try:
                 listener(res, changes)

@@ -175,6 +175,11 @@ async def _run(
         except (UnknownProbeTypeError, ValueError) as exc:
             log.error("check %s not scheduled: %s", row["id"], exc)
     log.info("scheduled %d of %d checks", loaded, len(rows))
+    for row in rows:
+        # Heartbeat deadlines live in the engine: arm them again from the last ping.
+        if row["type"] == "heartbeat" and row["last_ping_at"] and row["is_active"]:
+            with contextlib.suppress(KeyError):
+                engine.rearm(row["id"], row["last_ping_at"])
 
     config = uvicorn.Config(
         app,
