@@ -142,6 +142,23 @@ class Server:
             self.proc = None
 
 
+async def api(
+    http: aiohttp.ClientSession,
+    server: Server,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    **kw: Any,
+) -> tuple[int, Any]:
+    """One API call as the server's admin (or as `token`): (status, JSON or text)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else server.headers
+    headers = {**headers, **kw.pop("headers", {})}
+    async with http.request(method, server.base + path, headers=headers, **kw) as resp:
+        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
+        return resp.status, body
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     s = Server(tmp_path / "data")

@@ -19,25 +19,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import Server, Target, free_port, wait_for
+from conftest import Server, Target, api, free_port, wait_for
 from tocsin.models import Rollup
 from tocsin.security import hash_token, new_token
 from tocsin.store import Store, open_store
-
-
-async def api(
-    http: aiohttp.ClientSession,
-    server: Server,
-    method: str,
-    path: str,
-    *,
-    token: str | None = None,
-    **kw: Any,
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token or server.token}"}
-    async with http.request(method, server.base + path, headers=headers, **kw) as resp:
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
-        return resp.status, body
 
 
 async def create(http: aiohttp.ClientSession, server: Server, **body: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import uvicorn
 
-from conftest import Server, Target, free_port, wait_for
+from conftest import Server, Target, api, free_port, wait_for
 from tocsin.api import live
 from tocsin.api.app import create_app
 from tocsin.api.context import AppContext
@@ -26,22 +26,6 @@ from tocsin.events import EventHub
 from tocsin.security import hash_password, hash_token, new_token
 from tocsin.server import bootstrap
 from tocsin.store.sqlite import SqliteStore
-
-
-async def api(
-    http: aiohttp.ClientSession,
-    server: Server,
-    method: str,
-    path: str,
-    *,
-    token: str | None = None,
-    **kw: Any,
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else server.headers
-    headers = {**headers, **kw.pop("headers", {})}
-    async with http.request(method, server.base + path, headers=headers, **kw) as resp:
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
-        return resp.status, body
 
 
 class EventStream:

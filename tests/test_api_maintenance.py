@@ -12,25 +12,10 @@ from typing import Any
 
 import aiohttp
 
-from conftest import Server, Target, wait_for
+from conftest import Server, Target, api, wait_for
 from tocsin.encryption import SecretBox
 from tocsin.security import hash_token, new_token
 from tocsin.store.sqlite import SqliteStore
-
-
-async def api(
-    http: aiohttp.ClientSession,
-    server: Server,
-    method: str,
-    path: str,
-    *,
-    token: str | None = None,
-    **kw: Any,
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token or server.token}"}
-    async with http.request(method, server.base + path, headers=headers, **kw) as resp:
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
-        return resp.status, body
 
 
 def store_of(server: Server) -> SqliteStore:

@@ -10,15 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from conftest import Server, Target, wait_for
-
-
-async def api(
-    http: aiohttp.ClientSession, server: Server, method: str, path: str, **kw: Any
-) -> tuple[int, Any]:
-    async with http.request(method, server.base + path, headers=server.headers, **kw) as resp:
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
-        return resp.status, body
+from conftest import Server, Target, api, wait_for
 
 
 async def check_status(

@@ -11,6 +11,7 @@ from tocsin.api import checks, identity, incidents, live, maintenance, pings
 from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
+from tocsin.api.ratelimit import RateLimitMiddleware
 from tocsin.security import session_key
 
 AREAS = (checks, identity, incidents, maintenance, pings, live)
@@ -22,7 +23,9 @@ def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.a
     auth = AuthMiddleware(
         ctx.store, public_prefixes=PUBLIC_PREFIXES, session_key=session_key(ctx.data_dir)
     )
-    app = falcon.asgi.App(middleware=[auth])
+    # After auth: the limit is per token for authenticated routes.
+    limits = RateLimitMiddleware.from_env()
+    app = falcon.asgi.App(middleware=(auth, limits))
     # Clients call both `/api/checks` and `/api/checks/`; neither may redirect.
     app.req_options.strip_url_path_trailing_slash = True
     app.set_error_serializer(serialize_error)

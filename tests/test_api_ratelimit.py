@@ -1,0 +1,160 @@
+"""Rate limits over real HTTP: per token for authenticated routes and per client
+address for pings, 429 with `Retry-After`, recovery after the wait, limits set by
+environment (0 = off); and the token buckets' bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import Server
+from tocsin.api.ratelimit import ENV_PER_ADDRESS, ENV_PER_TOKEN, TokenBuckets
+
+
+def limited_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_token: str, per_address: str
+) -> Server:
+    # The child process inherits the environment at start.
+    monkeypatch.setenv(ENV_PER_TOKEN, per_token)
+    monkeypatch.setenv(ENV_PER_ADDRESS, per_address)
+    s = Server(tmp_path / "data")
+    s.start()
+    return s
+
+
+@pytest.fixture
+def slow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """2 requests/s per token (burst 8) and per address (burst 10)."""
+    s = limited_server(tmp_path, monkeypatch, "2", "2")
+    yield s
+    s.kill()
+
+
+async def get(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+) -> tuple[int, str, str, str | None]:
+    async with http.get(url, headers=headers) as resp:
+        return resp.status, resp.content_type, await resp.text(), resp.headers.get("Retry-After")
+
+
+async def burst(
+    http: aiohttp.ClientSession, url: str, n: int, headers: dict[str, str] | None = None
+) -> list[tuple[int, str, str, str | None]]:
+    return list(await asyncio.gather(*(get(http, url, headers) for _ in range(n))))
+
+
+def refusals(answers: list[tuple[int, str, str, str | None]]) -> list[Any]:
+    return [a for a in answers if a[0] == 429]
+
+
+async def test_a_token_over_its_limit_gets_429_with_retry_after_and_recovers(
+    slow_server: Server, http: aiohttp.ClientSession
+) -> None:
+    server = slow_server
+    async with http.post(
+        server.base + "/api/users/me/tokens", headers=server.headers, json={"name": "other"}
+    ) as resp:
+        assert resp.status == 201
+        other = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+
+    answers = await burst(http, server.base + "/api/users/me", 30, server.headers)
+    refused = refusals(answers)
+    assert refused, answers
+    allowed = [a for a in answers if a[0] == 200]
+    assert 1 <= len(allowed) <= 12  # burst 8 (one spent above), plus what refills meanwhile
+    assert len(allowed) + len(refused) == len(answers)
+    for _, ctype, text, retry_after in refused:
+        assert ctype == "application/json" and text == '{"detail": "Too many requests"}'
+        assert retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1
+
+    # Another token of the same user, from the same address, has its own budget.
+    assert (await get(http, server.base + "/api/users/me", other))[0] == 200
+
+    await asyncio.sleep(int(refused[0][3] or 1) + 0.2)
+    assert (await get(http, server.base + "/api/users/me", server.headers))[0] == 200
+
+
+async def test_pings_are_limited_per_client_address_in_plain_text(
+    slow_server: Server, http: aiohttp.ClientSession
+) -> None:
+    server = slow_server
+    async with http.post(
+        server.base + "/api/checks/",
+        headers=server.headers,
+        json={"name": "cron", "type": "heartbeat", "interval": 60, "grace_period": 60},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        ping_url = f"{server.base}/api/ping/{(await resp.json())['uuid']}"
+
+    answers = await burst(http, ping_url, 30)
+    refused = refusals(answers)
+    assert refused and len(refused) < 30, answers
+    assert all(a[0] in (200, 429) for a in answers)
+    for _, ctype, text, retry_after in refused:
+        assert ctype == "text/plain" and "too many requests" in text.lower()
+        assert retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1
+
+    # Pings have a budget apart from the token's: the API still answers this address.
+    assert (await get(http, server.base + "/api/users/me", server.headers))[0] == 200
+    # Another client address is not affected (Linux routes all of 127/8 to loopback).
+    conn = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=conn) as elsewhere:
+        status, ctype, _, _ = await get(elsewhere, ping_url)
+        assert (status, ctype) == (200, "text/plain")
+    # An unknown uuid costs the same budget: guessing is limited too.
+    status, _, _, _ = await get(http, f"{server.base}/api/ping/{uuid.uuid4()}")
+    assert status == 429
+
+    await asyncio.sleep(int(refused[0][3] or 1) + 0.2)
+    assert (await get(http, ping_url))[0] == 200
+
+
+async def test_a_limit_of_zero_turns_rate_limiting_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
+) -> None:
+    server = limited_server(tmp_path, monkeypatch, "0", "0")
+    try:
+        answers = await burst(http, server.base + "/api/users/me", 100, server.headers)
+        assert [a[0] for a in answers] == [200] * 100
+        pings = await burst(http, f"{server.base}/api/ping/{uuid.uuid4()}", 100)
+        assert [a[0] for a in pings] == [404] * 100
+    finally:
+        server.kill()
+
+
+def test_buckets_refill_at_the_rate_and_say_how_long_to_wait() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(2.0, 3.0, clock=lambda: now[0])
+    assert [buckets.take("a") for _ in range(3)] == [0, 0, 0]
+    assert buckets.take("a") == 1  # needs 0.5 s for the next request: rounded up
+    assert buckets.take("b") == 0
+    now[0] = 0.5
+    assert buckets.take("a") == 0
+    assert buckets.take("a") == 1
+    slow = TokenBuckets(0.1, 1.0, clock=lambda: now[0])
+    assert slow.take("a") == 0
+    assert slow.take("a") == 10
+
+
+def test_buckets_forget_idle_callers_and_stay_bounded() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(10.0, 10.0, max_keys=100, clock=lambda: now[0])
+    for i in range(1000):
+        buckets.take(i)
+    assert len(buckets) == 100
+    # A full bucket is the same as a new one: idle callers drain away as others come.
+    now[0] = 5.0
+    for _ in range(10):
+        buckets.take("busy")
+    assert len(buckets) == 100 - 2 * 10  # two idle ones dropped per request
+    for _ in range(50):
+        buckets.take("busy")
+    assert len(buckets) == 1
+    # An evicted caller comes back with a full bucket, never a fresh debt.
+    assert buckets.take(5) == 0
