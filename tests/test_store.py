@@ -19,6 +19,7 @@ from tocsin.store import (
     ConflictError,
     DatabaseTooNewError,
     NotFoundError,
+    Ping,
     Retention,
     UnsupportedDatabaseError,
     migrations,
@@ -711,11 +712,13 @@ async def test_pings_are_kept_with_their_log_and_move_last_ping_at(store: SqlSto
             a, {"name": "job", "type": "heartbeat", "interval": 60, "timeout": 1}
         )
     )["id"]
-    assert await store.record_ping(check, kind="start", received_at=NOW, rid="r1")
-    assert await store.record_ping(
-        check, kind="exit_code", received_at=NOW + 5, exit_code=3, rid="r1", body="oops\n"
-    )
-    assert not await store.record_ping(10_000, kind="success", received_at=NOW)
+    assert await store.record_pings(
+        [
+            Ping(check, "start", NOW, rid="r1"),
+            Ping(check, "exit_code", NOW + 5, exit_code=3, rid="r1", body="oops\n"),
+            Ping(10_000, "success", NOW),
+        ]
+    ) == [True, True, False]
     pings = await store.list_pings([a], check, limit=10, before=None)
     assert [(p["kind"], p["exit_code"], p["body"]) for p in pings] == [
         ("exit_code", 3, "oops\n"),

@@ -54,6 +54,19 @@ class BatchWritten:
         return self.results + self.changes + self.rollups
 
 
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """One heartbeat ping as received: `kind` is success, start, fail, log or exit_code."""
+
+    check_id: int
+    kind: str
+    received_at: float
+    exit_code: int | None = None
+    rid: str | None = None
+    body: str | None = None
+    remote_addr: str | None = None
+
+
 class NotFoundError(LookupError):
     """The row does not exist for this caller (it may exist in another organisation).
     `field` names the reference at fault when a write points at a foreign row."""
@@ -275,20 +288,11 @@ class Store(abc.ABC):
         """The latest status each source reported for the check."""
 
     @abc.abstractmethod
-    async def record_ping(
-        self,
-        check_id: int,
-        *,
-        kind: str,
-        received_at: float,
-        exit_code: int | None = None,
-        rid: str | None = None,
-        body: str | None = None,
-        remote_addr: str | None = None,
-    ) -> bool:
-        """Keep a heartbeat ping (with its run log) and the check's `last_ping_at`, in
-        one transaction. Pings are public (the check's uuid is the secret), so this is
-        keyed by the check alone; False when the check no longer exists."""
+    async def record_pings(self, pings: Sequence[Ping]) -> list[bool]:
+        """Keep heartbeat pings (with their run logs) and move each check's
+        `last_ping_at`, all in one transaction. Pings are public (the check's uuid is the
+        secret), so they are keyed by the check alone; False for a check that no longer
+        exists."""
 
     @abc.abstractmethod
     async def list_pings(

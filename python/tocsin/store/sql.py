@@ -21,6 +21,7 @@ from tocsin.store.base import (
     BatchWritten,
     ConflictError,
     NotFoundError,
+    Ping,
     Principal,
     Retention,
     Row,
@@ -61,14 +62,17 @@ ROLLUP_COLUMNS = (
 LATEST_READ = RESULT_COLUMNS[2:]
 LATEST_SET = ", ".join(f"{col} = excluded.{col}" for col in LATEST_READ)
 # Checks are read joined to their latest result; `c.` qualifies every check column.
-_CHECK_SELECT = (
+_CHECK_COLUMNS_SQL = (
     ", ".join(f"c.{col}" for col in CHECK_READ_COLUMNS)
     + ", "
     + ", ".join(f"l.{col} AS last_{col}" for col in LATEST_READ)
-    + " FROM checks c LEFT JOIN check_latest l ON l.check_id = c.id AND l.source ="
+)
+_LATEST_JOIN = (
+    " LEFT JOIN check_latest l ON l.check_id = c.id AND l.source ="
     " (SELECT m.source FROM check_latest m WHERE m.check_id = c.id"
     " ORDER BY m.started_at DESC, m.source LIMIT 1)"
 )
+_CHECK_SELECT = _CHECK_COLUMNS_SQL + " FROM checks c" + _LATEST_JOIN
 _USER_COLUMNS = (
     "id, email, full_name, is_superuser, is_active, notification_preferences,"
     " created_at, updated_at"
@@ -863,9 +867,12 @@ class SqlStore(Store):
             )
             args += [pattern, pattern, pattern]
         async with self._read() as c:
+            # PERF: the page is chosen first, so the latest-result join runs for its rows
+            # only, not for every check of the organisation.
             rows = await c.fetch(
-                f"SELECT {_CHECK_SELECT} WHERE {self._in('c.organization_id')}"
-                f"{clauses} ORDER BY c.id LIMIT ? OFFSET ?",
+                f"SELECT {_CHECK_COLUMNS_SQL} FROM (SELECT * FROM checks c"
+                f" WHERE {self._in('c.organization_id')}{clauses}"
+                f" ORDER BY c.id LIMIT ? OFFSET ?) c{_LATEST_JOIN} ORDER BY c.id",
                 self._list(org_ids),
                 *args,
                 limit,
@@ -931,41 +938,44 @@ class SqlStore(Store):
             )
         return {str(r["source"]): str(r["status"]) for r in rows}
 
-    async def record_ping(
-        self,
-        check_id: int,
-        *,
-        kind: str,
-        received_at: float,
-        exit_code: int | None = None,
-        rid: str | None = None,
-        body: str | None = None,
-        remote_addr: str | None = None,
-    ) -> bool:
+    async def record_pings(self, pings: Sequence[Ping]) -> list[bool]:
+        if not pings:
+            return []
         async with self._write() as c:
-            org_id = await c.fetchval("SELECT organization_id FROM checks WHERE id = ?", check_id)
-            if org_id is None:
-                return False
-            await c.execute(
+            org_of = {
+                int(r["id"]): int(r["organization_id"])
+                for r in await c.fetch(
+                    f"SELECT id, organization_id FROM checks WHERE {self._in('id')}",
+                    self._list({p.check_id for p in pings}),
+                )
+            }
+            kept = [p for p in pings if p.check_id in org_of]
+            await c.executemany(
                 "INSERT INTO pings (organization_id, check_id, kind, exit_code, rid, body,"
                 " remote_addr, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                org_id,
-                check_id,
-                kind,
-                exit_code,
-                rid,
-                body,
-                remote_addr,
-                received_at,
+                [
+                    (
+                        org_of[p.check_id],
+                        p.check_id,
+                        p.kind,
+                        p.exit_code,
+                        p.rid,
+                        p.body,
+                        p.remote_addr,
+                        p.received_at,
+                    )
+                    for p in kept
+                ],
             )
-            await c.execute(
+            latest: dict[int, float] = {}
+            for p in kept:
+                latest[p.check_id] = max(p.received_at, latest.get(p.check_id, p.received_at))
+            await c.executemany(
                 "UPDATE checks SET last_ping_at = ? WHERE id = ?"
                 " AND (last_ping_at IS NULL OR last_ping_at <= ?)",
-                received_at,
-                check_id,
-                received_at,
+                [(at, cid, at) for cid, at in latest.items()],
             )
-        return True
+        return [p.check_id in org_of for p in pings]
 
     async def list_pings(
         self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
