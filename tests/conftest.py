@@ -96,6 +96,9 @@ class Server:
         return {"Authorization": f"Bearer {self.token}"}
 
     def start(self, *extra: str) -> None:
+        """Start (or restart) it; `extra` CLI arguments are kept for later restarts."""
+        self.extra = extra or getattr(self, "extra", ())
+        extra = self.extra
         self.log_file = open(self.log, "ab")  # noqa: SIM115  closed in stop()
         self.proc = subprocess.Popen(
             [
