@@ -7,14 +7,14 @@ from __future__ import annotations
 import falcon
 import falcon.asgi
 
-from tocsin.api import checks, identity, incidents, live, maintenance, pings
+from tocsin.api import checks, identity, incidents, live, maintenance, openapi, pings
 from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
 from tocsin.api.ratelimit import RateLimitMiddleware
 from tocsin.security import session_key
 
-AREAS = (checks, identity, incidents, maintenance, pings, live)
+AREAS = (checks, identity, incidents, maintenance, pings, live, openapi)
 # Routes that need no token: the check's uuid is the secret for pings.
 PUBLIC_PREFIXES = ("/api/ping/",)
 

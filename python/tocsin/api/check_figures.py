@@ -11,7 +11,7 @@ import io
 import math
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
@@ -20,6 +20,7 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import int_param, iso, principal, writable_org
 from tocsin.api.context import AppContext
 from tocsin.api.errors import query_error
+from tocsin.api.identity import ID
 from tocsin.api.schemas import SloBody, parse
 from tocsin.figures import figures, slo
 from tocsin.models import Rollup
@@ -283,6 +284,8 @@ async def slo_json(store: Store, org_ids: list[int], check: Row, s: Row) -> dict
 class SloResource:
     """One SLO per check: `/slo` and `/slo/{slo_id}` address the same one."""
 
+    body_models: ClassVar = {"post": SloBody, "put": SloBody, "put_item": SloBody}
+
     def __init__(self, f: Figures) -> None:
         self._f = f
 
@@ -498,6 +501,8 @@ async def incident_lines(
 
 
 class ExportResource:
+    response_media_type = "text/csv"
+
     def __init__(self, f: Figures, what: str) -> None:
         self._f = f
         self._what = what
@@ -519,12 +524,12 @@ class ExportResource:
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     f = Figures(ctx.store)
-    base = "/api/checks/{check_id:int}"
+    base = f"/api/checks/{{check_id:{ID}}}"
     app.add_route(f"{base}/stats", StatsResource(f))
     app.add_route(f"{base}/sla", SlaResource(f))
     app.add_route(f"{base}/incidents", IncidentsResource(f))
     slo_resource = SloResource(f)
     app.add_route(f"{base}/slo", slo_resource)
-    app.add_route(f"{base}/slo/{{slo_id:int}}", slo_resource, suffix="item")
+    app.add_route(f"{base}/slo/{{slo_id:{ID}}}", slo_resource, suffix="item")
     app.add_route(f"{base}/export/logs.csv", ExportResource(f, "logs"))
     app.add_route(f"{base}/export/incidents.csv", ExportResource(f, "incidents"))

@@ -4,7 +4,7 @@ probe one now, and read its results. Every write reaches the engine at once."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
@@ -15,6 +15,7 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import int_param, iso, opt_int_param, principal, writable_org
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error, query_error
+from tocsin.api.identity import ID
 from tocsin.api.schemas import (
     CHECK_SETTINGS,
     CHECK_TYPES,
@@ -22,6 +23,7 @@ from tocsin.api.schemas import (
     MASK,
     SECRET_FIELDS,
     CheckCommon,
+    CheckCreate,
     parse_check,
 )
 from tocsin.engine import Engine
@@ -253,6 +255,8 @@ def _engine_refusal(exc: ValueError) -> Exception:
 
 
 class ChecksResource:
+    body_models: ClassVar = {"post": CheckCreate}
+
     def __init__(self, checks: Checks) -> None:
         self._c = checks
 
@@ -300,6 +304,8 @@ class ChecksResource:
 
 
 class CheckResource:
+    body_models: ClassVar = {"put": CheckCreate, "patch": CheckCreate}
+
     def __init__(self, checks: Checks) -> None:
         self._c = checks
 
@@ -397,12 +403,16 @@ class CheckLogsResource:
             resp.set_header("X-Next-Before", str(rows[-1]["id"]))
 
 
+# Ids beyond a BIGINT are no route (404), not a database overflow.
+CHECK = f"/api/checks/{{check_id:{ID}}}"
+
+
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     checks = Checks(ctx.store, ctx.engine, ctx.events)
     app.add_route("/api/checks", ChecksResource(checks))
-    app.add_route("/api/checks/{check_id:int}", CheckResource(checks))
-    app.add_route("/api/checks/{check_id:int}/run-now", CheckRunNowResource(checks))
-    app.add_route("/api/checks/{check_id:int}/logs", CheckLogsResource(checks))
+    app.add_route(CHECK, CheckResource(checks))
+    app.add_route(f"{CHECK}/run-now", CheckRunNowResource(checks))
+    app.add_route(f"{CHECK}/logs", CheckLogsResource(checks))
     check_figures.register(app, ctx)
 
 

@@ -7,7 +7,7 @@ import json
 import re
 import time
 import zoneinfo
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs
 
 import falcon
@@ -311,6 +311,9 @@ class TokenLoginResource:
 
     auth_public = True
 
+    body_models: ClassVar = {"post": LoginForm}
+    body_media_types = ("application/x-www-form-urlencoded", "application/json")
+
     def __init__(self, store: Store, key: bytes, throttle: auth.LoginThrottle) -> None:
         self._store = store
         self._key = key
@@ -355,6 +358,8 @@ class LogoutResource:
 
 
 class TokensResource:
+    body_models: ClassVar = {"post": TokenCreate}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -401,6 +406,8 @@ class TokenResource:
 
 
 class OrganizationsResource:
+    body_models: ClassVar = {"post": OrganizationCreate}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -420,6 +427,8 @@ class OrganizationsResource:
 
 
 class OrganizationResource:
+    body_models: ClassVar = {"put": OrganizationCreate}
+
     def __init__(self, ctx: AppContext) -> None:
         self._store = ctx.store
         self._engine = ctx.engine
@@ -467,6 +476,8 @@ class OrganizationResource:
 
 
 class MembersResource:
+    body_models: ClassVar = {"post": MemberAdd}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -505,6 +516,8 @@ class MembersResource:
 
 
 class MemberResource:
+    body_models: ClassVar = {"put": MemberUpdate}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -572,6 +585,8 @@ class UsageResource:
 
 
 class SettingsResource:
+    body_models: ClassVar = {"put": OrganizationSettings}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -600,6 +615,8 @@ class SettingsResource:
 
 
 class ProjectsResource:
+    body_models: ClassVar = {"post": ProjectCreate}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -625,6 +642,8 @@ class ProjectsResource:
 
 
 class ProjectResource:
+    body_models: ClassVar = {"put": ProjectUpdate}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -666,6 +685,8 @@ class ProjectResource:
 
 
 class MeResource:
+    body_models: ClassVar = {"patch": UserMeUpdate}
+
     def __init__(self, store: Store, key: bytes) -> None:
         self._store = store
         self._key = key
@@ -718,6 +739,8 @@ class MeResource:
 
 
 class PreferencesResource:
+    body_models: ClassVar = {"put": NotificationPreferences}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -740,6 +763,8 @@ class PreferencesResource:
 
 
 class UsersResource:
+    body_models: ClassVar = {"post": UserCreate}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -767,6 +792,8 @@ class UsersResource:
 
 
 class UserResource:
+    body_models: ClassVar = {"patch": UserAdminUpdate}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 

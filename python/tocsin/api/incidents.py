@@ -4,7 +4,7 @@ notes and timeline."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
@@ -186,6 +186,8 @@ async def org_incident(
 
 
 class NotesResource:
+    body_models: ClassVar = {"post": NoteCreate}
+
     def __init__(self, store: Store, manager: IncidentManager) -> None:
         self._store = store
         self._manager = manager
@@ -265,11 +267,11 @@ def manager(ctx: AppContext) -> IncidentManager:
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     m = manager(ctx)
     app.add_route("/api/incidents", IncidentsResource(ctx.store))
-    base = "/api/checks/{check_id:int}/incidents/{ref:int}"
+    base = f"/api/checks/{{check_id:{ORG_ID}}}/incidents/{{ref:{ORG_ID}}}"
     app.add_route(base + "/ack", AckResource(ctx.store, m))
     app.add_route(base + "/resolve", ResolveResource(ctx.store, m))
     # The organisation segment must match identity's routes exactly (Falcon's router).
-    org_base = f"/api/organizations/{{org_id:{ORG_ID}}}/incidents/{{kind}}/{{ref:int}}"
+    org_base = f"/api/organizations/{{org_id:{ORG_ID}}}/incidents/{{kind}}/{{ref:{ORG_ID}}}"
     app.add_route(org_base + "/notes", NotesResource(ctx.store, m))
     app.add_route(org_base + "/timeline", TimelineResource(ctx.store))
 

@@ -195,6 +195,8 @@ def _types(req: falcon.asgi.Request) -> frozenset[str] | None:
 
 
 class EventsResource:
+    response_media_type = "text/event-stream"
+
     def __init__(self, events: EventHub) -> None:
         self._events = events
 

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import zoneinfo
-from typing import Any
+from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
@@ -23,6 +23,7 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import int_param, iso, opt_int_param, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error, query_error
+from tocsin.api.identity import ID
 from tocsin.api.schemas import parse
 from tocsin.maintenance import MaintenanceWindow
 from tocsin.store.base import Row, Store
@@ -318,6 +319,8 @@ async def _own_checks(store: Store, org_id: int, check_ids: list[int]) -> None:
 
 
 class WindowsResource:
+    body_models: ClassVar = {"post": WindowBody}
+
     def __init__(self, ctx: AppContext, book: WindowBook) -> None:
         self._store = ctx.store
         self._book = book
@@ -364,6 +367,8 @@ class WindowsResource:
 
 
 class WindowResource:
+    body_models: ClassVar = {"put": WindowBody}
+
     def __init__(self, ctx: AppContext, book: WindowBook) -> None:
         self._store = ctx.store
         self._book = book
@@ -450,9 +455,9 @@ _BOOKS: dict[int, WindowBook] = {}
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     book = _BOOKS[id(ctx)] = WindowBook(ctx)
     app.add_route("/api/maintenance", WindowsResource(ctx, book))
-    app.add_route("/api/maintenance/{window_id:int}", WindowResource(ctx, book))
+    app.add_route(f"/api/maintenance/{{window_id:{ID}}}", WindowResource(ctx, book))
     app.add_route(
-        "/api/maintenance/check/{check_id:int}/status", CheckMaintenanceResource(ctx, book)
+        f"/api/maintenance/check/{{check_id:{ID}}}/status", CheckMaintenanceResource(ctx, book)
     )
 
 

@@ -89,6 +89,8 @@ class PingRecorder:
 
 
 class PingResource:
+    response_media_type = "text/plain"
+
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         self._recorder = PingRecorder(ctx.store)

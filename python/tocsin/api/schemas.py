@@ -62,6 +62,7 @@ DNS_RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "TXT", "SOA", "SRV", "CAA"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DB_TYPES = ("postgresql", "mysql", "redis", "mongodb")
 DB_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "mongodb": 27017}
+MAX_ID = 2**63 - 1  # ids are SQL BIGINTs
 _SOURCE_KEY = re.compile(r"^(agent:[1-9][0-9]{0,18}|geo:[A-Za-z0-9_.-]{1,64})$")
 
 
@@ -105,16 +106,16 @@ class CheckCommon(_Part):
         default=1, ge=0, le=64, description="consecutive failures before DOWN; 0 means 1"
     )
     runbook_url: str | None = Field(default=None, max_length=2048)
-    escalation_policy_id: int | None = Field(default=None, ge=0)
+    escalation_policy_id: int | None = Field(default=None, ge=0, le=MAX_ID)
     tags: list[str] = Field(default_factory=list, max_length=50)
     assigned_agent_ids: list[int] = Field(default_factory=list, max_length=100)
     assigned_agent_id: int | None = Field(
-        default=None, ge=0, description="deprecated: use assigned_agent_ids"
+        default=None, ge=0, le=MAX_ID, description="deprecated: use assigned_agent_ids"
     )
     geo_monitoring_enabled: bool = False
     check_source_critical: dict[str, bool] = Field(default_factory=dict)
-    project_id: int | None = Field(default=None, ge=0)
-    org_id: int | None = Field(default=None, ge=1)
+    project_id: int | None = Field(default=None, ge=0, le=MAX_ID)
+    org_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
     @field_validator("runbook_url")
     @classmethod
@@ -136,7 +137,7 @@ class CheckCommon(_Part):
     @field_validator("assigned_agent_ids")
     @classmethod
     def _agents(cls, v: list[int]) -> list[int]:
-        if any(i < 1 for i in v):
+        if any(not 1 <= i <= MAX_ID for i in v):
             raise ValueError("agent ids are positive integers")
         return sorted(set(v))
 
