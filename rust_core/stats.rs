@@ -436,11 +436,14 @@ pub struct Figures {
 
 pub fn figures<'a, I: IntoIterator<Item = &'a Bucket>>(buckets: I, apdex_t_ms: f64) -> Figures {
     let mut all = Bucket::default();
+    // Time is what the buckets cover, not the stretch from the first to the last: a gap
+    // with no bucket (the server was stopped) is neither uptime nor downtime.
+    let mut covered = 0u64;
     for b in buckets {
+        covered += b.span_ms;
         all.merge(b);
     }
-    let span = all.span_ms;
-    let total = span.saturating_sub(all.excluded_ms);
+    let total = covered.saturating_sub(all.excluded_ms);
     let up = total.saturating_sub(all.downtime_ms);
     let runs = u64::from(all.runs_up) + u64::from(all.runs_down) + u64::from(all.runs_degraded);
     let per_incident = |ms: u64| (all.incidents > 0).then(|| ms as f64 / f64::from(all.incidents));
@@ -717,5 +720,17 @@ mod tests {
         let (check, h) = &hours[1];
         assert_eq!((*check, h.start_ms, h.span_ms), (2, 0, 3_600_000));
         assert_eq!((h.runs_up, h.runs_down, h.downtime_ms), (2, 1, 5));
+    }
+
+    #[test]
+    fn a_gap_between_buckets_is_neither_uptime_nor_downtime() {
+        let mut first = Bucket::new(0, 60_000);
+        first.downtime_ms = 30_000;
+        first.incidents = 1;
+        let later = Bucket::new(3_600_000, 60_000);
+        let f = figures([&first, &later], 100.0);
+        assert_eq!((f.total_ms, f.downtime_ms), (120_000, 30_000));
+        assert!((f.uptime_pct.unwrap() - 75.0).abs() < 1e-9);
+        assert_eq!((f.mttr_ms, f.mtbf_ms), (Some(30_000.0), Some(90_000.0)));
     }
 }

@@ -21,6 +21,8 @@ import pytest
 from aiohttp import web
 
 from pgcluster import PgCluster, new_base_dir
+from tocsin.security import hash_password, hash_token, new_token
+from tocsin.store import Store, open_store
 
 
 def free_port() -> int:
@@ -160,6 +162,34 @@ async def api(
     async with http.request(method, server.base + path, headers=headers, **kw) as resp:
         body = await resp.json() if resp.content_type == "application/json" else await resp.text()
         return resp.status, body
+
+
+def server_store(server: Server) -> Store:
+    """A store on the running server's own database (SQLite allows a second writer in
+    WAL mode), whichever backend it was started with, with its key."""
+    args = list(server.extra)
+    database = args[args.index("--database") + 1] if "--database" in args else None
+    return open_store(database, server.data_dir)
+
+
+async def other_org_user(
+    server: Server, *, role: str = "OWNER", org_id: int | None = None
+) -> tuple[str, int]:
+    """A second user with a token: in a new organisation of their own, or with `role` in
+    `org_id`. Written straight into the running server's database."""
+    store = server_store(server)
+    await store.open(migrate=False)
+    try:
+        email = f"user-{new_token()[4:12].lower()}@example.test"
+        user_id = await store.create_user(email, hash_password("correct horse battery"))
+        if org_id is None:
+            org_id = int((await store.create_organization(f"Org of {email}"))["id"])
+        await store.add_membership(org_id, user_id, role)
+        token = new_token()
+        await store.create_token(user_id, "test", token[:8], hash_token(token))
+    finally:
+        await store.close()
+    return token, org_id
 
 
 @pytest.fixture

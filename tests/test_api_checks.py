@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import Server, Target, api, free_port, wait_for
+from conftest import Server, Target, api, free_port, server_store, wait_for
 from tocsin.models import Rollup
 from tocsin.security import hash_token, new_token
-from tocsin.store import Store, open_store
+from tocsin.store import Store
 
 
 async def create(http: aiohttp.ClientSession, server: Server, **body: Any) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def fields(resp: Any) -> set[str]:
 @pytest.fixture
 async def store(server: Server) -> AsyncIterator[Store]:
     """The running server's own database (SQLite in WAL mode allows a second writer)."""
-    s = open_store(None, server.data_dir)
+    s = server_store(server)
     await s.open()
     yield s
     await s.close()

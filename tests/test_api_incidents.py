@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Server, Target, free_port, wait_for
-from test_api_live import api, create_check, is_event, other_org_user, stream_opener
+from conftest import Server, Target, api, free_port, other_org_user, wait_for
+from test_api_live import create_check, is_event, stream_opener
 from tocsin.encryption import SecretBox
 from tocsin.engine import Engine
 from tocsin.events import EventHub
@@ -64,7 +64,7 @@ async def test_an_outage_opens_an_incident_acknowledged_annotated_and_resolved_b
         (inc,) = listed["incidents"]
         assert inc["id"] == iid and inc["status"] == "OPEN" and inc["check_id"] == cid
         assert inc["cause"] == "connect_refused" and inc["sources"] == {"central": "DOWN"}
-        assert inc["resolved_at"] is None and inc["duration_seconds"] is None
+        assert inc["resolved_at"] is None and inc["duration_s"] is None
         for query, total in [
             ("?status=open", 1),
             ("?status=OPEN", 1),
@@ -98,7 +98,7 @@ async def test_an_outage_opens_an_incident_acknowledged_annotated_and_resolved_b
         resolved = await stream.wait(is_event("incident.resolve", id=iid))
         assert resolved["data"]["status"] == "RESOLVED"
         assert resolved["data"]["resolved_by"] is None  # automatic
-        assert resolved["data"]["duration_seconds"] > 0
+        assert resolved["data"]["duration_s"] > 0
         await stream.wait(is_event("status.change", check_id=cid, current="UP"))
 
     (inc,) = (await incidents(http, server, "?status=resolved"))["incidents"]

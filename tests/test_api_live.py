@@ -16,14 +16,13 @@ import aiohttp
 import pytest
 import uvicorn
 
-from conftest import Server, Target, api, free_port, wait_for
+from conftest import Server, Target, api, free_port, other_org_user, wait_for
 from tocsin.api import live
 from tocsin.api.app import create_app
 from tocsin.api.context import AppContext
 from tocsin.encryption import SecretBox
 from tocsin.engine import Engine
 from tocsin.events import EventHub
-from tocsin.security import hash_password, hash_token, new_token
 from tocsin.server import bootstrap
 from tocsin.store.sqlite import SqliteStore
 
@@ -116,26 +115,6 @@ class _stream:
     async def __aexit__(self, *exc: object) -> None:
         assert self._resp is not None
         self._resp.close()
-
-
-async def other_org_user(
-    server: Server, *, role: str = "OWNER", org_id: int | None = None
-) -> tuple[str, int]:
-    """A second user with a token: in a new organisation of their own, or with `role` in
-    `org_id`. Written straight into the running server's database (WAL)."""
-    store = SqliteStore(server.data_dir / "tocsin.db", SecretBox.from_environment(server.data_dir))
-    await store.open(migrate=False)
-    try:
-        email = f"user-{new_token()[4:12].lower()}@example.test"
-        user_id = await store.create_user(email, hash_password("correct horse battery"))
-        if org_id is None:
-            org_id = int((await store.create_organization(f"Org of {email}"))["id"])
-        await store.add_membership(org_id, user_id, role)
-        token = new_token()
-        await store.create_token(user_id, "test", token[:8], hash_token(token))
-    finally:
-        await store.close()
-    return token, org_id
 
 
 async def create_check(

@@ -12,31 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from conftest import Server, Target, api, wait_for
-from tocsin.encryption import SecretBox
-from tocsin.security import hash_token, new_token
-from tocsin.store.sqlite import SqliteStore
-
-
-def store_of(server: Server) -> SqliteStore:
-    return SqliteStore(server.data_dir / "tocsin.db", SecretBox.from_environment(server.data_dir))
-
-
-async def user_with_token(server: Server, email: str, org_id: int | None, role: str) -> str:
-    """A user (in `org_id` with `role`, or in a new organisation of their own as OWNER)
-    and a personal access token, written straight into the server's database."""
-    store = store_of(server)
-    await store.open()
-    try:
-        uid = await store.create_user(email, "not-a-login")
-        if org_id is None:
-            org_id = (await store.create_organization(f"org of {email}"))["id"]
-        await store.add_membership(org_id, uid, role)
-        token = new_token()
-        await store.create_token(uid, "test", token[:8], hash_token(token))
-        return token
-    finally:
-        await store.close()
+from conftest import Server, Target, api, other_org_user, wait_for
 
 
 async def uptime_check(http: aiohttp.ClientSession, server: Server, url: str, name: str) -> int:
@@ -237,8 +213,8 @@ async def test_organisations_cannot_see_or_touch_each_others_windows(
     )
     assert code == 200
     wid = w["id"]
-    other = await user_with_token(server, "other@example.com", None, "OWNER")
-    viewer = await user_with_token(server, "viewer@example.com", 1, "VIEWER")
+    other, _ = await other_org_user(server)
+    viewer, _ = await other_org_user(server, role="VIEWER", org_id=1)
 
     code, listed = await api(http, server, "GET", "/api/maintenance/", token=other)
     assert code == 200 and listed == []

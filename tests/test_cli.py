@@ -72,3 +72,10 @@ def test_serve_refuses_an_unreadable_ca_file_with_a_message(tmp_path: Path) -> N
     proc = run("serve", "--data-dir", str(tmp_path / "d"), "--max-in-flight", "0")
     assert proc.returncode == 2
     assert "--max-in-flight" in proc.stderr
+
+
+def test_serve_refuses_a_negative_retention(tmp_path: Path) -> None:
+    proc = run("serve", "--data-dir", str(tmp_path), "--keep-raw-days", "-1")
+    assert proc.returncode == 2
+    assert "--keep-raw-days must be >= 0" in proc.stderr
+    assert not (tmp_path / "tocsin.db").exists()

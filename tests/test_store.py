@@ -598,6 +598,8 @@ async def test_retention_removes_what_it_should_and_nothing_else(store: SqlStore
         [StatusChange(check, Status.UNKNOWN, Status.UP, today - 40 * DAY)],
         [rollup(check, int((today - d * DAY) * 1000)) for d in (0, 29, 31, 364, 366, 1000)],
     )
+    with pytest.raises(ValueError, match="raw_days"):
+        Retention(raw_days=-1)
     await store.enforce_retention(Retention(), NOW)
     kept = await store.list_results([org], check, limit=100, before=None)
     # Raw: 14 days; the cutoff is the UTC midnight 14 days before now.

@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.max_in_flight < 1 or args.max_per_host < 1 or args.probe_threads < 0:
         parser.error("--max-in-flight and --max-per-host must be >= 1, --probe-threads >= 0")
+    for tier in ("raw", "minute", "hour", "day"):
+        if getattr(args, f"keep_{tier}_days") < 0:
+            # A negative age would put the cutoff in the future and delete everything.
+            parser.error(f"--keep-{tier}-days must be >= 0 (0 keeps forever)")
     try:
         extra_ca = args.extra_ca_file.read_text() if args.extra_ca_file else None
         engine_options = {

@@ -10,7 +10,6 @@ import contextlib
 import itertools
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 EVENT_TYPES = (
@@ -24,12 +23,25 @@ EVENT_TYPES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    id: int
-    org_id: int
-    type: str
-    data: str  # JSON, encoded once for every subscriber
+    """One event. Its JSON is encoded on first delivery, once for every subscriber:
+    publishing (one `log.append` per result) stays cheap while nobody listens."""
+
+    __slots__ = ("_data", "_payload", "id", "org_id", "type")
+
+    def __init__(self, id: int, org_id: int, type: str, payload: dict[str, Any]) -> None:
+        self.id = id
+        self.org_id = org_id
+        self.type = type
+        self._payload: dict[str, Any] | None = payload
+        self._data: str | None = None
+
+    @property
+    def data(self) -> str:
+        if self._data is None:
+            self._data = json.dumps(self._payload, default=str)
+            self._payload = None
+        return self._data
 
 
 class Subscription:
@@ -63,7 +75,7 @@ class EventHub:
     def publish(self, org_id: int, type: str, data: dict[str, Any]) -> Event:
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
-        event = Event(next(self._ids), org_id, type, json.dumps(data, default=str))
+        event = Event(next(self._ids), org_id, type, data)
         self._history.append(event)
         for sub in list(self._subs):
             sub.offer(event)

@@ -57,7 +57,7 @@ def incident_json(row: Row) -> dict[str, Any]:
         "acknowledged_by": row["acknowledged_by"],
         "resolved_at": iso(ended),
         "resolved_by": row["resolved_by"],
-        "duration_seconds": None if ended is None else round(ended - started, 3),
+        "duration_s": None if ended is None else round(ended - started, 3),
     }
 
 

@@ -23,6 +23,7 @@ from tocsin.api.errors import query_error
 from tocsin.api.identity import ID
 from tocsin.api.schemas import SloBody, parse
 from tocsin.figures import figures, slo
+from tocsin.incidents import incident_json
 from tocsin.models import Rollup
 from tocsin.store.base import Principal, Row, Store
 from tocsin.store.tables import ROLLUP_TIERS
@@ -92,27 +93,6 @@ class History:
         return dataclasses.replace(r, start_ms=begin, span_ms=r.start_ms + r.span_ms - begin)
 
 
-def summary(
-    rollups: Iterable[Rollup], *, apdex_t_ms: float, latency_threshold_ms: float | None = None
-) -> dict[str, Any]:
-    """`tocsin.figures.figures`, with time totals summed bucket by bucket: a stretch
-    with no bucket at all (the server was stopped) is neither uptime nor downtime."""
-    rollups = list(rollups)
-    f = figures(rollups, apdex_t_ms=apdex_t_ms, latency_threshold_ms=latency_threshold_ms)
-    total = sum(max(r.span_ms - r.excluded_ms, 0) for r in rollups)
-    down = min(sum(r.downtime_ms for r in rollups), total)
-    incidents = sum(r.incidents for r in rollups)
-    return {
-        **f,
-        "total_ms": total,
-        "downtime_ms": down,
-        "uptime_pct": (total - down) * 100.0 / total if total else None,
-        "incidents": incidents,
-        "mttr_ms": down / incidents if incidents else None,
-        "mtbf_ms": (total - down) / incidents if incidents else None,
-    }
-
-
 def _seconds(ms: float | None) -> float | None:
     return None if ms is None else round(ms / 1000.0, 3)
 
@@ -140,6 +120,18 @@ class Figures:
         default = row["config"].get("degraded_threshold_ms") or 500
         return float(int_param(req, "apdex_t_ms", int(default), 1, 3_600_000))
 
+    async def windows(
+        self, req: falcon.asgi.Request, check_id: int
+    ) -> tuple[float, dict[str, dict[str, Any]]]:
+        """Apdex T and the figures of each of WINDOWS, for `/stats` and `/sla`."""
+        p = principal(req)
+        row = await self.check(p, check_id)
+        h = await self.history(p, row, max(WINDOWS.values()))
+        apdex_t = self.apdex_t(req, row)
+        return apdex_t, {
+            name: figures(h.window(days), apdex_t_ms=apdex_t) for name, days in WINDOWS.items()
+        }
+
 
 class StatsResource:
     def __init__(self, f: Figures) -> None:
@@ -148,13 +140,9 @@ class StatsResource:
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
     ) -> None:
-        p = principal(req)
-        row = await self._f.check(p, check_id)
-        h = await self._f.history(p, row, max(WINDOWS.values()))
-        apdex_t = self._f.apdex_t(req, row)
+        _, figures_of = await self._f.windows(req, check_id)
         windows = {}
-        for name, days in WINDOWS.items():
-            s = summary(h.window(days), apdex_t_ms=apdex_t)
+        for name, s in figures_of.items():
             windows[name] = {
                 "uptime_pct": _round(s["uptime_pct"]),
                 "runs": s["runs"],
@@ -176,13 +164,9 @@ class SlaResource:
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
     ) -> None:
-        p = principal(req)
-        row = await self._f.check(p, check_id)
-        h = await self._f.history(p, row, max(WINDOWS.values()))
-        apdex_t = self._f.apdex_t(req, row)
+        apdex_t, figures_of = await self._f.windows(req, check_id)
         windows = {}
-        for name, days in WINDOWS.items():
-            s = summary(h.window(days), apdex_t_ms=apdex_t)
+        for name, s in figures_of.items():
             windows[name] = {
                 "uptime_pct": _round(s["uptime_pct"]),
                 "total_s": _seconds(s["total_ms"]),
@@ -194,26 +178,6 @@ class SlaResource:
                 "runs": s["runs"],
             }
         resp.media = {"check_id": check_id, "apdex_t_ms": apdex_t, "windows": windows}
-
-
-def incident_json(row: Row) -> dict[str, Any]:
-    end = row["resolved_at"]
-    return {
-        "id": row["id"],
-        "check_id": row["check_id"],
-        "kind": row["kind"],
-        "status": row["status"],
-        "severity": row["severity"],
-        "title": row["title"],
-        "cause": row["cause"],
-        "sources": row["sources"],
-        "started_at": iso(row["started_at"]),
-        "acknowledged_at": iso(row["acknowledged_at"]),
-        "acknowledged_by": row["acknowledged_by"],
-        "resolved_at": iso(end),
-        "resolved_by": row["resolved_by"],
-        "duration_s": None if end is None else round(end - row["started_at"], 3),
-    }
 
 
 class IncidentsResource:
@@ -253,11 +217,12 @@ async def slo_json(store: Store, org_ids: list[int], check: Row, s: Row) -> dict
     threshold = s["latency_threshold_ms"] if s["sli_type"] == "latency" else None
     counts = []
     for rollups in (h.window(s["window_days"]), [h.clip(r) for r in burn]):
-        f = summary(rollups, apdex_t_ms=500.0, latency_threshold_ms=threshold)
+        f = figures(rollups, apdex_t_ms=500.0, latency_threshold_ms=threshold)
         if threshold is None:
-            counts.append((float(f["total_ms"] - f["downtime_ms"]), float(f["total_ms"])))
+            total, down = float(f["total_ms"] or 0), float(f["downtime_ms"] or 0)
+            counts.append((max(total - down, 0.0), total))
         else:
-            counts.append((float(f["runs_within_threshold"] or 0), float(f["runs"])))
+            counts.append((float(f["runs_within_threshold"] or 0), float(f["runs"] or 0)))
     state = slo(
         s["target_percentage"],
         counts[0],

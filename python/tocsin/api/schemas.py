@@ -12,11 +12,12 @@ import ipaddress
 import json
 import re
 import zoneinfo
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -86,6 +87,10 @@ def host_name(v: str) -> str:
     if len(v) > 253 or any(c.isspace() or c in "/?#@" for c in v):
         raise ValueError("must be a host name or an IP address")
     return v
+
+
+# A host name or an IP address (brackets around IPv6 removed).
+HostName = Annotated[str, AfterValidator(host_name)]
 
 
 class _Part(BaseModel):
@@ -266,13 +271,8 @@ class HeartbeatSettings(_Part):
 
 
 class IcmpSettings(_Part):
-    host: str = Field(max_length=255)
+    host: HostName = Field(max_length=255)
     ping_count: int = Field(default=3, ge=0, le=100, description="0 means 3")
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        return host_name(v)
 
     @model_validator(mode="after")
     def _count(self) -> IcmpSettings:
@@ -283,28 +283,18 @@ class IcmpSettings(_Part):
 class NetSettings(_Part):
     """`tcp` and `udp`: a host and a port, optionally a payload and an expected reply."""
 
-    host: str = Field(max_length=255)
+    host: HostName = Field(max_length=255)
     port: int = Field(ge=1, le=65_535)
     payload: str = Field(default="", max_length=65_536)
     expected_response: str = Field(default="", max_length=65_536)
 
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        return host_name(v)
-
 
 class DnsSettings(_Part):
-    host: str = Field(max_length=255, description="the name to resolve")
+    host: HostName = Field(max_length=255, description="the name to resolve")
     dns_server: str = Field(default="", max_length=64, description="IP[:port]; default: system")
     dns_record_type: str = "A"
     dns_expected_value: str = Field(default="", max_length=4096)
     dns_expected_ips: list[str] = Field(default_factory=list, max_length=100)
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        return host_name(v)
 
     @field_validator("dns_record_type")
     @classmethod
@@ -345,15 +335,10 @@ class DnsSettings(_Part):
 
 
 class FtpSettings(_Part):
-    host: str = Field(max_length=255)
+    host: HostName = Field(max_length=255)
     port: int = Field(default=21, ge=0, le=65_535, description="0 means 21")
     auth_username: str = Field(default="", max_length=512)
     auth_password: str = Field(default="", max_length=4096)
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        return host_name(v)
 
     @model_validator(mode="after")
     def _port(self) -> FtpSettings:
@@ -362,13 +347,8 @@ class FtpSettings(_Part):
 
 
 class MailSettings(_Part):
-    host: str = Field(max_length=255, description="the SMTP server")
+    host: HostName = Field(max_length=255, description="the SMTP server")
     port: int = Field(default=25, ge=0, le=65_535, description="0 means 25")
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        return host_name(v)
 
     @model_validator(mode="after")
     def _port(self) -> MailSettings:
@@ -378,18 +358,13 @@ class MailSettings(_Part):
 
 class DatabaseSettings(_Part):
     db_type: Literal["postgresql", "mysql", "redis", "mongodb"]
-    db_host: str = Field(max_length=255)
+    db_host: HostName = Field(max_length=255)
     db_port: int = Field(default=0, ge=0, le=65_535, description="0: the type's default")
     db_name: str = Field(default="", max_length=255)
     db_username: str = Field(default="", max_length=255)
     db_password: str = Field(default="", max_length=4096)
     db_query: str = Field(default="", max_length=65_536)
     db_expected_result: str = Field(default="", max_length=4096)
-
-    @field_validator("db_host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        return host_name(v)
 
     @model_validator(mode="after")
     def _port(self) -> DatabaseSettings:

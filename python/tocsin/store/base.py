@@ -42,6 +42,12 @@ class Retention:
     hour_days: int | None = 365
     day_days: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("raw_days", "minute_days", "hour_days", "day_days"):
+            days = getattr(self, name)
+            if days is not None and days < 0:
+                raise ValueError(f"{name} must be >= 0 or None (forever), not {days}")
+
 
 @dataclass(frozen=True, slots=True)
 class BatchWritten:
