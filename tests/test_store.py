@@ -136,9 +136,15 @@ EARLIER = [
 
 @pytest.mark.parametrize(("backend", "version"), EARLIER)
 async def test_an_older_database_is_upgraded_and_keeps_its_rows(
-    backend: str, version: int, request: pytest.FixtureRequest, tmp_path: Path
+    backend: str,
+    version: int,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert backend == "sqlite", "add a PostgreSQL setup here once it has a second migration"
+    if backend == "postgres":
+        await _upgrade_postgres(version, request, tmp_path, monkeypatch)
+        return
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
         db.execute(
@@ -171,6 +177,42 @@ async def test_an_older_database_is_upgraded_and_keeps_its_rows(
         check = await s.get_check([1], 1)
         assert check is not None
         assert (check["tags"], check["grace_period"], check["config"]) == ([], 60, {})
+    finally:
+        await s.close()
+
+
+async def _upgrade_postgres(
+    version: int, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every = migrations.load("postgresql")
+    # The database as a server of that version left it: only the first migrations.
+    with monkeypatch.context() as m:
+        m.setattr(migrations, "load", lambda backend: every[:version])
+        old = make_store("postgres", request, tmp_path)
+        await old.open()
+        assert await old.schema_version() == version
+        await old.close()
+    assert isinstance(old, PostgresStore)
+    conn = await asyncpg.connect(request.getfixturevalue("pg_url"))
+    try:
+        await conn.execute("INSERT INTO organizations (id, name, created_at) VALUES (1, 'o', 0)")
+        await conn.execute(
+            "INSERT INTO projects (id, organization_id, name, is_default, created_at)"
+            " VALUES (1, 1, 'Default', true, 0)"
+        )
+        await conn.execute(
+            "INSERT INTO checks (id, organization_id, project_id, uuid, name, type, url,"
+            " interval, timeout, created_at, updated_at)"
+            " VALUES (1, 1, 1, 'u', 'c', 'uptime', 'http://x/', 60, 5, 0, 0)"
+        )
+    finally:
+        await conn.close()
+    s = make_store("postgres", request, tmp_path)
+    await s.open()
+    try:
+        assert await s.schema_version() == len(every)
+        check = await s.get_check([1], 1)
+        assert check is not None and check["name"] == "c"
     finally:
         await s.close()
 

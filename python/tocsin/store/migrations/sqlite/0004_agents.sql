@@ -1,0 +1,2 @@
+-- Schema additions for agents (see the issue); additive only.
+SELECT 1; -- placeholder until this migration has content
