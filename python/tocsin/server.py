@@ -23,6 +23,7 @@ import uvicorn
 from tocsin.api import live
 from tocsin.api.app import create_app
 from tocsin.api.app import start as start_areas
+from tocsin.api.app import stop as stop_areas
 from tocsin.api.checks import engine_check, runnable
 from tocsin.api.context import AppContext
 from tocsin.engine import Engine
@@ -221,6 +222,7 @@ async def _run(
         retention_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await retention_task
+        await stop_areas(ctx)
         await engine.close()
         # A database that is down at shutdown gets a minute to come back.
         await writer.close(give_up_after=60.0)

@@ -1,8 +1,11 @@
 """The Falcon ASGI application: routes, middleware and the error model. Each area of the
-API is a module with `register(app, ctx)` (its routes) and `start(ctx)` (work at server
-start, e.g. listeners on the engine)."""
+API is a module with `register(app, ctx)` (its routes), `start(ctx)` (work at server
+start, e.g. listeners on the engine) and optionally `stop(ctx)` (background work ended at
+shutdown, after the HTTP server has stopped and before the engine closes)."""
 
 from __future__ import annotations
+
+import logging
 
 import falcon
 import falcon.asgi
@@ -13,6 +16,8 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
 from tocsin.api.ratelimit import RateLimitMiddleware
 from tocsin.security import session_key
+
+log = logging.getLogger("tocsin.api")
 
 AREAS = (checks, identity, incidents, maintenance, pings, live, openapi)
 # Routes that need no token: the check's uuid is the secret for pings.
@@ -38,3 +43,14 @@ def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.a
 async def start(ctx: AppContext) -> None:
     for area in AREAS:
         await area.start(ctx)
+
+
+async def stop(ctx: AppContext) -> None:
+    for area in reversed(AREAS):
+        hook = getattr(area, "stop", None)
+        if hook is None:
+            continue
+        try:
+            await hook(ctx)
+        except Exception:
+            log.exception("stopping %s failed", area.__name__)

@@ -279,3 +279,8 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
 async def start(ctx: AppContext) -> None:
     """Start applying verdict transitions to incidents."""
     manager(ctx).start()
+
+
+async def stop(ctx: AppContext) -> None:
+    """Stop applying transitions (the queue is rebuilt from verdicts by reconcile)."""
+    await manager(ctx).close()
