@@ -313,8 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--duration", type=int, default=10, help="seconds of wrk per route")
     p.add_argument("--connections", type=int, default=64)
+    p.add_argument(
+        "--routes",
+        type=lambda v: v.split(","),
+        default=["read", "list", "ping"],
+        help="which of read,list,ping to run (comma-separated; default all)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if not args.routes or not set(args.routes) <= {"read", "list", "ping"}:
+        p.error("--routes takes read, list and ping, comma-separated")
     if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 10_000:
         p.error("--duration must be 1..600 and --connections 1..10000")
     ensure_wrk()
@@ -344,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             # Let the first round of TCP runs (spread over the interval) settle in.
             time.sleep(2)
             lo_ms = int(time.time() * 1000)
-            rows = [
-                wrk(
+            runs = {
+                "read": lambda: wrk(
                     "GET /api/checks/{id}",
                     base + "/",
                     args.connections,
@@ -353,21 +361,22 @@ def main(argv: list[str] | None = None) -> int:
                     check_lua,
                     (auth,),
                 ),
-                wrk(
+                "list": lambda: wrk(
                     "GET /api/checks/?limit=100",
                     base + "/api/checks/?limit=100",
                     args.connections,
                     args.duration,
                     headers=(auth,),
                 ),
-                wrk(
+                "ping": lambda: wrk(
                     "POST /api/ping/{uuid}",
                     f"{base}/api/ping/{ping_uuid}",
                     args.connections,
                     args.duration,
                     ping_lua,
                 ),
-            ]
+            }
+            rows = [runs[name]() for name in args.routes]
             hi_ms = int(time.time() * 1000)
             time.sleep(3)  # runs due before the end finish and reach the writer
         finally:

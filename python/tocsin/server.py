@@ -187,6 +187,7 @@ async def _run(
         host=host,
         port=port,
         lifespan="off",
+        http="httptools",
         log_config=None,
         access_log=False,
         server_header=False,

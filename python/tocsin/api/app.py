@@ -5,10 +5,14 @@ shutdown, after the HTTP server has stopped and before the engine closes)."""
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 import falcon
 import falcon.asgi
+import falcon.media
+import orjson
 
 from tocsin.api import checks, identity, incidents, live, maintenance, openapi, pings
 from tocsin.api.auth import AuthMiddleware
@@ -24,6 +28,16 @@ AREAS = (checks, identity, incidents, maintenance, pings, live, openapi)
 PUBLIC_PREFIXES = ("/api/ping/",)
 
 
+def dumps(obj: Any) -> bytes:
+    """Response JSON: orjson (several times faster than the standard library on the check
+    documents the API serves); the standard library for what orjson refuses (integers
+    beyond 64 bits echoed from input, non-string keys)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False).encode()
+
+
 def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     auth = AuthMiddleware(
         ctx.store, public_prefixes=PUBLIC_PREFIXES, session_key=session_key(ctx.data_dir)
@@ -33,6 +47,9 @@ def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.a
     app = falcon.asgi.App(middleware=(auth, limits))
     # Clients call both `/api/checks` and `/api/checks/`; neither may redirect.
     app.req_options.strip_url_path_trailing_slash = True
+    # Responses only: request bodies are parsed by api/body.py (size cap, error model).
+    handler = falcon.media.JSONHandler(dumps=dumps)
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
     for area in AREAS:

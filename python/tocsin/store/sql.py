@@ -125,6 +125,10 @@ class SqlStore(Store):
     @abc.abstractmethod
     def _read(self) -> contextlib.AbstractAsyncContextManager[Conn]: ...
 
+    def _read_point(self) -> contextlib.AbstractAsyncContextManager[Conn]:
+        """For reads of a few rows by key, which a backend may serve without a hop."""
+        return self._read()
+
     @abc.abstractmethod
     def _in(self, column: str) -> str:
         """SQL matching `column` against one list parameter (made by `_list`)."""
@@ -280,12 +284,12 @@ class SqlStore(Store):
             )
 
     async def get_user(self, user_id: int) -> Row | None:
-        async with self._read() as c:
+        async with self._read_point() as c:
             row = await c.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", user_id)
         return self._user_row(row) if row else None
 
     async def user_by_email(self, email: str) -> Row | None:
-        async with self._read() as c:
+        async with self._read_point() as c:
             row = await c.fetchrow(
                 f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE email = ?", email
             )
@@ -455,7 +459,7 @@ class SqlStore(Store):
         return n == 1
 
     async def principal_for_token(self, token_hash: str) -> Principal | None:
-        async with self._read() as c:
+        async with self._read_point() as c:
             row = await c.fetchrow(
                 "SELECT u.id, u.email FROM api_tokens t JOIN users u ON u.id = t.user_id"
                 " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.is_active = ?"
@@ -473,7 +477,7 @@ class SqlStore(Store):
         return Principal(user_id=int(row["id"]), email=str(row["email"]), roles=roles)
 
     async def principal_for_user(self, user_id: int) -> Principal | None:
-        async with self._read() as c:
+        async with self._read_point() as c:
             row = await c.fetchrow(
                 "SELECT id, email FROM users WHERE id = ? AND is_active = ?", user_id, True
             )
@@ -486,7 +490,7 @@ class SqlStore(Store):
         return Principal(user_id=int(row["id"]), email=str(row["email"]), roles=roles)
 
     async def password_hash(self, user_id: int) -> str | None:
-        async with self._read() as c:
+        async with self._read_point() as c:
             value = await c.fetchval("SELECT password_hash FROM users WHERE id = ?", user_id)
         return None if value is None else str(value)
 
@@ -635,7 +639,7 @@ class SqlStore(Store):
 
     async def get(self, kind: str, org_ids: Collection[int], row_id: int) -> Row | None:
         table = TABLES[kind]
-        async with self._read() as c:
+        async with self._read_point() as c:
             row = await c.fetchrow(
                 f"SELECT * FROM {kind} WHERE id = ? AND {self._in('organization_id')}",
                 row_id,
@@ -822,7 +826,7 @@ class SqlStore(Store):
         return self._check_row(row)
 
     async def get_check(self, org_ids: Collection[int], check_id: int) -> Row | None:
-        async with self._read() as c:
+        async with self._read_point() as c:
             row = await c.fetchrow(
                 f"SELECT {_CHECK_SELECT} WHERE c.id = ? AND {self._in('c.organization_id')}",
                 check_id,
@@ -831,7 +835,7 @@ class SqlStore(Store):
         return self._check_row(row) if row else None
 
     async def check_by_uuid(self, uuid: str) -> Row | None:
-        async with self._read() as c:
+        async with self._read_point() as c:
             row = await c.fetchrow(f"SELECT {_CHECK_SELECT} WHERE c.uuid = ?", uuid)
         return self._check_row(row) if row else None
 
