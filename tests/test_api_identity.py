@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from conftest import Server
+from conftest import Server, wait_for
 from tocsin.api.auth import LoginThrottle
 
 FORM = "application/x-www-form-urlencoded"
@@ -186,6 +186,13 @@ async def test_personal_access_tokens_are_shown_once_and_revoked_at_once(
     code, listed = await call(http, server, "GET", "/api/users/me/tokens/")
     assert code == 200
     assert [t["name"] for t in listed] == ["initial", "ci"]
+
+    # Each was used once at least (the stamp is written off the request's path).
+    async def both_used() -> bool:
+        _, rows = await call(http, server, "GET", "/api/users/me/tokens")
+        return all(t["last_used_at"] is not None for t in rows)
+
+    await wait_for(both_used)
     assert all("token" not in t for t in listed)
     assert token not in str(listed)
 

@@ -5,6 +5,7 @@ environment (0 = off); and the token buckets' bounded memory."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,14 @@ import aiohttp
 import pytest
 
 from conftest import Server
-from tocsin.api.ratelimit import ENV_PER_ADDRESS, ENV_PER_TOKEN, TokenBuckets
+from tocsin.api.ratelimit import (
+    ENV_PER_ADDRESS,
+    ENV_PER_TOKEN,
+    FAILED_AUTH_BURST,
+    TokenBuckets,
+)
+
+FAILED_AUTH_BURST_INT = int(FAILED_AUTH_BURST)
 
 
 def limited_server(
@@ -70,7 +78,7 @@ async def test_a_token_over_its_limit_gets_429_with_retry_after_and_recovers(
     assert 1 <= len(allowed) <= 15  # burst 8 (one spent above), plus what refills meanwhile
     assert len(allowed) + len(refused) == len(answers)
     for _, ctype, text, retry_after in refused:
-        assert ctype == "application/json" and text == '{"detail": "Too many requests"}'
+        assert ctype == "application/json" and json.loads(text) == {"detail": "Too many requests"}
         assert retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1
 
     # Another token of the same user, from the same address, has its own budget.
@@ -113,6 +121,31 @@ async def test_pings_are_limited_per_client_address_in_plain_text(
 
     await asyncio.sleep(int(refused[0][3] or 1) + 0.2)
     assert (await get(http, ping_url))[0] == 200
+
+
+async def test_guessing_tokens_is_limited_per_address_even_on_the_default_limits(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    # Default limits: failures are not requests within budget, so without a bucket of
+    # their own a guesser would get 100 tries a second.
+    bad = {"Authorization": "Bearer pat_" + "x" * 40}
+    answers = [await get(http, server.base + "/api/users/me", bad) for _ in range(30)]
+    codes = [a[0] for a in answers]
+    assert codes[:FAILED_AUTH_BURST_INT] == [401] * FAILED_AUTH_BURST_INT, codes
+    assert set(codes[FAILED_AUTH_BURST_INT:]) <= {401, 429} and 429 in codes, codes
+    refused = refusals(answers)
+    assert all(a[3] is not None and int(a[3]) >= 1 for a in refused)
+    assert all(a[1] == "application/json" and "detail" in a[2] for a in refused)
+    # While the address is blocked, even a good token from it waits: no lookups at all.
+    assert (await get(http, server.base + "/api/users/me", server.headers))[0] == 429
+    # Requests without credentials (public pings, the login form) are not blocked, and
+    # another address is not affected.
+    assert (await get(http, f"{server.base}/api/ping/{uuid.uuid4()}"))[0] == 404
+    conn = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=conn) as elsewhere:
+        assert (await get(elsewhere, server.base + "/api/users/me", server.headers))[0] == 200
+    await asyncio.sleep(int(refused[0][3] or 1) + 0.2)
+    assert (await get(http, server.base + "/api/users/me", server.headers))[0] == 200
 
 
 async def test_a_limit_of_zero_turns_rate_limiting_off(

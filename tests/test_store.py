@@ -245,6 +245,10 @@ async def test_users_tokens_and_memberships(store: SqlStore) -> None:
     assert p is not None and p.roles == {org["id"]: "ADMIN"}
     assert await store.principal_for_token("h2") is None  # expired
     assert [t["name"] for t in await store.list_tokens(uid)] == ["t", "old"]
+    await store.touch_token("h1", 200.0)
+    await store.touch_token("h1", 100.0)  # an older stamp arriving late changes nothing
+    used = {t["name"]: t["last_used_at"] for t in await store.list_tokens(uid)}
+    assert used == {"t": 200.0, "old": None}
     assert await store.revoke_token(uid, live)
     assert not await store.revoke_token(uid, live)
     assert await store.principal_for_token("h1") is None

@@ -4,6 +4,8 @@ and the login throttle that slows password guessing."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import weakref
 from collections import OrderedDict
@@ -16,6 +18,10 @@ from tocsin.security import TOKEN_PREFIX, hash_token, password_stamp, read_sessi
 from tocsin.store.base import Principal, Store
 
 SESSION_COOKIE = "access_token"
+log = logging.getLogger("tocsin.api.auth")
+
+# A token's last use is written at most this often (seconds), off the request's path.
+TOUCH_EVERY = 60.0
 
 _CACHE_TTL = 10.0
 _CACHE_MAX = 10_000
@@ -49,6 +55,9 @@ class AuthMiddleware:
         self._session_key = session_key
         # key -> (expires at, user id or None, principal or None)
         self._cache: dict[str, tuple[float, int | None, Principal | None]] = {}
+        # token hash -> when its use was last written; and the writes in flight
+        self._touched: dict[str, float] = {}
+        self._touching: set[asyncio.Task[None]] = set()
         _middlewares.add(self)
 
     async def process_resource(
@@ -111,11 +120,30 @@ class AuthMiddleware:
     async def _token(self, token: str) -> Principal | None:
         key = hash_token(token)
         found, principal = self._cached(key)
-        if found:
-            return principal
-        principal = await self._store.principal_for_token(key)
-        self._remember(key, principal.user_id if principal else None, principal)
+        if not found:
+            principal = await self._store.principal_for_token(key)
+            self._remember(key, principal.user_id if principal else None, principal)
+        if principal is not None:
+            self._touch(key)
         return principal
+
+    def _touch(self, key: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(key, -TOUCH_EVERY) < TOUCH_EVERY:
+            return
+        if len(self._touched) >= _CACHE_MAX:
+            self._touched.clear()
+        self._touched[key] = now
+        task = asyncio.get_running_loop().create_task(self._write_use(key, time.time()))
+        self._touching.add(task)
+        task.add_done_callback(self._touching.discard)
+
+    async def _write_use(self, key: str, at: float) -> None:
+        try:
+            await self._store.touch_token(key, at)
+        except Exception as exc:  # a busy or absent database only delays the stamp
+            log.debug("recording a token's use failed: %s", exc)
+            self._touched.pop(key, None)
 
     async def _session(self, token: str) -> Principal | None:
         signing_key = self._session_key

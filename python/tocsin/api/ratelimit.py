@@ -1,6 +1,7 @@
 """Rate limits: a token bucket per API token (or session) for authenticated routes, and
-per client address for everything else, pings included; over the limit, 429 with
-`Retry-After`."""
+per client address for everything else, pings included; and per client address for
+failed authentication, so credentials cannot be guessed at line rate. Over a limit, 429
+with `Retry-After`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ PER_TOKEN_RATE = 50.0
 PER_TOKEN_BURST = 200.0
 PER_ADDRESS_RATE = 100.0
 PER_ADDRESS_BURST = 500.0
+# Failed authentications (401) per client address: a burst for typos and expired
+# sessions, then one per second; while the bucket is empty, that address's requests
+# with credentials are refused before any lookup.
+FAILED_AUTH_RATE = 1.0
+FAILED_AUTH_BURST = 20.0
 MAX_KEYS = 100_000
 
 _PING_PREFIX = "/api/ping/"
@@ -56,6 +62,14 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    def wait(self, key: Any) -> int:
+        """Whole seconds until `key` may spend a request (0: now), spending nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0
+        tokens = min(self.burst, bucket[0] + (self._clock() - bucket[1]) * self.rate)
+        return 0 if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self.rate))
 
     def take(self, key: Any) -> int:
         """Spend one request for `key`: 0 when allowed, else whole seconds to wait (≥ 1)."""
@@ -130,6 +144,11 @@ class RateLimitMiddleware:
             if per_address > 0
             else None
         )
+        self._failures = (
+            TokenBuckets(FAILED_AUTH_RATE, FAILED_AUTH_BURST, max_keys=max_keys)
+            if per_address > 0
+            else None
+        )
 
     @classmethod
     def from_env(cls) -> RateLimitMiddleware:
@@ -139,6 +158,25 @@ class RateLimitMiddleware:
             per_token=_rate_from_env(ENV_PER_TOKEN, PER_TOKEN_RATE),
             per_address=_rate_from_env(ENV_PER_ADDRESS, PER_ADDRESS_RATE),
         )
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if self._failures is None or req.path.startswith(_PING_PREFIX):
+            return
+        if req.get_header("Authorization") is None and not req.cookies:
+            return
+        wait = self._failures.wait(("fail", req.remote_addr))
+        if wait:
+            _refuse_json(resp, wait)
+
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        req_succeeded: bool,
+    ) -> None:
+        if self._failures is not None and resp.status_code == 401:
+            self._failures.take(("fail", req.remote_addr))
 
     async def process_resource(
         self,

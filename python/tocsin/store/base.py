@@ -169,6 +169,10 @@ class Store(abc.ABC):
     async def principal_for_token(self, token_hash: str) -> Principal | None: ...
 
     @abc.abstractmethod
+    async def touch_token(self, token_hash: str, at: float) -> None:
+        """Record that a token was used at `at` (never moves last_used_at back)."""
+
+    @abc.abstractmethod
     async def principal_for_user(self, user_id: int) -> Principal | None:
         """The principal of an active user (sessions resolve to it); None when the user
         is missing or inactive."""

@@ -458,6 +458,16 @@ class SqlStore(Store):
             )
         return n == 1
 
+    async def touch_token(self, token_hash: str, at: float) -> None:
+        async with self._write() as c:
+            await c.execute(
+                "UPDATE api_tokens SET last_used_at = ? WHERE token_hash = ?"
+                " AND (last_used_at IS NULL OR last_used_at < ?)",
+                at,
+                token_hash,
+                at,
+            )
+
     async def principal_for_token(self, token_hash: str) -> Principal | None:
         async with self._read_point() as c:
             row = await c.fetchrow(
