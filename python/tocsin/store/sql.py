@@ -318,7 +318,9 @@ class SqlStore(Store):
 
     async def create_organization(self, name: str) -> Row:
         now = time.time()
-        async with self._unique(f"an organisation named {name!r}"), self._write() as c:
+        # Names are not unique: refusing one would tell the caller that an organisation
+        # it cannot see has that name.
+        async with self._write() as c:
             org_id = int(
                 await c.fetchval(
                     "INSERT INTO organizations (name, created_at, updated_at) VALUES (?, ?, ?)"
@@ -374,7 +376,7 @@ class SqlStore(Store):
             values["settings"] = json.dumps(values["settings"])
         values["updated_at"] = time.time()
         sets = ", ".join(f"{k} = ?" for k in values)
-        async with self._unique("an organisation with that name"), self._write() as c:
+        async with self._write() as c:
             n = await c.execute(
                 f"UPDATE organizations SET {sets} WHERE id = ?", *values.values(), org_id
             )

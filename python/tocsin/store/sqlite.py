@@ -247,20 +247,36 @@ class SqliteStore(SqlStore):
     async def _apply_migration(self, m: migrations.Migration) -> None:
         worker = self._writer
         assert worker is not None
-        # executescript commits on its own; wrapping the script keeps each migration
-        # all-or-nothing.
-        script = (
-            f"BEGIN;\n{m.sql}\nINSERT INTO schema_migrations VALUES"
-            f" ({m.version}, '{m.name}', {time.time()});\nCOMMIT;"
-        )
         async with self._lock:
-            await worker.run(_migrate_script, script)
+            await worker.run(_migrate_script, m)
 
 
-def _migrate_script(db: sqlite3.Connection, script: str) -> None:
+# A migration that rebuilds a table others refer to says so on its first line: it runs
+# with foreign key enforcement off (else dropping the old table would cascade), and the
+# references are checked before it commits.
+FOREIGN_KEYS_OFF = "-- tocsin: foreign-keys-off"
+
+
+def _migrate_script(db: sqlite3.Connection, m: migrations.Migration) -> None:
+    fk_off = m.sql.startswith(FOREIGN_KEYS_OFF)
+    if fk_off:
+        db.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: before BEGIN
     try:
-        db.executescript(script)
+        # executescript commits what is pending first; the script's own BEGIN keeps the
+        # migration all-or-nothing.
+        db.executescript(f"BEGIN;\n{m.sql}\n")
+        if fk_off:
+            broken = db.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration {m.version} breaks references: {broken[:5]}")
+        db.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, ?)", (m.version, m.name, time.time())
+        )
+        db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+    finally:
+        if fk_off:
+            db.execute("PRAGMA foreign_keys=ON")
