@@ -97,6 +97,21 @@ def test_document_covers_every_route(quiet_server: Server, tmp_path: Path) -> No
     assert doc["paths"]["/api/ping/{uuid}"]["get"]["security"] == []
     assert "security" not in doc["paths"]["/api/checks"]["get"]
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    # Query parameters come from the objects that read them, with their limits.
+    listing = {p["name"]: p for p in doc["paths"]["/api/checks"]["get"]["parameters"]}
+    assert {"limit", "offset", "org_id", "type", "status", "tag", "q"} <= set(listing)
+    assert listing["limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 500,
+        "default": 100,
+    }
+    assert "heartbeat" in listing["type"]["schema"]["enum"]
+    assert all(p["in"] == "query" for p in listing.values())
+    incidents = doc["paths"]["/api/incidents"]["get"]["parameters"]
+    assert {p["name"] for p in incidents} >= {"organization_id", "status", "since", "until"}
+    confirm = doc["paths"]["/api/organizations/{org_id}"]["delete"]["parameters"]
+    assert [p["name"] for p in confirm] == ["confirm"]
     # Every $ref resolves.
     refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc))
     assert refs

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as dt
 import io
 import math
 import time
@@ -16,11 +15,13 @@ from typing import Any, ClassVar
 import falcon
 import falcon.asgi
 
+from tocsin.api import query
 from tocsin.api.body import read_json_object
-from tocsin.api.common import int_param, iso, principal, writable_org
+from tocsin.api.common import iso, principal, writable_org
 from tocsin.api.context import AppContext
 from tocsin.api.errors import query_error
 from tocsin.api.identity import ID
+from tocsin.api.query import OFFSET
 from tocsin.api.schemas import SloBody, parse
 from tocsin.figures import figures, slo
 from tocsin.incidents import incident_json
@@ -101,6 +102,12 @@ def _round(v: Any, digits: int = 4) -> Any:
     return round(v, digits) if isinstance(v, float) else v
 
 
+APDEX_T = query.OptInt(
+    "apdex_t_ms", 1, 3_600_000, "Apdex threshold T (default: the degraded threshold or 500)"
+)
+INCIDENTS_LIMIT = query.limit(50, 200)
+
+
 class Figures:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -117,8 +124,8 @@ class Figures:
         return h
 
     def apdex_t(self, req: falcon.asgi.Request, row: Row) -> float:
-        default = row["config"].get("degraded_threshold_ms") or 500
-        return float(int_param(req, "apdex_t_ms", int(default), 1, 3_600_000))
+        chosen = APDEX_T.get(req)
+        return float(chosen or row["config"].get("degraded_threshold_ms") or 500)
 
     async def windows(
         self, req: falcon.asgi.Request, check_id: int
@@ -134,6 +141,8 @@ class Figures:
 
 
 class StatsResource:
+    query_params: ClassVar = {"get": (APDEX_T,)}
+
     def __init__(self, f: Figures) -> None:
         self._f = f
 
@@ -158,6 +167,8 @@ class StatsResource:
 
 
 class SlaResource:
+    query_params: ClassVar = {"get": (APDEX_T,)}
+
     def __init__(self, f: Figures) -> None:
         self._f = f
 
@@ -181,6 +192,8 @@ class SlaResource:
 
 
 class IncidentsResource:
+    query_params: ClassVar = {"get": (INCIDENTS_LIMIT, OFFSET)}
+
     def __init__(self, f: Figures) -> None:
         self._f = f
 
@@ -189,8 +202,7 @@ class IncidentsResource:
     ) -> None:
         p = principal(req)
         row = await self._f.check(p, check_id)
-        limit = int_param(req, "limit", 50, 1, 200)
-        offset = int_param(req, "offset", 0, 0, 10**9)
+        limit, offset = INCIDENTS_LIMIT.get(req), OFFSET.get(req)
         org = [row["organization_id"]]
         where = {"check_id": check_id}
         rows = await self._f.store.select(
@@ -357,27 +369,12 @@ class SloResource:
 # -- CSV exports ----------------------------------------------------------------------
 
 
-def time_param(req: falcon.asgi.Request, name: str) -> float | None:
-    """An ISO 8601 time or date (UTC unless it says otherwise) or Unix seconds."""
-    raw = (req.get_param(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
-        raise query_error(name, "must be an ISO 8601 time or Unix seconds") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+EXPORT_FROM = query.Time("from", "from this time (default: the beginning)")
+EXPORT_TO = query.Time("to", "up to this time (default: now)")
 
 
 def _range(req: falcon.asgi.Request) -> tuple[float, float]:
-    start = time_param(req, "from")
-    end = time_param(req, "to")
+    start, end = EXPORT_FROM.get(req), EXPORT_TO.get(req)
     start = 0.0 if start is None else start
     end = math.inf if end is None else end
     if start > end:
@@ -467,6 +464,7 @@ async def incident_lines(
 
 class ExportResource:
     response_media_type = "text/csv"
+    query_params: ClassVar = {"get": (EXPORT_FROM, EXPORT_TO)}
 
     def __init__(self, f: Figures, what: str) -> None:
         self._f = f

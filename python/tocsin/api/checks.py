@@ -10,12 +10,13 @@ import falcon
 import falcon.asgi
 from pydantic import BaseModel
 
-from tocsin.api import check_figures
+from tocsin.api import check_figures, query
 from tocsin.api.body import read_json_object
-from tocsin.api.common import int_param, iso, opt_int_param, principal, writable_org
+from tocsin.api.common import iso, principal, writable_org
 from tocsin.api.context import AppContext
-from tocsin.api.errors import field_error, query_error
+from tocsin.api.errors import field_error
 from tocsin.api.identity import ID
+from tocsin.api.query import OFFSET
 from tocsin.api.schemas import (
     CHECK_SETTINGS,
     CHECK_TYPES,
@@ -254,34 +255,43 @@ def _engine_refusal(exc: ValueError) -> Exception:
     return field_error(field, message)
 
 
+LIST_LIMIT = query.limit(100, 500)
+ORG_ID = query.OptInt("org_id", 1, query.MAX_ID, "only this organisation's checks")
+TYPE = query.Text("type", "only checks of this type", choices=CHECK_TYPES)
+STATUS = query.Text("status", "only checks in this status", choices=tuple(Status.__members__))
+TAG = query.Text("tag", "only checks with this tag")
+SEARCH = query.Text("q", "text in the name, URL or host")
+SEARCH_ALIAS = query.Text("search", "the same as q")
+LOGS_LIMIT = query.limit(50, 500)
+LOGS_BEFORE = query.OptInt("before", 1, query.MAX_ID, "results older than this id (keyset)")
+
+
 class ChecksResource:
     body_models: ClassVar = {"post": CheckCreate}
+    query_params: ClassVar = {
+        "get": (LIST_LIMIT, OFFSET, ORG_ID, TYPE, STATUS, TAG, SEARCH, SEARCH_ALIAS)
+    }
 
     def __init__(self, checks: Checks) -> None:
         self._c = checks
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
-        limit = int_param(req, "limit", 100, 1, 500)
-        offset = int_param(req, "offset", 0, 0, 10**9)
+        limit, offset = LIST_LIMIT.get(req), OFFSET.get(req)
         org_ids = p.org_ids
-        org_filter = opt_int_param(req, "org_id", 1, 2**63 - 1)
+        org_filter = ORG_ID.get(req)
         if org_filter is not None:
             org_ids = [o for o in org_ids if o == org_filter]
-        check_type = req.get_param("type") or None
-        if check_type is not None and check_type not in CHECK_TYPES:
-            raise query_error("type", f"must be one of {', '.join(CHECK_TYPES)}")
-        status = (req.get_param("status") or "").upper() or None
-        if status is not None and status not in Status.__members__:
-            raise query_error("status", f"must be one of {', '.join(Status.__members__)}")
-        text = req.get_param("q") or req.get_param("search") or None
+        check_type = TYPE.get(req)
+        status = STATUS.get(req)
+        text = SEARCH.get(req) or SEARCH_ALIAS.get(req)
         rows = await self._c.store.list_checks(
             org_ids,
             limit=limit,
             offset=offset,
             type=check_type,
             status=status,
-            tag=req.get_param("tag") or None,
+            tag=TAG.get(req),
             text=text,
         )
         resp.media = [check_json(r, self._c.engine) for r in rows]
@@ -387,6 +397,8 @@ class CheckRunNowResource:
 
 
 class CheckLogsResource:
+    query_params: ClassVar = {"get": (LOGS_LIMIT, LOGS_BEFORE)}
+
     def __init__(self, checks: Checks) -> None:
         self._c = checks
 
@@ -395,8 +407,7 @@ class CheckLogsResource:
     ) -> None:
         p = principal(req)
         await self._c.get(p, check_id)
-        limit = int_param(req, "limit", 50, 1, 500)
-        before = opt_int_param(req, "before", 1, 2**63 - 1)
+        limit, before = LOGS_LIMIT.get(req), LOGS_BEFORE.get(req)
         rows = await self._c.store.list_results(p.org_ids, check_id, limit=limit, before=before)
         resp.media = [result_json(r) for r in rows]
         if len(rows) == limit:

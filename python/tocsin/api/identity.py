@@ -14,11 +14,12 @@ import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from tocsin.api import auth
+from tocsin.api import auth, query
 from tocsin.api.body import read_bytes, read_json_object
-from tocsin.api.common import int_param, iso, principal, require_role
+from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error, query_error
+from tocsin.api.query import OFFSET
 from tocsin.api.schemas import parse
 from tocsin.security import (
     SESSION_TTL,
@@ -64,6 +65,10 @@ def _not_null(v: Any) -> Any:
     if v is None:
         raise ValueError("may not be null")
     return v
+
+
+PAGE_LIMIT = query.limit(100, 500)
+CONFIRM = query.Text("confirm", "the organisation's name, to confirm its deletion")
 
 
 class _Body(BaseModel):
@@ -427,6 +432,8 @@ class OrganizationsResource:
 
 
 class OrganizationResource:
+    query_params: ClassVar = {"delete": (CONFIRM,)}
+
     body_models: ClassVar = {"put": OrganizationCreate}
 
     def __init__(self, ctx: AppContext) -> None:
@@ -458,8 +465,7 @@ class OrganizationResource:
     ) -> None:
         p = principal(req)
         row = await _org(self._store, p, org_id, "OWNER")
-        confirm = req.get_param("confirm")
-        if confirm != row["name"]:
+        if CONFIRM.get(req) != row["name"]:
             raise query_error("confirm", "must be the organisation's name, to confirm deletion")
         members = await self._store.list_members([org_id], org_id)
         check_ids: list[int] = []
@@ -616,6 +622,7 @@ class SettingsResource:
 
 class ProjectsResource:
     body_models: ClassVar = {"post": ProjectCreate}
+    query_params: ClassVar = {"get": (PAGE_LIMIT, OFFSET)}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -624,8 +631,7 @@ class ProjectsResource:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
     ) -> None:
         require_role(principal(req), org_id, "VIEWER")
-        limit = int_param(req, "limit", 100, 1, 500)
-        offset = int_param(req, "offset", 0, 0, 10**9)
+        limit, offset = PAGE_LIMIT.get(req), OFFSET.get(req)
         rows = await self._store.select("projects", [org_id], limit=limit, offset=offset)
         resp.media = [project_json(r) for r in rows]
 
@@ -764,14 +770,14 @@ class PreferencesResource:
 
 class UsersResource:
     body_models: ClassVar = {"post": UserCreate}
+    query_params: ClassVar = {"get": (PAGE_LIMIT, OFFSET)}
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         await _superuser(self._store, principal(req))
-        limit = int_param(req, "limit", 100, 1, 500)
-        offset = int_param(req, "offset", 0, 0, 10**9)
+        limit, offset = PAGE_LIMIT.get(req), OFFSET.get(req)
         resp.media = [
             user_json(u) for u in await self._store.list_users(limit=limit, offset=offset)
         ]

@@ -3,17 +3,17 @@ notes and timeline."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field
 
+from tocsin.api import query
 from tocsin.api.body import read_json_object
-from tocsin.api.common import int_param, opt_int_param, principal, require_role
+from tocsin.api.common import principal, require_role
 from tocsin.api.context import AppContext
-from tocsin.api.errors import ValidationFailed, query_error
+from tocsin.api.errors import ValidationFailed
 from tocsin.api.identity import ID as ORG_ID
 from tocsin.api.schemas import parse
 from tocsin.incidents import (
@@ -28,7 +28,6 @@ from tocsin.store.base import Row, Store
 # `{type}` in the organisation routes: incidents of checks, or from inbound events.
 INCIDENT_TYPES = {"check": "check", "inbound": "inbound"}
 _SCAN_PAGE = 500
-_MAX_ID = 2**63 - 1
 
 # One manager per running app (register() makes it, start() starts it).
 _MANAGERS: dict[int, tuple[AppContext, IncidentManager]] = {}
@@ -40,51 +39,45 @@ class NoteCreate(BaseModel):
     body: str = Field(min_length=1, max_length=10_000)
 
 
-def time_param(req: falcon.asgi.Request, name: str) -> float | None:
-    """A time as Unix seconds or ISO 8601 (naive means UTC)."""
-    raw = req.get_param(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise query_error(
-            name, "must be an ISO 8601 date-time or Unix seconds", "datetime_parsing"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
+INCIDENTS_LIMIT = query.limit(50, 200)
+INCIDENT_STATUS = query.Text("status", "only incidents in this state", choices=INCIDENT_STATUSES)
+INCIDENT_CHECK = query.OptInt("check_id", 1, query.MAX_ID, "only this check's incidents")
+SINCE = query.Time("since", "only incidents still open at or after this time")
+UNTIL = query.Time("until", "only incidents started before this time")
+NOTES_LIMIT = query.limit(100, 500)
 
 
 class IncidentsResource:
+    query_params: ClassVar = {
+        "get": (
+            INCIDENTS_LIMIT,
+            query.OFFSET,
+            query.ORGANIZATION_ID,
+            INCIDENT_STATUS,
+            INCIDENT_CHECK,
+            SINCE,
+            UNTIL,
+        )
+    }
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
-        limit = int_param(req, "limit", 50, 1, 200)
-        offset = int_param(req, "offset", 0, 0, 10**9)
+        limit, offset = INCIDENTS_LIMIT.get(req), query.OFFSET.get(req)
         org_ids = p.org_ids
-        org_filter = opt_int_param(req, "organization_id", 1, _MAX_ID)
+        org_filter = query.ORGANIZATION_ID.get(req)
         if org_filter is not None:
             org_ids = [o for o in org_ids if o == org_filter]
         where: dict[str, Any] = {}
-        status = req.get_param("status")
-        if status:
-            if status.upper() not in INCIDENT_STATUSES:
-                raise query_error(
-                    "status", f"must be one of {', '.join(INCIDENT_STATUSES)}", "enum"
-                )
-            where["status"] = status.upper()
-        check_id = opt_int_param(req, "check_id", 1, _MAX_ID)
+        status = INCIDENT_STATUS.get(req)
+        if status is not None:
+            where["status"] = status
+        check_id = INCIDENT_CHECK.get(req)
         if check_id is not None:
             where["check_id"] = check_id
-        since = time_param(req, "since")
-        until = time_param(req, "until")
+        since, until = SINCE.get(req), UNTIL.get(req)
         if not org_ids:
             total, rows = 0, []
         elif since is None and until is None:
@@ -187,6 +180,7 @@ async def org_incident(
 
 class NotesResource:
     body_models: ClassVar = {"post": NoteCreate}
+    query_params: ClassVar = {"get": (NOTES_LIMIT, query.OFFSET)}
 
     def __init__(self, store: Store, manager: IncidentManager) -> None:
         self._store = store
@@ -201,8 +195,7 @@ class NotesResource:
         ref: int,
     ) -> None:
         row = await org_incident(self._store, req, org_id, kind, ref, "VIEWER")
-        limit = int_param(req, "limit", 100, 1, 500)
-        offset = int_param(req, "offset", 0, 0, 10**9)
+        limit, offset = NOTES_LIMIT.get(req), query.OFFSET.get(req)
         notes = await self._store.select(
             "incident_notes", [org_id], where={"incident_id": row["id"]}, limit=limit, offset=offset
         )

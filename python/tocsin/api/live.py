@@ -9,12 +9,14 @@ import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import ClassVar
 
 import falcon
 import falcon.asgi
 from falcon.asgi import SSEvent
 
-from tocsin.api.common import int_param, iso, opt_int_param, principal
+from tocsin.api import query
+from tocsin.api.common import iso, principal
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed, query_error
 from tocsin.engine import Engine
@@ -159,8 +161,15 @@ class LiveBridge:
 _BRIDGES: dict[int, tuple[AppContext, LiveBridge]] = {}
 
 
+LAST_EVENT_ID = query.OptInt(
+    "last_event_id", 0, _MAX_ID, "resume after this event (as the Last-Event-ID header)"
+)
+TYPES = query.Text("types", "comma-separated event types (default: all)")
+HEARTBEAT = query.Int("heartbeat", HEARTBEAT_S, 1, 60, "seconds between heartbeat comments")
+
+
 def _last_event_id(req: falcon.asgi.Request) -> int | None:
-    after = opt_int_param(req, "last_event_id", 0, _MAX_ID)
+    after = LAST_EVENT_ID.get(req)
     if after is not None:
         return after
     header = req.get_header("Last-Event-ID")
@@ -184,7 +193,7 @@ def _last_event_id(req: falcon.asgi.Request) -> int | None:
 
 
 def _types(req: falcon.asgi.Request) -> frozenset[str] | None:
-    raw = req.get_param("types")
+    raw = TYPES.get(req)
     if not raw:
         return None
     wanted = frozenset(t.strip() for t in raw.split(",") if t.strip())
@@ -196,6 +205,7 @@ def _types(req: falcon.asgi.Request) -> frozenset[str] | None:
 
 class EventsResource:
     response_media_type = "text/event-stream"
+    query_params: ClassVar = {"get": (TYPES, HEARTBEAT, query.ORGANIZATION_ID, LAST_EVENT_ID)}
 
     def __init__(self, events: EventHub) -> None:
         self._events = events
@@ -203,10 +213,10 @@ class EventsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
         after = _last_event_id(req)
-        heartbeat = int_param(req, "heartbeat", HEARTBEAT_S, 1, 60)
+        heartbeat = HEARTBEAT.get(req)
         types = _types(req)
         org_ids = p.org_ids
-        org_filter = opt_int_param(req, "organization_id", 1, _MAX_ID)
+        org_filter = query.ORGANIZATION_ID.get(req)
         if org_filter is not None:
             org_ids = [o for o in org_ids if o == org_filter]
         sub = self._events.subscribe(org_ids, after=after)

@@ -19,10 +19,11 @@ from dateutil import rrule as _rrule
 from dateutil.rrule import rrulestr
 from pydantic import BaseModel, ConfigDict, Field
 
+from tocsin.api import query
 from tocsin.api.body import read_json_object
-from tocsin.api.common import int_param, iso, opt_int_param, principal, require_role
+from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
-from tocsin.api.errors import field_error, query_error
+from tocsin.api.errors import field_error
 from tocsin.api.identity import ID
 from tocsin.api.schemas import parse
 from tocsin.maintenance import MaintenanceWindow
@@ -318,8 +319,14 @@ async def _own_checks(store: Store, org_id: int, check_ids: list[int]) -> None:
             raise field_error("check_ids", f"check {cid} not found", "not_found")
 
 
+ACTIVE = query.Bool("is_active", "only enabled (true) or disabled (false) windows")
+
+
 class WindowsResource:
     body_models: ClassVar = {"post": WindowBody}
+    query_params: ClassVar = {
+        "get": (query.limit(100, 500), query.OFFSET, query.ORGANIZATION_ID, ACTIVE)
+    }
 
     def __init__(self, ctx: AppContext, book: WindowBook) -> None:
         self._store = ctx.store
@@ -327,18 +334,15 @@ class WindowsResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
-        limit = int_param(req, "limit", 100, 1, 500)
-        offset = int_param(req, "offset", 0, 0, 10**9)
+        limit, offset = query.limit(100, 500).get(req), query.OFFSET.get(req)
         org_ids = p.org_ids
-        org = opt_int_param(req, "organization_id", 1, 2**63 - 1)
+        org = query.ORGANIZATION_ID.get(req)
         if org is not None:
             org_ids = [o for o in org_ids if o == org]
         where: dict[str, Any] = {}
-        active = req.get_param("is_active")
-        if active:
-            if active.lower() not in ("true", "false", "1", "0"):
-                raise query_error("is_active", "Input should be a valid boolean", "bool_parsing")
-            where["is_active"] = active.lower() in ("true", "1")
+        active = ACTIVE.get(req)
+        if active is not None:
+            where["is_active"] = active
         if not org_ids:
             resp.media = []
             resp.set_header("X-Total-Count", "0")

@@ -6,6 +6,8 @@ The document is built on the first request from Falcon's router (every route, wi
 resource and the responders Falcon mapped to each method):
 - the methods: the resource's `on_<method>[_<suffix>]` responders;
 - path parameters: the template's fields and converters (`{id:int(min=1, max=…)}`);
+- query parameters: the resource's optional `query_params = {"get": (param, …)}`, the
+  same objects (api/query.py) that read and validate them in the responder;
 - request bodies: the resource's optional `body_models = {"post": Model, "put_item": …}`
   (keys are responder names without `on_`); a PATCH body is the model with nothing
   required (only the fields sent change). `body_media_types` lists the accepted media
@@ -28,6 +30,7 @@ import falcon.asgi
 from pydantic import BaseModel
 
 from tocsin.api.context import AppContext
+from tocsin.api.query import parameters
 
 JSON = "application/json"
 METHODS = ("get", "head", "put", "post", "patch", "delete")
@@ -197,6 +200,9 @@ def build(routes: list[Route], public_prefixes: tuple[str, ...] = ()) -> dict[st
                 op["summary"] = doc.splitlines()[0]
             if public:
                 op["security"] = []
+            query = getattr(route.resource, "query_params", {}).get(key)
+            if query:
+                op["parameters"] = parameters(query)
             model = bodies.get(key)
             if model is not None:
                 schema = comps.model(model, partial=method == "patch")

@@ -8,10 +8,12 @@ import asyncio
 import logging
 import re
 import time
+from typing import ClassVar
 
 import falcon
 import falcon.asgi
 
+from tocsin.api import query
 from tocsin.api.context import AppContext
 from tocsin.store.base import Ping, Store
 
@@ -88,8 +90,16 @@ class PingRecorder:
                     future.set_result(ok)
 
 
+RID = query.Text("rid", "a run id: correlates a start ping with its finish", max_length=MAX_RID)
+_RID_ONLY = (RID,)
+
+
 class PingResource:
     response_media_type = "text/plain"
+    query_params: ClassVar = {
+        key: _RID_ONLY
+        for key in ("get", "post", "head", "get_signal", "post_signal", "head_signal")
+    }
 
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
