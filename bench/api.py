@@ -14,7 +14,9 @@ wrk (Debian's package; installed with apt when missing and run as root), one thr
 keep-alive, `--connections` connections, `--duration` seconds each, one after another:
 - `GET /api/checks/{id}` with the token, a random id of the 10,000 per request;
 - `GET /api/checks/?limit=100` with the token;
-- `POST /api/ping/{uuid}` (empty body), no credentials.
+- `POST /api/ping/{uuid}` (empty body), no credentials;
+- `GET /api/no-such-route` with the token (a 404): the cost of the HTTP server, the
+  framework, auth and rate limiting alone, the ceiling of any route in this process.
 Each row: requests/s, latency p50/p99 (wrk --latency), socket errors and non-2xx answers.
 
 Engine: the engine's counters are not exposed over HTTP, so after the runs the server is
@@ -316,13 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--routes",
         type=lambda v: v.split(","),
-        default=["read", "list", "ping"],
-        help="which of read,list,ping to run (comma-separated; default all)",
+        default=["read", "list", "ping", "floor"],
+        help="which of read,list,ping,floor to run (comma-separated; default all)",
     )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if not args.routes or not set(args.routes) <= {"read", "list", "ping"}:
-        p.error("--routes takes read, list and ping, comma-separated")
+    if not args.routes or not set(args.routes) <= {"read", "list", "ping", "floor"}:
+        p.error("--routes takes read, list, ping and floor, comma-separated")
     if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 10_000:
         p.error("--duration must be 1..600 and --connections 1..10000")
     ensure_wrk()
@@ -374,6 +376,15 @@ def main(argv: list[str] | None = None) -> int:
                     args.connections,
                     args.duration,
                     ping_lua,
+                ),
+                # The floor: an authenticated request for no route (404) costs what
+                # uvicorn, Falcon, auth and rate limiting cost, with no handler at all.
+                "floor": lambda: wrk(
+                    "GET /api/no-such-route (404)",
+                    base + "/api/no-such-route",
+                    args.connections,
+                    args.duration,
+                    headers=(auth,),
                 ),
             }
             rows = [runs[name]() for name in args.routes]

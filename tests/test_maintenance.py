@@ -9,6 +9,8 @@ import time
 import zoneinfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tocsin
 from tocsin import (
@@ -168,3 +170,71 @@ async def test_a_check_added_during_its_window_is_flagged_at_once() -> None:
                 break
             await asyncio.sleep(0.02)
         assert engine.in_maintenance(2)
+
+
+# -- recurring windows far from their first start --------------------------------------
+
+SPAN = {  # how far after its first start a window is asked about (bounded by the reference)
+    "YEARLY": 40 * 365 * 86_400,
+    "MONTHLY": 10 * 365 * 86_400,
+    "WEEKLY": 5 * 365 * 86_400,
+    "DAILY": 3 * 365 * 86_400,
+    "HOURLY": 200 * 86_400,
+    "MINUTELY": 10 * 86_400,
+}
+DAYS = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"]
+
+
+@st.composite
+def rrules(draw: st.DrawFn) -> str:
+    freq = draw(st.sampled_from(sorted(SPAN)))
+    parts = [f"FREQ={freq}", f"INTERVAL={draw(st.integers(1, 5))}"]
+    if freq in ("YEARLY", "MONTHLY", "WEEKLY", "DAILY") and draw(st.booleans()):
+        days = draw(st.lists(st.sampled_from(DAYS), min_size=1, max_size=3, unique=True))
+        parts.append("BYDAY=" + ",".join(days))
+    if freq in ("MONTHLY", "WEEKLY", "DAILY") and draw(st.booleans()):
+        hours = draw(st.lists(st.integers(0, 23), min_size=1, max_size=3, unique=True))
+        parts.append("BYHOUR=" + ",".join(map(str, sorted(hours))))
+    if freq == "MONTHLY" and draw(st.booleans()):
+        parts.append(f"BYMONTHDAY={draw(st.integers(1, 31))}")
+    if freq == "YEARLY" and draw(st.booleans()):
+        parts.append(f"BYMONTH={draw(st.integers(1, 12))}")
+    if draw(st.integers(0, 4)) == 0:
+        parts.append(f"BYSETPOS={draw(st.sampled_from([1, -1]))}")
+    return ";".join(parts)
+
+
+@given(
+    rule=rrules(),
+    start=st.integers(1_500_000_000, 1_800_000_000),
+    ahead=st.floats(0.0, 1.0),
+    tz=st.sampled_from(["UTC", "Europe/Warsaw", "America/New_York", "Asia/Kolkata"]),
+)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+def test_a_window_far_from_its_first_start_agrees_with_the_whole_rule(
+    rule: str, start: int, ahead: float, tz: str
+) -> None:
+    # The window is asked about from its start's rule moved forward by whole periods (or
+    # it would walk years of occurrences); the answers must be the whole rule's.
+    w = MaintenanceWindow(frozenset({1}), float(start), 300.0, rrule=rule, tz=tz)
+    freq = rule.split(";")[0].removeprefix("FREQ=")
+    t = start + ahead * SPAN[freq]
+    whole = w._rule()
+    here = dt.datetime.fromtimestamp(t, zoneinfo.ZoneInfo(tz))
+    last = whole.before(here, inc=True)
+    following = whole.after(here, inc=False)
+    assert w._last_start(t) == (None if last is None else last.timestamp())
+    assert w._next_start(t) == (None if following is None else following.timestamp())
+    active = last is not None and t < last.timestamp() + 300.0
+    assert w.active_at(t) is active
+
+
+def test_years_of_a_five_minute_rule_are_not_walked_through() -> None:
+    start = float(int(time.time()) - 3 * 365 * 86_400)
+    w = MaintenanceWindow(frozenset({1}), start, 60.0, rrule="FREQ=MINUTELY;INTERVAL=5")
+    now = start + 3 * 365 * 86_400
+    # Correct answers (not a timing: the moved rule's answers are checked above) for a
+    # rule whose occurrences are plain arithmetic.
+    last = w._last_start(now)
+    assert last is not None and 0 <= now - last < 300 and (last - start) % 300 == 0
+    assert w.next_change(now) in (last + 60.0, last + 300.0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from croniter import croniter
 from dateutil import rrule as _rrule
+from dateutil.relativedelta import relativedelta
 from dateutil.rrule import rrulestr
 
 from tocsin.heartbeat import invalid
@@ -26,6 +27,9 @@ class MaintenanceWindow:
     cron: str | None = None
     tz: str = "UTC"
     _zone: zoneinfo.ZoneInfo = field(init=False, repr=False, compare=False)
+    _parsed: _rrule.rrule | _rrule.rruleset | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
 
     def __post_init__(self) -> None:
         if self.duration <= 0:
@@ -48,15 +52,67 @@ class MaintenanceWindow:
         return dt.datetime.fromtimestamp(t, self._zone)
 
     def _rule(self) -> _rrule.rrule | _rrule.rruleset:
-        assert self.rrule is not None
-        return rrulestr(self.rrule, dtstart=self._local(self.start))
+        if self._parsed is None:
+            assert self.rrule is not None
+            object.__setattr__(
+                self, "_parsed", rrulestr(self.rrule, dtstart=self._local(self.start))
+            )
+        assert self._parsed is not None
+        return self._parsed
+
+    def _rule_near(self, t: float) -> _rrule.rrule | _rrule.rruleset:
+        """The rule with its start moved forward by whole recurrence periods to shortly
+        before `t`: the same occurrences from that start on, without iterating over
+        every occurrence since the first start (years of a 5-minute rule took seconds).
+        Moving by whole periods keeps what the start decides (the periods that recur,
+        the weekday, day of month and time of day a rule leaves implicit). Rules with a
+        COUNT, rule sets and day-of-month starts past the 28th are not moved."""
+        rule = self._rule()
+        if not isinstance(rule, _rrule.rrule):
+            return rule
+        # dateutil keeps these without public accessors.
+        count, start, freq, interval = (
+            getattr(rule, name) for name in ("_count", "_dtstart", "_freq", "_interval")
+        )
+        if count is not None:
+            return rule
+        naive = start.replace(tzinfo=None)
+        target = self._local(t).replace(tzinfo=None)
+        if target <= naive:
+            return rule
+        step: relativedelta | dt.timedelta
+        if freq in (_rrule.YEARLY, _rrule.MONTHLY):
+            if start.day > 28:
+                return rule
+            months = (target.year - naive.year) * 12 + target.month - naive.month
+            unit = 12 if freq == _rrule.YEARLY else 1
+            periods = months // (unit * interval)
+            step = relativedelta(months=unit * interval)
+        else:
+            seconds = {
+                _rrule.WEEKLY: 7 * 86_400,
+                _rrule.DAILY: 86_400,
+                _rrule.HOURLY: 3_600,
+                _rrule.MINUTELY: 60,
+                _rrule.SECONDLY: 1,
+            }[freq] * interval
+            periods = int((target - naive).total_seconds() // seconds)
+            step = dt.timedelta(seconds=seconds)
+        # Two periods of slack: the occurrences that matter lie in later periods.
+        k = periods - 2
+        if k <= 0:
+            return rule
+        moved = naive + step * k
+        return rule.replace(dtstart=moved.replace(tzinfo=start.tzinfo))
 
     def _last_start(self, t: float) -> float | None:
         """The latest occurrence starting at or before `t`."""
         if t < self.start:
             return None
         if self.rrule is not None:
-            occ = self._rule().before(self._local(t), inc=True)
+            occ = self._rule_near(t).before(self._local(t), inc=True)
+            if occ is None:  # nothing since the moved start: ask the whole rule
+                occ = self._rule().before(self._local(t), inc=True)
             return None if occ is None else float(occ.timestamp())
         if self.cron is not None:
             # croniter's previous occurrence is strictly before its base.
@@ -69,7 +125,7 @@ class MaintenanceWindow:
         if t < self.start:
             return self.start
         if self.rrule is not None:
-            occ = self._rule().after(self._local(t), inc=False)
+            occ = self._rule_near(t).after(self._local(t), inc=False)
             return None if occ is None else float(occ.timestamp())
         if self.cron is not None:
             nxt: dt.datetime = croniter(self.cron, self._local(t)).get_next(dt.datetime)
