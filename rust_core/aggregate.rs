@@ -45,6 +45,9 @@ pub struct Policy {
     pub critical: Vec<SourceId>,
     /// A source silent for this many intervals is stale; 0: never (heartbeats).
     pub stale_after: u32,
+    /// Probed elsewhere (agents, geo locations): the core keeps the verdict but never
+    /// runs the probe itself.
+    pub remote: bool,
 }
 
 impl Default for Policy {
@@ -54,6 +57,7 @@ impl Default for Policy {
             rule: FailureRule::Consecutive(1),
             critical: Vec::new(),
             stale_after: 3,
+            remote: false,
         }
     }
 }
@@ -162,6 +166,9 @@ struct CheckState {
     maintenance: bool,
     verdict: Status,
     sources: Vec<SourceState>,
+    /// When the verdict last changed: transitions never go back in time, even when
+    /// sources report out of order (agents' batches arrive in any order).
+    changed_us: u64,
 }
 
 impl CheckState {
@@ -205,6 +212,7 @@ impl Verdicts {
             maintenance: false,
             verdict: Status::Unknown,
             sources: Vec::new(),
+            changed_us: 0,
         })
     }
 
@@ -282,6 +290,23 @@ impl Verdicts {
         Self::settle(result.check_id, state, at_us, reason)
     }
 
+    /// Mark one source stale in every check at once (an agent known to be gone), until
+    /// it reports again; transitions for the checks whose verdict changed.
+    pub fn expire_source(&mut self, source: SourceId, now_us: u64, out: &mut Vec<Transition>) {
+        for (&check_id, state) in &mut self.checks {
+            let mut changed = false;
+            for s in &mut state.sources {
+                if s.id == source && !s.stale {
+                    s.stale = true;
+                    changed = true;
+                }
+            }
+            if changed {
+                out.extend(Self::settle(check_id, state, now_us, "source gone"));
+            }
+        }
+    }
+
     /// Mark sources silent for `stale_after` intervals as stale; transitions for the
     /// checks whose verdict changed.
     pub fn expire_stale(&mut self, now_us: u64, out: &mut Vec<Transition>) {
@@ -314,6 +339,8 @@ impl Verdicts {
             return None;
         }
         let previous = std::mem::replace(&mut state.verdict, current);
+        let at_us = at_us.max(state.changed_us);
+        state.changed_us = at_us;
         Some(Transition {
             check_id,
             previous,
@@ -418,6 +445,33 @@ mod tests {
             t.sources,
             vec![(CENTRAL, Status::Up), (5, Status::Down), (7, Status::Down)]
         );
+    }
+
+    #[test]
+    fn transitions_never_go_back_in_time_when_sources_report_out_of_order() {
+        let mut v = Verdicts::default();
+        let first = v.fold(&result(1, 4, Status::Up, 2_000)).unwrap();
+        // Another source's older result arrives later and changes the verdict.
+        let second = v.fold(&result(1, 5, Status::Down, 1_000)).unwrap();
+        assert_eq!(second.current, Status::Degraded);
+        assert_eq!((first.at_us, second.at_us), (2_000, 2_000));
+    }
+
+    #[test]
+    fn an_expired_source_is_unknown_until_it_reports_again() {
+        let mut v = Verdicts::default();
+        v.fold(&result(1, 4, Status::Up, 1));
+        v.fold(&result(1, 5, Status::Down, 1));
+        v.fold(&result(2, 5, Status::Down, 1));
+        assert_eq!(v.status(1), Status::Degraded);
+        let mut out = Vec::new();
+        v.expire_source(5, 2, &mut out);
+        assert_eq!(v.status(1), Status::Up);
+        assert_eq!(v.status(2), Status::Unknown);
+        assert_eq!(v.sources(1), vec![(4, Status::Up), (5, Status::Unknown)]);
+        assert_eq!(out.len(), 2);
+        v.fold(&result(2, 5, Status::Up, 3));
+        assert_eq!(v.status(2), Status::Up);
     }
 
     #[test]

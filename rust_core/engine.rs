@@ -5,7 +5,7 @@
 //! Python never calls in per probe and the clock thread never calls into Python: both
 //! sides meet only at the mutex-guarded state, in batches.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -155,6 +155,8 @@ struct State {
     /// The next bucket edge, when every timeline is advanced and closed buckets go out.
     next_edge_ms: u64,
     verdicts: Verdicts,
+    /// Checks probed elsewhere (agents, geo): scheduled for their verdict only.
+    remote: FxHashSet<u64>,
     outbox: Outbox,
     /// The wake-up descriptor has been signalled and not drained since.
     signalled: bool,
@@ -210,6 +212,7 @@ impl Engine {
                 rollup_span_ms,
                 next_edge_ms: now_ms - now_ms % rollup_span_ms + rollup_span_ms,
                 verdicts: Verdicts::default(),
+                remote: FxHashSet::default(),
                 outbox: Outbox::default(),
                 signalled: false,
                 stopping: false,
@@ -263,6 +266,11 @@ impl Engine {
                 Some(p) => state.probes.insert(spec.id, p),
                 None => state.probes.remove(&spec.id),
             };
+            if policy.remote {
+                state.remote.insert(spec.id);
+            } else {
+                state.remote.remove(&spec.id);
+            }
             let changes = [
                 state.verdicts.configure(spec.id, policy, now_us),
                 state.verdicts.set_active(spec.id, spec.active, now_us),
@@ -337,6 +345,7 @@ impl Engine {
                 state.deadlines.cancel(hb.key);
             }
             state.timelines.remove(&id);
+            state.remote.remove(&id);
             state.verdicts.forget(id);
         }
         n
@@ -422,6 +431,36 @@ impl Engine {
         self.shared.signal_if_needed(&mut state);
     }
 
+    /// Hand out every check's open rollup bucket as it stands, accounted up to now (at
+    /// shutdown: a part-filled minute is not lost with the process).
+    pub fn flush_rollups(&self) {
+        let mut guard = self.shared.lock();
+        let now_ms = self.shared.clock.now_us() / 1_000;
+        let state = &mut *guard;
+        let mut closed = Vec::new();
+        for (&id, timeline) in &mut state.timelines {
+            timeline.flush(now_ms, &mut closed);
+            state
+                .outbox
+                .rollups
+                .extend(closed.drain(..).map(|b| (id, b)));
+        }
+        self.shared.signal_if_needed(state);
+    }
+
+    /// Mark a source stale in every check at once (an agent gone offline or revoked):
+    /// UNKNOWN, left out of the verdicts until it reports again.
+    pub fn expire_source(&self, source: crate::result::SourceId) {
+        let mut state = self.shared.lock();
+        let now_us = self.shared.clock.now_us();
+        let mut changes = Vec::new();
+        state.verdicts.expire_source(source, now_us, &mut changes);
+        for change in changes {
+            record(&mut state, change);
+        }
+        self.shared.signal_if_needed(&mut state);
+    }
+
     /// Per-source statuses of a check.
     pub fn sources(&self, id: u64) -> Vec<(crate::result::SourceId, Status)> {
         self.shared.lock().verdicts.sources(id)
@@ -497,6 +536,10 @@ impl Drop for Engine {
     }
 }
 
+/// The run id of results reported only for their verdict (already stored by the
+/// caller, e.g. agents' batches): folded, never queued back to Python.
+pub const STORED_RUN: u64 = (1 << 63) - 1;
+
 /// Queue a result for Python; fold it into the check's status when it is a scheduled
 /// run (or a one-off asked to be recorded) of a check that still exists.
 fn deliver(state: &mut State, result: ProbeResult, recorded: bool) {
@@ -509,7 +552,9 @@ fn deliver(state: &mut State, result: ProbeResult, recorded: bool) {
             timeline.add_run(result.status, result.latency_us as f64 / 1_000.0);
         }
     }
-    state.outbox.results.push(result);
+    if result.run_id != STORED_RUN {
+        state.outbox.results.push(result);
+    }
 }
 
 /// Every verdict change goes out to Python and into the check's timeline.
@@ -641,6 +686,11 @@ fn clock_loop(shared: &Arc<Shared>) {
         due.clear();
         state.scheduler.expire(now_us / 1_000, &mut due);
         for run in &due {
+            if state.remote.contains(&run.check_id) {
+                // Its results come from agents (`report`); the slot only keeps the check
+                // known to the verdicts.
+                continue;
+            }
             let dispatched_us = shared.clock.now_us();
             match run.kind {
                 ProbeKind::Python => state.outbox.work.push(Work {
@@ -770,6 +820,44 @@ mod tests {
         assert_eq!(out.results.len(), 1);
         assert_eq!(out.transitions[0].current, Status::Down);
         assert_eq!(engine.status(9), Status::Down);
+    }
+
+    #[test]
+    fn remote_checks_are_never_probed_here_but_fold_reported_results() {
+        let engine = start();
+        let mut spec = noop(11);
+        spec.kind = ProbeKind::Python;
+        engine
+            .upsert(&[
+                (spec, r#"{"remote": true, "critical_sources": [5]}"#),
+                (noop(12), ""),
+            ])
+            .unwrap();
+        // The local noop check runs at least twice meanwhile; the remote one never.
+        let out = drain_until(&engine, |o| {
+            o.results.iter().filter(|r| r.check_id == 12).count() >= 2
+        });
+        assert!(out.work.iter().all(|w| w.check_id != 11));
+        assert!(out.results.iter().all(|r| r.check_id != 11));
+        for (source, status) in [(4, Status::Up), (5, Status::Down)] {
+            engine.report(vec![ProbeResult {
+                started_us: engine.now_us(),
+                status,
+                source,
+                run_id: STORED_RUN,
+                ..ProbeResult::new(11)
+            }]);
+        }
+        assert_eq!(engine.status(11), Status::Down);
+        // Stored elsewhere: only the transition comes back.
+        let out = engine.drain();
+        assert!(out.results.iter().all(|r| r.check_id != 11));
+        assert!(out.transitions.iter().any(|t| t.check_id == 11));
+        assert_eq!(engine.sources(11), vec![(4, Status::Up), (5, Status::Down)]);
+        // Back to local probing: it is dispatched again.
+        engine.upsert(&[(spec, "")]).unwrap();
+        let out = drain_until(&engine, |o| o.work.iter().any(|w| w.check_id == 11));
+        assert!(out.work.iter().any(|w| w.check_id == 11));
     }
 
     #[test]

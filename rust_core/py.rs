@@ -379,12 +379,23 @@ impl PyCore {
         py.detach(|| self.engine.set_maintenance(&ids, on));
     }
 
+    /// Mark a source stale in every check (UNKNOWN until it reports again).
+    fn expire_source(&self, py: Python<'_>, source: SourceId) {
+        py.detach(|| self.engine.expire_source(source));
+    }
+
     /// `[(source, status)]` of a check, stale sources as UNKNOWN.
     fn sources(&self, py: Python<'_>, id: u64) -> Vec<(SourceId, u8)> {
         py.detach(|| self.engine.sources(id))
             .into_iter()
             .map(|(s, st)| (s, st as u8))
             .collect()
+    }
+
+    /// Hand out every check's open rollup bucket as it stands (before `close`); the
+    /// next `drain` returns them.
+    fn flush_rollups(&self, py: Python<'_>) {
+        py.detach(|| self.engine.flush_rollups());
     }
 
     /// Stop the clock thread. The object is unusable for scheduling afterwards.

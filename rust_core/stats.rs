@@ -342,6 +342,8 @@ pub struct Timeline {
     maintenance: bool,
     since_ms: u64,
     open: Bucket,
+    /// Whether the open bucket has been given any time or run (flush hands it out).
+    open_used: bool,
 }
 
 impl Timeline {
@@ -352,6 +354,7 @@ impl Timeline {
             maintenance: false,
             since_ms: now_ms,
             open: Bucket::new(now_ms - now_ms % span_ms, span_ms),
+            open_used: false,
         }
     }
 
@@ -362,11 +365,25 @@ impl Timeline {
             let until = now_ms.min(end);
             self.open
                 .add_time(self.status, self.maintenance, until - self.since_ms);
+            self.open_used = true;
             self.since_ms = until;
             if until == end {
                 let next = Bucket::new(end, self.span_ms);
                 closed.push(std::mem::replace(&mut self.open, next));
+                self.open_used = false;
             }
+        }
+    }
+
+    /// Account the time up to `now_ms` and hand out the open bucket as it stands (at
+    /// shutdown, so a part-filled bucket is not lost with the process). Accounting goes
+    /// on in a fresh bucket with the same start; the two merge into one when stored.
+    pub fn flush(&mut self, now_ms: u64, closed: &mut Vec<Bucket>) {
+        self.advance(now_ms, closed);
+        if self.open_used {
+            let fresh = Bucket::new(self.open.start_ms, self.span_ms);
+            closed.push(std::mem::replace(&mut self.open, fresh));
+            self.open_used = false;
         }
     }
 
@@ -375,6 +392,7 @@ impl Timeline {
         self.advance(at_ms, closed);
         if status == Status::Down && self.status != Status::Down && !self.maintenance {
             self.open.incidents += 1;
+            self.open_used = true;
         }
         self.status = status;
     }
@@ -385,6 +403,7 @@ impl Timeline {
     }
 
     pub fn add_run(&mut self, status: Status, latency_ms: f64) {
+        self.open_used = true;
         self.open.add_run(status, latency_ms);
     }
 
@@ -556,6 +575,56 @@ mod tests {
         let f = figures(&closed, 100.0);
         assert_eq!(f.downtime_ms, 20_000);
         assert_eq!(f.incidents, 1);
+    }
+
+    #[test]
+    fn a_flushed_bucket_and_the_rest_of_its_minute_add_up_to_the_whole() {
+        let (mut flushed, mut whole) = (
+            Timeline::new(5_000, 60_000, Status::Up),
+            Timeline::new(5_000, 60_000, Status::Up),
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (t, c) in [(&mut flushed, &mut a), (&mut whole, &mut b)] {
+            t.add_run(Status::Up, 12.0);
+            t.change(20_000, Status::Down, c);
+            t.add_run(Status::Down, 3.0);
+        }
+        flushed.flush(30_000, &mut a);
+        assert_eq!(a.len(), 1, "the open bucket as it stands");
+        assert_eq!(
+            (a[0].start_ms, a[0].downtime_ms, a[0].incidents),
+            (0, 10_000, 1)
+        );
+        flushed.flush(30_000, &mut a); // nothing new since: nothing more
+        assert_eq!(a.len(), 1);
+        for (t, c) in [(&mut flushed, &mut a), (&mut whole, &mut b)] {
+            t.change(45_000, Status::Up, c);
+            t.add_run(Status::Up, 7.0);
+            t.advance(60_000, c);
+        }
+        // Stored, the pieces of one minute merge into what one bucket would have held.
+        let merged = roll_up(&a, 60_000);
+        assert_eq!(merged.len(), 1);
+        let (m, w) = (&merged[0], &b[0]);
+        assert_eq!(
+            (
+                m.start_ms,
+                m.span_ms,
+                m.runs_up,
+                m.runs_down,
+                m.downtime_ms,
+                m.incidents
+            ),
+            (
+                w.start_ms,
+                w.span_ms,
+                w.runs_up,
+                w.runs_down,
+                w.downtime_ms,
+                w.incidents
+            )
+        );
+        assert_eq!(m.latency.count, w.latency.count);
     }
 
     #[test]

@@ -143,3 +143,21 @@ async def test_a_rearmed_heartbeat_goes_late_then_down_without_a_new_ping() -> N
         assert [c.current for c in changes] == [Status.LATE, Status.DOWN]
         with pytest.raises(KeyError):
             engine.rearm(2, time.time())
+
+
+async def test_starts_without_a_finish_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tocsin.engine, "MAX_OPEN_RUNS", 3)
+    async with Engine() as engine:
+        engine.upsert([Check(id=1, type="heartbeat", interval=3600)])
+        for rid in ("a", "b", "c", "d"):
+            engine.ping(1, "start", rid=rid, at=100.0 + ord(rid))
+        engine.ping(1, "start", rid="b", at=300.0)  # started again: the newest now
+        engine.ping(1, "start", rid="e", at=400.0)
+        # The oldest open runs went first ("a", then "c"); the rest still time their run.
+        lost = engine.ping(1, "success", rid="a", at=500.0)
+        assert lost is not None and lost.latency_ms == 0.0
+        timed = engine.ping(1, "success", rid="b", at=500.0)
+        assert timed is not None and timed.latency_ms == pytest.approx(200_000.0)
+        assert engine.ping(1, "success", rid="c", at=500.0).latency_ms == 0.0  # type: ignore[union-attr]
+        timed = engine.ping(1, "success", rid="d", at=500.0)
+        assert timed is not None and timed.latency_ms == pytest.approx((500.0 - 200.0) * 1e3)

@@ -238,3 +238,32 @@ def test_years_of_a_five_minute_rule_are_not_walked_through() -> None:
     last = w._last_start(now)
     assert last is not None and 0 <= now - last < 300 and (last - start) % 300 == 0
     assert w.next_change(now) in (last + 60.0, last + 300.0)
+
+
+async def test_closing_the_engine_hands_out_the_minute_under_way() -> None:
+    registry = ProbeRegistry()
+
+    @registry.probe("broken")
+    async def broken(check: Check) -> ProbeOutcome:
+        return ProbeOutcome.down("connect", "refused")
+
+    rollups: list[Rollup] = []
+    changes: list[StatusChange] = []
+    # Hour-long buckets: none closes by itself while the test runs.
+    engine = Engine(registry=registry, rollup_span=3600.0)
+    async with engine:
+        engine.add_rollup_listener(rollups.extend)
+        engine.add_listener(lambda _r, c: changes.extend(c))
+        engine.upsert([Check(id=1, type="broken", interval=1, timeout=1)])
+        while not any(c.current is Status.DOWN for c in changes):
+            await asyncio.sleep(0.05)
+        went_down = next(c.at for c in changes if c.current is Status.DOWN)
+        await asyncio.sleep(1.0)
+        assert rollups == []
+    # Closing handed out the part-filled bucket: the downtime so far, its runs, the
+    # incident; nothing accounted is lost with the process.
+    assert [r.check_id for r in rollups] == [1]
+    (r,) = rollups
+    assert r.runs_down >= 1 and r.incidents == 1
+    assert r.downtime_ms >= 900
+    assert r.start_ms <= went_down * 1000 < r.start_ms + r.span_ms

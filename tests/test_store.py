@@ -460,7 +460,13 @@ async def test_secrets_are_encrypted_at_rest_and_read_back_in_clear(store: SqlSt
     check = await store.create_check(
         org,
         check_fields(
-            "c", config={"auth_method": "basic", "auth_username": "u", "auth_password": "hunter2"}
+            "c",
+            config={
+                "auth_method": "basic",
+                "auth_username": "u",
+                "auth_password": "hunter2",
+                "http_headers": {"X-Api-Key": "hk-9", "Accept": "text/html"},
+            },
         ),
     )
     channel = await store.insert(
@@ -473,6 +479,7 @@ async def test_secrets_are_encrypted_at_rest_and_read_back_in_clear(store: SqlSt
         },
     )
     assert check["config"]["auth_password"] == "hunter2"
+    assert check["config"]["http_headers"] == {"X-Api-Key": "hk-9", "Accept": "text/html"}
     assert channel["config"]["smtp_password"] == "pw-42"
     assert channel["config"]["nested"]["token"] == "tk-7"
     raw = json.dumps(
@@ -482,9 +489,10 @@ async def test_secrets_are_encrypted_at_rest_and_read_back_in_clear(store: SqlSt
         ],
         default=str,
     )
-    for secret in ("hunter2", "pw-42", "tk-7"):
+    for secret in ("hunter2", "pw-42", "tk-7", "hk-9", "text/html"):
         assert secret not in raw
-    assert raw.count("enc:v1:") == 3 and "auth_username" in raw
+    # Header names stay readable; every header value is sealed.
+    assert raw.count("enc:v1:") == 5 and "auth_username" in raw and "X-Api-Key" in raw
     again = await store.update_check([org], check["id"], {"config": {"auth_password": ""}})
     assert again is not None and again["config"] == {"auth_password": ""}
 

@@ -69,6 +69,31 @@ def main(argv: list[str] | None = None) -> int:
         help="as for serve (default: $TOCSIN_DATABASE, else DATA_DIR/tocsin.db)",
     )
 
+    p_agent = sub.add_parser("agent", help="probe from here for a central server")
+    p_agent.add_argument("--server", required=True, help="the server's URL, e.g. https://…")
+    p_agent.add_argument(
+        "--token",
+        default=os.environ.get("TOCSIN_AGENT_TOKEN"),
+        help="one-time registration token reg_… (first start only; $TOCSIN_AGENT_TOKEN)",
+    )
+    p_agent.add_argument("--location", default=None, help="geo location code, e.g. EU-PL")
+    p_agent.add_argument("--name", default=None, help="default: the host name")
+    p_agent.add_argument(
+        "--data-dir", type=Path, default=Path("agent-data"), help="default: ./agent-data"
+    )
+    p_agent.add_argument(
+        "--flush-interval", type=float, default=0.2, help="seconds between result batches"
+    )
+    p_agent.add_argument(
+        "--keep-sent", action="store_true", help="keep acknowledged batches in DATA_DIR/sent"
+    )
+    p_agent.add_argument(
+        "--spool-max-mb",
+        type=int,
+        default=256,
+        help="disk kept for unacknowledged batches (default 256 MiB)",
+    )
+
     sub.add_parser("version", help="print the version")
 
     args = parser.parse_args(argv)
@@ -82,6 +107,26 @@ def main(argv: list[str] | None = None) -> int:
 
         print(version(_pkg))
         return 0
+
+    if args.command == "agent":
+        from tocsin.agent.runner import Agent, main_sync
+
+        if not 0.01 <= args.flush_interval <= 60:
+            parser.error("--flush-interval must be 0.01 to 60 seconds")
+        if not 1 <= args.spool_max_mb <= 1 << 20:
+            parser.error("--spool-max-mb must be 1 to 1048576")
+        return main_sync(
+            Agent(
+                server=args.server,
+                data_dir=args.data_dir,
+                token=args.token,
+                name=args.name,
+                location=args.location,
+                flush_interval=args.flush_interval,
+                keep_sent=args.keep_sent,
+                spool_bytes=args.spool_max_mb << 20,
+            )
+        )
 
     from tocsin.encryption import SecretKeyError
     from tocsin.server import serve

@@ -38,6 +38,10 @@ SECRET_KEYS = frozenset(
     }
 )
 
+# Config keys holding a mapping whose every string value is a secret (request headers
+# carry `Authorization` and API keys under names of the user's choosing).
+SECRET_MAPS = frozenset({"headers", "http_headers"})
+
 
 class SecretKeyError(RuntimeError):
     """The key is missing, malformed, or does not decrypt what is stored."""
@@ -111,8 +115,15 @@ class SecretBox:
 
     def _seal_value(self, key: str, value: Any) -> Any:
         if isinstance(value, dict):
+            if key in SECRET_MAPS:
+                return {k: self._seal_secret(v) for k, v in value.items()}
             return self.seal(value)
         if key in SECRET_KEYS and isinstance(value, str) and value and not value.startswith(PREFIX):
+            return self.encrypt(value)
+        return value
+
+    def _seal_secret(self, value: Any) -> Any:
+        if isinstance(value, str) and value and not value.startswith(PREFIX):
             return self.encrypt(value)
         return value
 

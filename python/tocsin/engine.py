@@ -51,6 +51,11 @@ _ResultTuple = tuple[
 # (check_id, previous, current, at_us, reason, [(source, status)], in_maintenance)
 _TransitionTuple = tuple[int, int, int, int, str | None, list[tuple[int, int]], bool]
 CENTRAL = 0
+# Heartbeat runs started (`/start` pings) and not finished yet, kept at most.
+MAX_OPEN_RUNS = 100_000
+# The run id of results `ingest_verdicts` folds in (never handed out by `run_many`): the
+# core folds them without queueing them back (rust_core/engine.rs STORED_RUN).
+_STORED = 2**63 - 1
 
 
 class Sources:
@@ -276,6 +281,8 @@ class Engine:
             if pending:
                 await asyncio.wait(pending)
         self._flush_reports()
+        # The minute under way is handed out too, so the rollups lose nothing.
+        core.flush_rollups()
         if self._loop is not None:
             self._loop.remove_reader(core.wakeup_fd())
             self._publish_pending()
@@ -338,7 +345,13 @@ class Engine:
             raise KeyError(f"check {check_id} is not a heartbeat check of this engine")
         at = time.time() if at is None else at
         if signal == "start":
+            # A start whose finish never comes (a crashed job, a new rid each run) must
+            # not pile up: past the cap the oldest open run is forgotten (its finish,
+            # if it ever comes, is then recorded without a duration).
+            self._runs.pop((check_id, rid), None)
             self._runs[(check_id, rid)] = at
+            while len(self._runs) > MAX_OPEN_RUNS:
+                del self._runs[next(iter(self._runs))]
             return None
         if signal == "log":
             return None
@@ -415,6 +428,11 @@ class Engine:
         """Each source's status for the check (stale sources as UNKNOWN)."""
         return self._sources.statuses(self._require().sources(check_id))
 
+    def expire_source(self, name: str) -> None:
+        """Mark a source stale in every check at once (an agent gone offline or
+        revoked): UNKNOWN and out of the verdicts until it reports again."""
+        self._require().expire_source(self._sources.id(name))
+
     def source_id(self, name: str) -> int:
         """The core's id for a source name (for `critical_sources`)."""
         return self._sources.id(name)
@@ -439,6 +457,36 @@ class Engine:
                     self._sources.id(r.source),
                 )
                 for r in results
+            ]
+        )
+
+    def ingest_verdicts(
+        self,
+        source: str,
+        rows: Iterable[tuple[int, float, float, str, str | None, str | None]],
+    ) -> None:
+        """Fold results stored elsewhere already (agents' batches), given as
+        `(check_id, started_at, latency_ms, status, error_kind, message)` rows: only
+        the verdict changes they cause come back through listeners, not the results."""
+        src = self._sources.id(source)
+        code = {s.value: c for s, c in CODE_BY_STATUS.items()}
+        self._require().report(
+            [
+                (
+                    cid,
+                    0,
+                    round(started * 1e6),
+                    round(latency * 1e3),
+                    code[status],
+                    kind,
+                    message,
+                    0,
+                    _STORED,
+                    _NO_TIMINGS,
+                    None,
+                    src,
+                )
+                for cid, started, latency, status, kind, message in rows
             ]
         )
 

@@ -12,13 +12,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tocsin.api.common import iso
 from tocsin.engine import Engine
 from tocsin.events import EventHub
 from tocsin.models import Check, Result, Status, StatusChange
 from tocsin.store.base import ConflictError, NotFoundError, Row, Store, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from tocsin.notify.router import Router
 
 log = logging.getLogger("tocsin.incidents")
 
@@ -37,6 +40,8 @@ MAX_BACKOFF = 5.0
 # Transitions are rare next to results; past this many waiting (a long database outage)
 # the oldest go, so memory stays bounded.
 MAX_PENDING = 100_000
+# Transitions applied per store transaction (see `apply_many`).
+BATCH = 500
 
 
 def incident_json(row: Row) -> dict[str, Any]:
@@ -165,6 +170,9 @@ class IncidentManager:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+        # Set by the notifications area: plans the outbox rows of every change, which
+        # are written in the change's own transaction.
+        self.router: Router | None = None
 
     def start(self) -> None:
         self._engine.add_listener(self.on_batch)
@@ -221,16 +229,27 @@ class IncidentManager:
                 except Exception:
                     # Never a crash loop: checks whose owner is unknown are skipped.
                     log.exception("looking up the checks' organisations failed")
-                for _ in range(n):
-                    change = self._pending[0]
+                while n > 0 and self._pending:
+                    chunk = [self._pending[i] for i in range(min(BATCH, n, len(self._pending)))]
                     try:
-                        await self.apply(change)
+                        await self.apply_many(chunk)
                     except StoreUnavailableError:
                         raise
                     except Exception:
-                        # A change that cannot be applied must not block the ones after it.
-                        log.exception("incident update failed for %s", change)
-                    self._pending.popleft()
+                        # E.g. an incident opened elsewhere meanwhile: one at a time, so
+                        # the conflict is handled and one bad change blocks nothing else.
+                        log.info("batch of %d transitions failed; one at a time", len(chunk))
+                        for change in chunk:
+                            try:
+                                await self.apply(change)
+                            except StoreUnavailableError:
+                                raise
+                            except Exception:
+                                log.exception("incident update failed for %s", change)
+                    for _ in chunk:
+                        if self._pending:
+                            self._pending.popleft()
+                    n -= len(chunk)
                 backoff = 0.1
             except StoreUnavailableError as exc:
                 log.warning("incidents wait for the database: %s", exc)
@@ -297,23 +316,144 @@ class IncidentManager:
             elif _SEVERITY_RANK[severity] > _SEVERITY_RANK.get(current["severity"], 0):
                 await self._raise(current, severity, change)
 
-    async def _open(self, org_id: int, change: StatusChange, severity: str) -> None:
+    async def apply_many(self, changes: Sequence[StatusChange]) -> None:
+        """Apply transitions in order, all in ONE store transaction (with their outbox
+        rows). Raises (nothing applied) on a conflict with a change made elsewhere; the
+        caller then applies them one at a time with `apply`."""
+        async with self._lock:
+            ids = {c.check_id for c in changes}
+            # check id -> the open incident: the stored row, or the op opening it here.
+            open_: dict[int, dict[str, Any]] = {}
+            for row in await self._store.open_check_incidents():
+                if row["check_id"] in ids:
+                    open_[row["check_id"]] = {"row": row, "id": row["id"], "ref": None}
+            if self.router is not None:
+                pairs = set()
+                for c in changes:
+                    org = self.directory.owner(c.check_id)
+                    if org is not None:
+                        pairs.add((org, c.check_id))
+                try:
+                    await self.router.prefetch(pairs)
+                except StoreUnavailableError:
+                    raise
+                except Exception:
+                    log.exception("looking up the channels of %d checks failed", len(pairs))
+            ops: list[dict[str, Any]] = []
+            posts: list[str | None] = []
+            for change in changes:
+                org_id = self.directory.owner(change.check_id)
+                if org_id is None:
+                    continue
+                severity = OPENING_SEVERITY.get(change.current)
+                if severity is None and change.current is not Status.UP:
+                    continue
+                cur = open_.get(change.check_id)
+                if cur is not None and cur["row"]["organization_id"] != org_id:
+                    continue  # a stale row of a reused check id: leave it to `apply`
+                if change.current is Status.UP:
+                    if cur is None:
+                        continue
+                    fields = {"status": RESOLVED, "resolved_at": change.at, "resolved_by": None}
+                    detail = {"automatic": True, "reason": change.reason}
+                    plan = {**cur["row"], **fields}
+                    ops.append(
+                        {
+                            "org_id": org_id,
+                            "incident_id": cur["id"],
+                            "ref": cur["ref"],
+                            "fields": fields,
+                            "event": {"kind": "resolved", "at": change.at, "detail": detail},
+                            "deliveries": await self._plan(
+                                org_id, plan, "resolved", change.at, None
+                            ),
+                            "only_if_status": (OPEN, ACKNOWLEDGED),
+                        }
+                    )
+                    posts.append("incident.resolve")
+                    del open_[change.check_id]
+                    continue
+                assert severity is not None
+                if change.in_maintenance:
+                    continue
+                if cur is None:
+                    fields = self._open_fields(change, severity)
+                    detail = {
+                        "status": change.current.value,
+                        "severity": severity,
+                        "reason": change.reason,
+                    }
+                    row = {**fields, "organization_id": org_id}
+                    ops.append(
+                        {
+                            "org_id": org_id,
+                            "incident_id": None,
+                            "fields": fields,
+                            "event": {"kind": "opened", "at": change.at, "detail": detail},
+                            "deliveries": await self._plan(org_id, row, "opened", change.at, None),
+                        }
+                    )
+                    posts.append("incident.new")
+                    open_[change.check_id] = {"row": row, "id": None, "ref": len(ops) - 1}
+                elif _SEVERITY_RANK[severity] > _SEVERITY_RANK.get(cur["row"]["severity"], 0):
+                    detail = {
+                        "from": cur["row"]["severity"],
+                        "to": severity,
+                        "status": change.current.value,
+                        "reason": change.reason,
+                    }
+                    cur["row"] = {**cur["row"], "severity": severity}
+                    plan = {**cur["row"], "cause": change.reason or cur["row"].get("cause")}
+                    ops.append(
+                        {
+                            "org_id": org_id,
+                            "incident_id": cur["id"],
+                            "ref": cur["ref"],
+                            "fields": {"severity": severity},
+                            "event": {
+                                "kind": "severity_changed",
+                                "at": change.at,
+                                "detail": detail,
+                            },
+                            "deliveries": await self._plan(
+                                org_id, plan, "escalated", change.at, None
+                            ),
+                            "only_if_status": (OPEN, ACKNOWLEDGED),
+                        }
+                    )
+                    posts.append(None)
+            if not ops:
+                return
+            results = await self._store.write_incident_batch(ops)
+            for written, post in zip(results, posts, strict=True):
+                if written is not None and post is not None:
+                    self._publish(post, written)
+            self._notified()
+
+    def _open_fields(self, change: StatusChange, severity: str) -> dict[str, Any]:
         check = self.directory.check(change.check_id)
         name = check.name if check is not None and check.name else f"check {change.check_id}"
+        return {
+            "check_id": change.check_id,
+            "kind": "check",
+            "status": OPEN,
+            "severity": severity,
+            "title": f"{name} is {change.current.value}",
+            "cause": change.reason,
+            "sources": {k: v.value for k, v in change.sources.items()},
+            "started_at": change.at,
+        }
+
+    async def _open(self, org_id: int, change: StatusChange, severity: str) -> None:
+        fields = self._open_fields(change, severity)
+        detail = {"status": change.current.value, "severity": severity, "reason": change.reason}
         try:
-            row = await self._store.insert(
-                "incidents",
+            row = await self._store.write_incident_change(
                 org_id,
-                {
-                    "check_id": change.check_id,
-                    "kind": "check",
-                    "status": OPEN,
-                    "severity": severity,
-                    "title": f"{name} is {change.current.value}",
-                    "cause": change.reason,
-                    "sources": {k: v.value for k, v in change.sources.items()},
-                    "started_at": change.at,
-                },
+                None,
+                fields,
+                event={"kind": "opened", "actor_id": None, "at": change.at, "detail": detail},
+                deliveries=await self._plan(org_id, fields, "opened", change.at, None),
             )
         except ConflictError:
             # One is open already (made elsewhere since we looked): worsen it if needed.
@@ -323,48 +463,76 @@ class IncidentManager:
             ):
                 await self._raise(existing, severity, change)
             return
-        await self._event(
-            row,
-            "opened",
-            None,
-            change.at,
-            {"status": change.current.value, "severity": severity, "reason": change.reason},
-        )
+        assert row is not None
+        self._notified()
         self._publish("incident.new", row)
 
     async def _raise(self, row: Row, severity: str, change: StatusChange) -> None:
-        updated = await self._store.update(
-            "incidents", [row["organization_id"]], row["id"], {"severity": severity}
+        org_id = int(row["organization_id"])
+        detail = {
+            "from": row["severity"],
+            "to": severity,
+            "status": change.current.value,
+            "reason": change.reason,
+        }
+        merged = {**row, "severity": severity, "cause": change.reason or row["cause"]}
+        updated = await self._store.write_incident_change(
+            org_id,
+            row["id"],
+            {"severity": severity},
+            event={"kind": "severity_changed", "actor_id": None, "at": change.at, "detail": detail},
+            deliveries=await self._plan(org_id, merged, "escalated", change.at, None),
+            only_if_status=(OPEN, ACKNOWLEDGED),
         )
-        if updated is None:
-            return
-        await self._event(
-            updated,
-            "severity_changed",
-            None,
-            change.at,
-            {
-                "from": row["severity"],
-                "to": severity,
-                "status": change.current.value,
-                "reason": change.reason,
-            },
-        )
+        if updated is not None:
+            self._notified()
 
     async def _resolve(self, row: Row, *, actor: int | None, at: float, why: str | None) -> Row:
-        updated = await self._store.update(
-            "incidents",
-            [row["organization_id"]],
+        org_id = int(row["organization_id"])
+        fields = {"status": RESOLVED, "resolved_at": at, "resolved_by": actor}
+        updated = await self._store.write_incident_change(
+            org_id,
             row["id"],
-            {"status": RESOLVED, "resolved_at": at, "resolved_by": actor},
+            fields,
+            event={
+                "kind": "resolved",
+                "actor_id": actor,
+                "at": at,
+                "detail": {"automatic": actor is None, "reason": why},
+            },
+            deliveries=await self._plan(org_id, {**row, **fields}, "resolved", at, actor),
+            only_if_status=(OPEN, ACKNOWLEDGED),
         )
         if updated is None:
             return row
-        await self._event(
-            updated, "resolved", actor, at, {"automatic": actor is None, "reason": why}
-        )
+        self._notified()
         self._publish("incident.resolve", updated)
         return updated
+
+    async def _plan(
+        self,
+        org_id: int,
+        incident: dict[str, Any],
+        event: str,
+        at: float,
+        actor: int | None,
+    ) -> list[dict[str, Any]]:
+        """The outbox rows of one transition (none without a router). A failure to plan
+        them never blocks the incident change (but a database outage does: the change
+        is retried as a whole)."""
+        if self.router is None:
+            return []
+        try:
+            return await self.router.plan(org_id, incident, event, at=at, actor_id=actor)
+        except StoreUnavailableError:
+            raise
+        except Exception:
+            log.exception("planning notifications for incident %s failed", incident.get("id"))
+            return []
+
+    def _notified(self) -> None:
+        if self.router is not None:
+            self.router.written()
 
     async def _event(
         self, incident: Row, kind: str, actor: int | None, at: float, detail: dict[str, Any]
@@ -395,15 +563,21 @@ class IncidentManager:
             if row["status"] == ACKNOWLEDGED:
                 return row
             now = time.time()
-            updated = await self._store.update(
-                "incidents",
-                [row["organization_id"]],
+            org_id = int(row["organization_id"])
+            fields = {"status": ACKNOWLEDGED, "acknowledged_at": now, "acknowledged_by": user_id}
+            updated = await self._store.write_incident_change(
+                org_id,
                 row["id"],
-                {"status": ACKNOWLEDGED, "acknowledged_at": now, "acknowledged_by": user_id},
+                fields,
+                event={"kind": "acknowledged", "actor_id": user_id, "at": now, "detail": {}},
+                deliveries=await self._plan(
+                    org_id, {**row, **fields}, "acknowledged", now, user_id
+                ),
+                only_if_status=(OPEN,),
             )
             if updated is None:
                 raise NotFoundError("Incident not found")
-            await self._event(updated, "acknowledged", user_id, now, {})
+            self._notified()
             self._publish("incident.ack", updated)
             return updated
 

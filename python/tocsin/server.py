@@ -24,7 +24,7 @@ from tocsin.api import live
 from tocsin.api.app import create_app
 from tocsin.api.app import start as start_areas
 from tocsin.api.app import stop as stop_areas
-from tocsin.api.checks import engine_check, runnable
+from tocsin.api.checks import runnable, scheduled_check
 from tocsin.api.context import AppContext
 from tocsin.engine import Engine
 from tocsin.events import EventHub
@@ -171,7 +171,7 @@ async def _run(
         if not runnable(row["type"]):
             continue  # stored and shown; no probe for this type yet
         try:
-            engine.upsert([engine_check(row, engine)])
+            engine.upsert([scheduled_check(row, engine)])
             loaded += 1
         except (UnknownProbeTypeError, ValueError) as exc:
             log.error("check %s not scheduled: %s", row["id"], exc)

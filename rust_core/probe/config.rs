@@ -198,6 +198,9 @@ struct PolicyRaw {
     alert_window_runs: Option<u16>,
     #[serde(default)]
     critical_sources: Vec<SourceId>,
+    /// Probed by agents or geo locations only: never dispatched here.
+    #[serde(default)]
+    remote: bool,
 }
 
 /// How a check's results become its verdict, from the same settings JSON (any kind).
@@ -208,6 +211,7 @@ pub fn policy(kind: ProbeKind, interval_ms: u64, json: &str) -> Result<Policy, C
             alert_after_failures: None,
             alert_window_runs: None,
             critical_sources: Vec::new(),
+            remote: false,
         }
     } else {
         let value: serde_json::Value = serde_json::from_str(json)
@@ -226,6 +230,7 @@ pub fn policy(kind: ProbeKind, interval_ms: u64, json: &str) -> Result<Policy, C
         rule,
         critical: raw.critical_sources,
         stale_after: if kind.is_periodic() { 3 } else { 0 },
+        remote: raw.remote && kind.is_periodic(),
     })
 }
 

@@ -14,7 +14,17 @@ import falcon.asgi
 import falcon.media
 import orjson
 
-from tocsin.api import checks, identity, incidents, live, maintenance, openapi, pings
+from tocsin.api import (
+    agents,
+    channels,
+    checks,
+    identity,
+    incidents,
+    live,
+    maintenance,
+    openapi,
+    pings,
+)
 from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
@@ -23,7 +33,7 @@ from tocsin.security import session_key
 
 log = logging.getLogger("tocsin.api")
 
-AREAS = (checks, identity, incidents, maintenance, pings, live, openapi)
+AREAS = (agents, checks, identity, incidents, maintenance, pings, live, openapi, channels)
 # Routes that need no token: the check's uuid is the secret for pings.
 PUBLIC_PREFIXES = ("/api/ping/",)
 

@@ -65,6 +65,23 @@ def runnable(check_type: str) -> bool:
     return True
 
 
+def probed_remotely(row: Row) -> bool:
+    """Agents or geo locations probe the check (assigned agents, geo monitoring): the
+    server never probes it itself, it only judges their results."""
+    return row["type"] != "heartbeat" and bool(
+        row.get("assigned_agent_ids") or row.get("geo_monitoring_enabled")
+    )
+
+
+def scheduled_check(row: Row, engine: Engine) -> Check:
+    """The check as the server's engine schedules it: probed here, or (`remote`) only
+    judged from the results agents report."""
+    check = engine_check(row, engine)
+    if probed_remotely(row):
+        check.options["remote"] = True
+    return check
+
+
 def engine_check(row: Row, engine: Engine | None = None) -> Check:
     """The engine's view of a stored check. With `engine`, critical sources are mapped
     to its source ids."""
@@ -239,7 +256,7 @@ class Checks:
         """Schedule, reschedule or unschedule the check. ValueError (with `field` when
         the engine names one) if the engine refuses its settings."""
         if runnable(row["type"]):
-            self.engine.upsert([engine_check(row, self.engine)])
+            self.engine.upsert([scheduled_check(row, self.engine)])
         else:
             self.engine.remove([row["id"]])
 
@@ -384,6 +401,10 @@ class CheckRunNowResource:
     ) -> None:
         """Probe the check now; the result is recorded like a scheduled one."""
         row = await self._c.writable(principal(req), check_id)
+        if probed_remotely(row):
+            raise falcon.HTTPConflict(
+                description="this check is probed by its agents and geo locations, not here"
+            )
         if row["type"] == "heartbeat" or not runnable(row["type"]):
             raise falcon.HTTPConflict(
                 description=f"{row['type']} checks cannot be probed on demand"

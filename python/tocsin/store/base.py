@@ -344,3 +344,111 @@ class Store(abc.ABC):
     async def enforce_retention(self, policy: Retention, now: float) -> dict[str, int]:
         """Remove what the policy no longer keeps; returns rows (or partitions) removed
         per tier."""
+
+    # -- agents -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_agent(
+        self, token_hash: str, fields: Mapping[str, Any], now: float
+    ) -> Row | None:
+        """Use a registration token (unused, unexpired) and create its agent (`name`,
+        `kind`, `location`, `credential_hash`, `version`) in its organisation, in one
+        transaction; a location on the token binds (the agent's `location` counts only
+        when the token has none); a geo agent's location is added to the geo locations. None when
+        the token is unknown, used or expired."""
+
+    @abc.abstractmethod
+    async def agent_by_credential(self, credential_hash: str) -> Row | None:
+        """The agent (of any organisation) holding this credential, unless revoked."""
+
+    @abc.abstractmethod
+    async def accept_agent_batch(
+        self, org_id: int, agent_id: int, seq: int, rows: Sequence[tuple[Any, ...]]
+    ) -> bool:
+        """Store a batch of an agent's results exactly once: when `seq` is above the
+        agent's last accepted batch, its result rows (RESULT_COLUMNS order, organisation
+        `org_id`) and the new sequence number are written in one transaction and True is
+        returned; a replayed or older batch (or a revoked agent) changes nothing and
+        returns False. A batch with a row for a check that is not the agent's (not of
+        `org_id`, not assigned to it, not geo-monitored for a geo agent) is refused whole:
+        NotFoundError(field="results"), nothing stored, the sequence number unchanged."""
+
+    @abc.abstractmethod
+    async def agent_checks(self, org_id: int, agent_id: int, geo: bool) -> list[Row]:
+        """The organisation's active checks an agent runs: assigned to it, or (`geo`)
+        with geo monitoring enabled."""
+
+    @abc.abstractmethod
+    async def assignment_version(self, org_id: int) -> str:
+        """A value that changes whenever any check of the organisation changes."""
+
+    @abc.abstractmethod
+    async def mark_agents_offline(self, heard_before: float) -> list[Row]:
+        """Set online agents last heard before `heard_before` offline; returns them."""
+
+    @abc.abstractmethod
+    async def list_geo_locations(self) -> list[Row]:
+        """Every geo location (shared by all organisations)."""
+
+    @abc.abstractmethod
+    async def source_results(
+        self, org_ids: Collection[int], check_id: int, since: float
+    ) -> list[Row]:
+        """`source, status, started_at, latency_ms` of a check's raw results since
+        `since`, oldest first."""
+
+    # -- notifications ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def write_incident_change(
+        self,
+        org_id: int,
+        incident_id: int | None,
+        fields: Mapping[str, Any],
+        *,
+        event: Mapping[str, Any] | None = None,
+        deliveries: Sequence[Mapping[str, Any]] = (),
+        only_if_status: Collection[str] | None = None,
+    ) -> Row | None:
+        """Insert an incident (`incident_id` None) or update one, add its timeline event
+        (`kind`, `actor_id`, `at`, `detail`) and its notification outbox rows, in ONE
+        transaction. Each outbox row gives `channel_id`, `event`, `dedup_key` (with
+        `{incident}` standing for the incident's id), `payload` (gets `incident_id`),
+        `status`, `next_attempt_at`, optionally `check_id`; a row whose channel is no
+        longer the organisation's, or whose dedup_key exists, is skipped. An update of an
+        incident missing, or not in `only_if_status`, changes nothing and returns None.
+        ConflictError when the insert breaks the one-open-incident rule."""
+
+    @abc.abstractmethod
+    async def write_incident_batch(self, ops: Sequence[Mapping[str, Any]]) -> list[Row | None]:
+        """Several `write_incident_change`s in ONE transaction, in order; each op is a
+        dict of its arguments plus `org_id`, and may give `ref` (the index of an earlier
+        op) instead of `incident_id` to change the incident that op wrote. One result
+        per op. A ConflictError rolls the whole batch back."""
+
+    @abc.abstractmethod
+    async def claim_deliveries(self, now: float, limit: int, lease: float) -> list[Row]:
+        """Due outbox rows (pending, or sending with an expired lease) of every
+        organisation, marked `sending` until `now + lease` with `attempts` counted."""
+
+    @abc.abstractmethod
+    async def settle_deliveries(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        """Set the fields (status, next_attempt_at, last_error, response_code,
+        delivered_at) of outbox rows still `sending` (others are left alone), in one
+        transaction."""
+
+    @abc.abstractmethod
+    async def open_check_incidents(self) -> list[Row]:
+        """Every unresolved incident of a check, of every organisation (for reminders)."""
+
+    @abc.abstractmethod
+    async def channel_checks(self, org_ids: Collection[int], channel_id: int) -> list[int]:
+        """The checks linked to a notification channel (`check_channels`)."""
+
+    @abc.abstractmethod
+    async def channel_routes(
+        self, org_ids: Collection[int], check_ids: Collection[int]
+    ) -> tuple[list[tuple[int, int]], list[Row]]:
+        """For routing many transitions at once: the `(check_id, channel_id)` links of
+        these checks, and the channels that can hear of them (the linked ones and the
+        default ones of these organisations), with two reads."""

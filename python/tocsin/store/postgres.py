@@ -213,6 +213,16 @@ class PostgresStore(SqlStore):
             await self._ensure_partitions(r.started_at for r in results)
         return await super().write_batch(results, changes, rollups)
 
+    # -- agents --
+
+    async def accept_agent_batch(
+        self, org_id: int, agent_id: int, seq: int, rows: Sequence[tuple[Any, ...]]
+    ) -> bool:
+        if rows:
+            # RESULT_COLUMNS order: started_at is the fourth.
+            await self._ensure_partitions({r[3] for r in rows})
+        return await super().accept_agent_batch(org_id, agent_id, seq, rows)
+
     async def _insert_results(self, conn: Conn, rows: list[tuple[Any, ...]]) -> None:
         assert isinstance(conn, _PgConn)
         await conn.raw.copy_records_to_table("results", records=rows, columns=RESULT_COLUMNS)

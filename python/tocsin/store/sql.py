@@ -1177,6 +1177,517 @@ class SqlStore(Store):
                 )
         return removed
 
+    # -- agents -------------------------------------------------------------------------
+
+    async def register_agent(
+        self, token_hash: str, fields: Mapping[str, Any], now: float
+    ) -> Row | None:
+        async with self._write() as c:
+            token = await c.fetchrow(
+                "SELECT id, organization_id, location FROM agent_registration_tokens"
+                " WHERE token_hash = ? AND used_at IS NULL AND (expires_at IS NULL"
+                " OR expires_at > ?)",
+                token_hash,
+                now,
+            )
+            if token is None:
+                return None
+            # The UPDATE's row lock (PostgreSQL) or the write lock (SQLite) makes the
+            # token single-use under concurrent registrations.
+            taken = await c.execute(
+                "UPDATE agent_registration_tokens SET used_at = ?, updated_at = ?"
+                " WHERE id = ? AND used_at IS NULL",
+                now,
+                now,
+                token["id"],
+            )
+            if not taken:
+                return None
+            # The location the admin put on the token binds; an agent names its own
+            # only when the token leaves it open.
+            location = token["location"] or fields.get("location")
+            kind = "geo" if location else "private"
+            agent = await c.fetchrow(
+                "INSERT INTO agents (organization_id, name, kind, location, credential_hash,"
+                " status, version, last_heartbeat_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'online', ?, ?, ?, ?) RETURNING *",
+                token["organization_id"],
+                fields["name"],
+                kind,
+                location,
+                fields["credential_hash"],
+                fields.get("version"),
+                now,
+                now,
+                now,
+            )
+            assert agent is not None
+            await c.execute(
+                "UPDATE agent_registration_tokens SET agent_id = ? WHERE id = ?",
+                agent["id"],
+                token["id"],
+            )
+            if location:
+                await c.execute(
+                    "INSERT INTO geo_locations (code, name, created_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (code) DO NOTHING",
+                    location,
+                    location,
+                    now,
+                )
+        return dict(agent)
+
+    async def agent_by_credential(self, credential_hash: str) -> Row | None:
+        async with self._read() as c:
+            row = await c.fetchrow(
+                "SELECT * FROM agents WHERE credential_hash = ? AND revoked_at IS NULL",
+                credential_hash,
+            )
+        return None if row is None else dict(row)
+
+    async def accept_agent_batch(
+        self, org_id: int, agent_id: int, seq: int, rows: Sequence[tuple[Any, ...]]
+    ) -> bool:
+        async with self._write() as c:
+            advanced = await c.execute(
+                "UPDATE agents SET last_batch_seq = ? WHERE id = ? AND organization_id = ?"
+                " AND last_batch_seq < ? AND revoked_at IS NULL",
+                seq,
+                agent_id,
+                org_id,
+                seq,
+            )
+            if not advanced:
+                return False
+            if rows:
+                if any(r[1] != org_id for r in rows):
+                    raise ValueError("result rows of another organisation")
+                agent = await c.fetchrow("SELECT kind FROM agents WHERE id = ?", agent_id)
+                geo = agent is not None and agent["kind"] == "geo"
+                ids = {r[0] for r in rows}
+                allowed = {
+                    int(r["id"])
+                    for r in await c.fetch(
+                        "SELECT id, assigned_agent_ids, geo_monitoring_enabled FROM checks"
+                        f" WHERE organization_id = ? AND {self._in('id')}",
+                        org_id,
+                        self._list(ids),
+                    )
+                    if agent_id in _loads(r["assigned_agent_ids"])
+                    or (geo and r["geo_monitoring_enabled"])
+                }
+                if ids - allowed:
+                    # Raised inside the transaction: the sequence number stays put and
+                    # nothing of the batch is stored.
+                    raise NotFoundError(
+                        f"check(s) {sorted(ids - allowed)[:20]} are not assigned to this agent",
+                        field="results",
+                    )
+                await self._insert_results(c, list(rows))
+                await self._latest(c, list(rows))
+        return True
+
+    async def agent_checks(self, org_id: int, agent_id: int, geo: bool) -> list[Row]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {_CHECK_SELECT} WHERE c.organization_id = ? AND c.is_active = ?"
+                " ORDER BY c.id",
+                org_id,
+                True,
+            )
+        out = []
+        for row in rows:
+            row = self._check_row(row)
+            if agent_id in row["assigned_agent_ids"] or (geo and row["geo_monitoring_enabled"]):
+                out.append(row)
+        return out
+
+    async def assignment_version(self, org_id: int) -> str:
+        async with self._read() as c:
+            row = await c.fetchrow(
+                "SELECT COUNT(*) AS n, MAX(updated_at) AS at, MAX(id) AS top FROM checks"
+                " WHERE organization_id = ?",
+                org_id,
+            )
+        assert row is not None
+        return f"{row['n']}-{row['top']}-{row['at']}"
+
+    async def mark_agents_offline(self, heard_before: float) -> list[Row]:
+        async with self._write() as c:
+            rows = await c.fetch(
+                "UPDATE agents SET status = 'offline' WHERE status = 'online'"
+                " AND revoked_at IS NULL AND last_heartbeat_at < ? RETURNING *",
+                heard_before,
+            )
+        return [dict(r) for r in rows]
+
+    async def list_geo_locations(self) -> list[Row]:
+        async with self._read() as c:
+            return [dict(r) for r in await c.fetch("SELECT * FROM geo_locations ORDER BY code")]
+
+    async def source_results(
+        self, org_ids: Collection[int], check_id: int, since: float
+    ) -> list[Row]:
+        async with self._read() as c:
+            return await c.fetch(
+                "SELECT source, status, started_at, latency_ms FROM results"
+                f" WHERE check_id = ? AND {self._in('organization_id')} AND started_at >= ?"
+                " ORDER BY started_at",
+                check_id,
+                self._list(org_ids),
+                since,
+            )
+
+    # -- notifications --------------------------------------------------------------------
+
+    @staticmethod
+    def _incident_defaults() -> dict[str, Any]:
+        """A new incident's columns not given by its op (the schema's defaults)."""
+        return {
+            "check_id": None,
+            "kind": "check",
+            "status": "OPEN",
+            "severity": "critical",
+            "title": None,
+            "cause": None,
+            "dedup_key": None,
+            "sources": {},
+            "started_at": None,
+            "acknowledged_at": None,
+            "acknowledged_by": None,
+            "resolved_at": None,
+            "resolved_by": None,
+        }
+
+    async def write_incident_change(
+        self,
+        org_id: int,
+        incident_id: int | None,
+        fields: Mapping[str, Any],
+        *,
+        event: Mapping[str, Any] | None = None,
+        deliveries: Sequence[Mapping[str, Any]] = (),
+        only_if_status: Collection[str] | None = None,
+    ) -> Row | None:
+        op = {
+            "org_id": org_id,
+            "incident_id": incident_id,
+            "fields": fields,
+            "event": event,
+            "deliveries": deliveries,
+            "only_if_status": only_if_status,
+        }
+        return (await self.write_incident_batch([op]))[0]
+
+    async def write_incident_batch(self, ops: Sequence[Mapping[str, Any]]) -> list[Row | None]:
+        # PERF: a fixed number of statements per batch, not one per op: the incidents the
+        # batch changes are read (locked under PostgreSQL) once, every op is applied to
+        # them here in order (guards included), and the final rows, the timeline events
+        # and the outbox rows are written with one executemany each. New incidents get
+        # their ids up front, so events and outbox rows can name them.
+        incidents = TABLES["incidents"]
+        columns = incidents.columns
+        now = time.time()
+        out: list[Row | None] = []
+        events: list[tuple[Any, ...]] = []
+        outbox: list[tuple[int, int, Mapping[str, Any]]] = []
+        async with self._unique("an open incident of this check"), self._write() as c:
+            await self._checks_of(c, ops)
+            existing_ids = sorted({int(op["incident_id"]) for op in ops if op.get("incident_id")})
+            state: dict[int, Row] = {}
+            if existing_ids:
+                lock = " FOR UPDATE" if self.backend == "postgresql" else ""
+                for r in await c.fetch(
+                    f"SELECT * FROM incidents WHERE {self._in('id')} ORDER BY id{lock}",
+                    self._list(existing_ids),
+                ):
+                    state[int(r["id"])] = self._row(incidents, r)
+            fresh = sum(1 for op in ops if op.get("incident_id") is None and op.get("ref") is None)
+            new_ids = iter(await self._new_incident_ids(c, fresh))
+            created: list[int] = []
+            changed: dict[int, set[str]] = {}
+            for op in ops:
+                org_id = int(op["org_id"])
+                incident_id = op.get("incident_id")
+                if incident_id is None and op.get("ref") is not None:
+                    earlier = out[int(op["ref"])]
+                    incident_id = None if earlier is None else int(earlier["id"])
+                    if incident_id is None:
+                        out.append(None)
+                        continue
+                fields = dict(op["fields"])
+                unknown = set(fields) - set(columns)
+                if unknown:
+                    raise ValueError(f"incidents has no column(s) {sorted(unknown)}")
+                if incident_id is None:
+                    new_id = next(new_ids)
+                    row: Row = {
+                        "id": new_id,
+                        "organization_id": org_id,
+                        **self._incident_defaults(),
+                        **fields,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    created.append(new_id)
+                else:
+                    current = state.get(int(incident_id))
+                    guard = op.get("only_if_status")
+                    if (
+                        current is None
+                        or int(current["organization_id"]) != org_id
+                        or (guard is not None and current["status"] not in guard)
+                    ):
+                        out.append(None)
+                        continue
+                    row = {**current, **fields, "updated_at": now}
+                    changed.setdefault(int(incident_id), set()).update(fields)
+                state[int(row["id"])] = row
+                out.append(dict(row))
+                inc_id = int(row["id"])
+                event = op.get("event")
+                if event is not None:
+                    ev = self._values(TABLES["incident_events"], event)
+                    events.append(
+                        (
+                            org_id,
+                            inc_id,
+                            ev["kind"],
+                            ev.get("actor_id"),
+                            ev.get("detail", "{}"),
+                            ev["at"],
+                            now,
+                            now,
+                        )
+                    )
+                outbox += [(org_id, inc_id, d) for d in op.get("deliveries") or ()]
+            # Updates first: an incident resolved here frees its check for one opened here.
+            groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+            born = set(created)
+            for inc_id, touched in changed.items():
+                if inc_id in born:
+                    continue
+                shape = tuple(sorted(touched))
+                values = self._values(incidents, {k: state[inc_id][k] for k in shape})
+                groups.setdefault(shape, []).append((*values.values(), now, inc_id))
+            for shape, rows in groups.items():
+                sets = "".join(f"{k} = ?, " for k in shape)
+                await c.executemany(f"UPDATE incidents SET {sets}updated_at = ? WHERE id = ?", rows)
+            if created:
+                names = ["id", "organization_id", *columns, "created_at", "updated_at"]
+                inserts = []
+                for inc_id in created:
+                    values = self._values(incidents, {k: state[inc_id][k] for k in columns})
+                    inserts.append(
+                        (inc_id, state[inc_id]["organization_id"], *values.values(), now, now)
+                    )
+                await self._insert_many(c, f"INSERT INTO incidents ({', '.join(names)})", inserts)
+            await self._insert_many(
+                c,
+                "INSERT INTO incident_events (organization_id, incident_id, kind, actor_id,"
+                " detail, at, created_at, updated_at)",
+                events,
+            )
+            if outbox:
+                await self._outbox(c, outbox, now)
+        return out
+
+    async def _new_incident_ids(self, c: Conn, n: int) -> list[int]:
+        """`n` ids for new incidents, taken inside the write transaction."""
+        if n <= 0:
+            return []
+        if self.backend == "postgresql":
+            rows = await c.fetch(
+                "SELECT nextval(pg_get_serial_sequence('incidents', 'id')) AS id"
+                " FROM generate_series(1, ?::int) ORDER BY 1",
+                n,
+            )
+            return [int(r["id"]) for r in rows]
+        # SQLite: the write transaction holds the database's only write lock.
+        top = int(await c.fetchval("SELECT COALESCE(MAX(id), 0) FROM incidents") or 0)
+        return list(range(top + 1, top + 1 + n))
+
+    async def _checks_of(self, c: Conn, ops: Sequence[Mapping[str, Any]]) -> None:
+        """The checks of new incidents must be their organisation's (one query for the
+        batch, not one per incident)."""
+        assert set(TABLES["incidents"].refs) == {"check_id"}
+        wanted = {
+            (int(op["org_id"]), int(op["fields"]["check_id"]))
+            for op in ops
+            if op.get("incident_id") is None
+            and op.get("ref") is None
+            and op["fields"].get("check_id") is not None
+        }
+        if not wanted:
+            return
+        rows = await c.fetch(
+            f"SELECT id, organization_id FROM checks WHERE {self._in('id')}",
+            self._list(sorted({cid for _, cid in wanted})),
+        )
+        owner = {int(r["id"]): int(r["organization_id"]) for r in rows}
+        for org_id, check_id in sorted(wanted):
+            if owner.get(check_id) != org_id:
+                raise NotFoundError(f"check_id {check_id} not found", field="check_id")
+
+    async def _outbox(
+        self, c: Conn, rows: Sequence[tuple[int, int, Mapping[str, Any]]], now: float
+    ) -> None:
+        wanted = sorted({int(d["channel_id"]) for _, _, d in rows})
+        found = await c.fetch(
+            f"SELECT id, organization_id FROM notification_channels WHERE {self._in('id')}",
+            self._list(wanted),
+        )
+        owner = {int(r["id"]): int(r["organization_id"]) for r in found}
+        table = TABLES["notification_deliveries"]
+        values = []
+        for org_id, incident_id, d in rows:
+            if owner.get(int(d["channel_id"])) != org_id:
+                continue  # deleted (or never the organisation's) since it was planned
+            v = self._values(
+                table,
+                {
+                    "payload": {**d["payload"], "incident_id": incident_id},
+                    "dedup_key": str(d["dedup_key"]).replace("{incident}", str(incident_id)),
+                },
+            )
+            values.append(
+                (
+                    org_id,
+                    int(d["channel_id"]),
+                    incident_id,
+                    d.get("check_id"),
+                    d["event"],
+                    v["dedup_key"],
+                    v["payload"],
+                    d.get("status", "pending"),
+                    d.get("next_attempt_at", now),
+                    now,
+                    now,
+                )
+            )
+        await self._insert_many(
+            c,
+            "INSERT INTO notification_deliveries (organization_id, channel_id, incident_id,"
+            " check_id, event, dedup_key, payload, status, next_attempt_at, created_at,"
+            " updated_at)",
+            values,
+            " ON CONFLICT (dedup_key) DO NOTHING",
+        )
+
+    # Rows per multi-row INSERT under SQLite (far below its 32,766 parameters).
+    _INSERT_CHUNK = 100
+
+    async def _insert_many(
+        self, c: Conn, head: str, rows: Sequence[Sequence[Any]], tail: str = ""
+    ) -> None:
+        """`head VALUES (…), (…) tail` for many rows. PERF: under SQLite, multi-row
+        statements: executemany steps once per row, and every step gives up and takes
+        back the GIL, which waits behind a busy event loop; PostgreSQL pipelines
+        executemany well."""
+        if not rows:
+            return
+        one = "(" + ", ".join("?" * len(rows[0])) + ")"
+        if self.backend != "sqlite":
+            await c.executemany(f"{head} VALUES {one}{tail}", rows)
+            return
+        step = self._INSERT_CHUNK
+        for i in range(0, len(rows), step):
+            chunk = rows[i : i + step]
+            await c.execute(
+                f"{head} VALUES {', '.join([one] * len(chunk))}{tail}",
+                *[v for row in chunk for v in row],
+            )
+
+    async def claim_deliveries(self, now: float, limit: int, lease: float) -> list[Row]:
+        # The outer conditions repeat the inner ones: under PostgreSQL a row claimed by
+        # another server meanwhile is re-checked against them and skipped.
+        # SQLite would rather sort every unsent row than walk the index kept in this
+        # order (notification_deliveries_unsent); PostgreSQL's planner finds it alone.
+        hint = " INDEXED BY notification_deliveries_unsent" if self.backend == "sqlite" else ""
+        async with self._write() as c:
+            rows = await c.fetch(
+                "UPDATE notification_deliveries SET status = 'sending',"
+                " attempts = attempts + 1, next_attempt_at = ?, updated_at = ?"
+                f" WHERE id IN (SELECT d.id FROM notification_deliveries d{hint}"
+                " WHERE d.status IN ('pending', 'sending') AND d.next_attempt_at <= ?"
+                # In order per incident and channel: not while an earlier one is unsent.
+                " AND NOT EXISTS (SELECT 1 FROM notification_deliveries e"
+                " WHERE e.incident_id = d.incident_id AND e.channel_id = d.channel_id"
+                " AND e.id < d.id AND e.status IN ('pending', 'sending'))"
+                " ORDER BY d.next_attempt_at, d.id LIMIT ?)"
+                " AND status IN ('pending', 'sending') AND next_attempt_at <= ? RETURNING *",
+                now + lease,
+                now,
+                now,
+                limit,
+                now,
+            )
+        table = TABLES["notification_deliveries"]
+        return sorted((self._row(table, r) for r in rows), key=lambda r: int(r["id"]))
+
+    async def settle_deliveries(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        allowed = ("status", "next_attempt_at", "last_error", "response_code", "delivered_at")
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        now = time.time()
+        for delivery_id, fields in updates:
+            unknown = set(fields) - set(allowed)
+            if unknown:
+                raise ValueError(f"cannot settle {sorted(unknown)}")
+            cols = tuple(k for k in allowed if k in fields)
+            groups.setdefault(cols, []).append((*(fields[k] for k in cols), now, delivery_id))
+        # PERF: one statement per shape of answer, not one per row.
+        async with self._write() as c:
+            for cols, rows in groups.items():
+                sets = "".join(f"{k} = ?, " for k in cols)
+                await c.executemany(
+                    f"UPDATE notification_deliveries SET {sets}updated_at = ?"
+                    " WHERE id = ? AND status = 'sending'",
+                    rows,
+                )
+
+    async def open_check_incidents(self) -> list[Row]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT * FROM incidents WHERE status != 'RESOLVED' AND check_id IS NOT NULL"
+                " ORDER BY id"
+            )
+        return [self._row(TABLES["incidents"], r) for r in rows]
+
+    async def channel_checks(self, org_ids: Collection[int], channel_id: int) -> list[int]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT check_id FROM check_channels WHERE channel_id = ?"
+                f" AND {self._in('organization_id')} ORDER BY check_id",
+                channel_id,
+                self._list(org_ids),
+            )
+        return [int(r["check_id"]) for r in rows]
+
+    async def channel_routes(
+        self, org_ids: Collection[int], check_ids: Collection[int]
+    ) -> tuple[list[tuple[int, int]], list[Row]]:
+        if not org_ids:
+            return [], []
+        async with self._read() as c:
+            links = await c.fetch(
+                "SELECT check_id, channel_id FROM check_channels"
+                f" WHERE {self._in('check_id')} AND {self._in('organization_id')}"
+                " ORDER BY check_id, channel_id",
+                self._list(sorted(set(check_ids))),
+                self._list(sorted(set(org_ids))),
+            )
+            wanted = sorted({int(r["channel_id"]) for r in links})
+            rows = await c.fetch(
+                f"SELECT * FROM notification_channels WHERE {self._in('organization_id')}"
+                f" AND (is_default = ? OR {self._in('id')}) ORDER BY id",
+                self._list(sorted(set(org_ids))),
+                True,
+                self._list(wanted),
+            )
+        table = TABLES["notification_channels"]
+        pairs = [(int(r["check_id"]), int(r["channel_id"])) for r in links]
+        return pairs, [self._row(table, r) for r in rows]
+
 
 def _result_row(r: Result, org_id: int) -> tuple[Any, ...]:
     t = r.timings

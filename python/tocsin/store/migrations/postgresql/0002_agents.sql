@@ -1,2 +1,0 @@
--- Schema additions for agents (see the issue); additive only.
-SELECT 1; -- placeholder until this migration has content
