@@ -82,8 +82,9 @@ async def target() -> AsyncIterator[Target]:
 class Server:
     """`tocsin serve` as a child process with its own data directory."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
         self.data_dir = data_dir
+        self.host = host
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / "serve.log"
@@ -91,7 +92,7 @@ class Server:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -101,6 +102,8 @@ class Server:
         """Start (or restart) it; `extra` CLI arguments are kept for later restarts."""
         self.extra = extra or getattr(self, "extra", ())
         extra = self.extra
+        if self.host != "127.0.0.1":
+            extra = ("--host", self.host, *extra)
         self.log_file = open(self.log, "ab")  # noqa: SIM115  closed in stop()
         self.proc = subprocess.Popen(
             [
@@ -122,7 +125,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tocsin serve exited early:\n{self.log.read_text()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     break
             except OSError:
                 time.sleep(0.05)

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,51 +36,6 @@ ENV = {"TOCSIN_AGENT_HEARTBEAT_INTERVAL": "1", "TOCSIN_RATE_LIMIT_PER_ADDRESS": 
 
 
 # -- processes --------------------------------------------------------------------------
-
-
-class HostServer(Server):
-    """`tocsin serve` bound to `host` (the host end of the veth pair, so agents inside
-    the namespace reach it too)."""
-
-    def __init__(self, data_dir: Path, host: str) -> None:
-        super().__init__(data_dir)
-        self.host = host
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, *extra: str) -> None:
-        self.extra = ("--host", self.host)
-        self.log_file = open(self.log, "ab")  # noqa: SIM115  closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tocsin.cli",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                *self.extra,
-            ],
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tocsin serve exited early:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no server:\n{self.log.read_text()}") from None
-                time.sleep(0.05)
-        creds = (self.data_dir / "initial-credentials").read_text()
-        self.token = dict(line.split("=", 1) for line in creds.split())["token"]
 
 
 class AgentProc:
@@ -258,7 +212,8 @@ async def stored_results(server: Server, check_ids: list[int]) -> dict[str, Any]
 async def test_fleet_of_agents_through_kills_stores_every_result_exactly_once(
     tmp_path: Path, agent_env: None, netns: NetNs
 ) -> None:
-    server = HostServer(tmp_path / "data", netns.host_ip)
+    # Bound to the host end of the veth pair, so agents inside the namespace reach it too.
+    server = Server(tmp_path / "data", host=netns.host_ip)
     server.start()
     local = Site("127.0.0.1")  # unreachable from inside the namespace
     shared = Site(netns.host_ip)  # reachable from everywhere

@@ -164,6 +164,8 @@ async def test_claims_lease_and_settle(store: SqlStore) -> None:
     done = await store.get("notification_deliveries", [org], claimed[0]["id"])
     assert done is not None and done["status"] == "delivered" and done["last_error"] is None
     assert [i["id"] for i in await store.open_check_incidents()] == [row["id"]]
+    assert [i["id"] for i in await store.open_check_incidents([row["check_id"]])] == [row["id"]]
+    assert await store.open_check_incidents([row["check_id"] + 1000]) == []
     await store.link("check_channels", org, cid, ch)
     assert await store.channel_checks([org], ch) == [cid]
     assert await store.channel_checks([org + 1], ch) == []

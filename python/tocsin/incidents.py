@@ -324,7 +324,7 @@ class IncidentManager:
             ids = {c.check_id for c in changes}
             # check id -> the open incident: the stored row, or the op opening it here.
             open_: dict[int, dict[str, Any]] = {}
-            for row in await self._store.open_check_incidents():
+            for row in await self._store.open_check_incidents(ids):
                 if row["check_id"] in ids:
                     open_[row["check_id"]] = {"row": row, "id": row["id"], "ref": None}
             if self.router is not None:

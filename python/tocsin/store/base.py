@@ -438,8 +438,9 @@ class Store(abc.ABC):
         transaction."""
 
     @abc.abstractmethod
-    async def open_check_incidents(self) -> list[Row]:
-        """Every unresolved incident of a check, of every organisation (for reminders)."""
+    async def open_check_incidents(self, check_ids: Collection[int] | None = None) -> list[Row]:
+        """Every unresolved incident of a check, of every organisation (for reminders), or
+        only those of `check_ids`."""
 
     @abc.abstractmethod
     async def channel_checks(self, org_ids: Collection[int], channel_id: int) -> list[int]:

@@ -993,21 +993,40 @@ class SqlStore(Store):
             )
         return [p.check_id in org_of for p in pings]
 
-    async def list_pings(
-        self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
+    async def _newest_of_check(
+        self,
+        table: str,
+        columns: str,
+        org_ids: Collection[int],
+        check_id: int,
+        limit: int,
+        before: int | None,
     ) -> list[Row]:
+        """A check's rows of `table`, newest first, paged by keyset (`id < before`)."""
         cursor = " AND id < ?" if before is not None else ""
         args: list[Any] = [check_id, self._list(org_ids)]
         if before is not None:
             args.append(before)
         async with self._read() as c:
             return await c.fetch(
-                "SELECT id, check_id, kind, exit_code, rid, body, remote_addr, received_at"
-                f" FROM pings WHERE check_id = ? AND {self._in('organization_id')}{cursor}"
+                f"SELECT {columns} FROM {table}"
+                f" WHERE check_id = ? AND {self._in('organization_id')}{cursor}"
                 " ORDER BY id DESC LIMIT ?",
                 *args,
                 limit,
             )
+
+    async def list_pings(
+        self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
+    ) -> list[Row]:
+        return await self._newest_of_check(
+            "pings",
+            "id, check_id, kind, exit_code, rid, body, remote_addr, received_at",
+            org_ids,
+            check_id,
+            limit,
+            before,
+        )
 
     # -- results and rollups --------------------------------------------------------------
 
@@ -1117,18 +1136,8 @@ class SqlStore(Store):
     async def list_results(
         self, org_ids: Collection[int], check_id: int, *, limit: int, before: int | None
     ) -> list[Row]:
-        cursor = " AND id < ?" if before is not None else ""
-        args: list[Any] = [check_id, self._list(org_ids)]
-        if before is not None:
-            args.append(before)
-        async with self._read() as c:
-            return await c.fetch(
-                "SELECT id, " + ", ".join(RESULT_COLUMNS) + " FROM results"
-                f" WHERE check_id = ? AND {self._in('organization_id')}{cursor}"
-                " ORDER BY id DESC LIMIT ?",
-                *args,
-                limit,
-            )
+        columns = "id, " + ", ".join(RESULT_COLUMNS)
+        return await self._newest_of_check("results", columns, org_ids, check_id, limit, before)
 
     async def list_rollups(
         self,
@@ -1645,11 +1654,15 @@ class SqlStore(Store):
                     rows,
                 )
 
-    async def open_check_incidents(self) -> list[Row]:
+    async def open_check_incidents(self, check_ids: Collection[int] | None = None) -> list[Row]:
+        only, args = "", []
+        if check_ids is not None:
+            only, args = f" AND {self._in('check_id')}", [self._list(check_ids)]
         async with self._read() as c:
             rows = await c.fetch(
                 "SELECT * FROM incidents WHERE status != 'RESOLVED' AND check_id IS NOT NULL"
-                " ORDER BY id"
+                f"{only} ORDER BY id",
+                *args,
             )
         return [self._row(TABLES["incidents"], r) for r in rows]
 
