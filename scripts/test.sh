@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The PostgreSQL server binaries: the store tests start a private cluster from them
-# (tests/pgcluster.py); no running system service is needed.
-TOCSIN_APT_EXTRA="postgresql ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
+# (tests/pgcluster.py); no running system service is needed. iproute2 (`ip`): the agents
+# test puts one agent in a network namespace of its own.
+TOCSIN_APT_EXTRA="postgresql iproute2 ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 
