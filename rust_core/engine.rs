@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::aggregate::Verdicts;
+use crate::aggregate::{Policy, Verdicts};
 use crate::executor::{Executor, ExecutorConfig, Finished};
 use crate::probe::{config, ConfigError, ProbeSpec};
 use crate::result::{ProbeResult, Status, Transition};
@@ -241,20 +241,22 @@ impl Engine {
         self.shared.wakeup.fd()
     }
 
+    /// Whether `upsert` would accept these checks, without changing anything: the
+    /// same validation, so a caller can refuse a check before it stores it.
+    pub fn validate(checks: &[(CheckSpec, &str)]) -> Result<(), EngineError> {
+        for &(spec, settings) in checks {
+            parse_check(spec, settings)?;
+        }
+        Ok(())
+    }
+
     /// Add or change many checks at once, each with its probe settings (JSON, empty
     /// for kinds that take none). All are validated and parsed first: on error nothing
     /// changes.
     pub fn upsert(&self, checks: &[(CheckSpec, &str)]) -> Result<(), EngineError> {
         let mut parsed = Vec::with_capacity(checks.len());
         for &(spec, settings) in checks {
-            spec.validate()?;
-            let config_error = |error| EngineError::Config {
-                check_id: spec.id,
-                error,
-            };
-            let probe = ProbeSpec::parse(spec.kind, settings).map_err(config_error)?;
-            let policy =
-                config::policy(spec.kind, spec.interval_ms, settings).map_err(config_error)?;
+            let (probe, policy) = parse_check(spec, settings)?;
             parsed.push((spec, probe.map(Arc::new), policy));
         }
         let mut state = self.shared.lock();
@@ -619,6 +621,21 @@ fn finished(due: &Due, run_id: u64, (outcome, started_us, took_us): Finished) ->
 }
 
 /// Hand a native probe to the executor; its result is delivered from a probe thread.
+/// A check's schedule limits, probe settings and verdict policy, parsed.
+fn parse_check(
+    spec: CheckSpec,
+    settings: &str,
+) -> Result<(Option<ProbeSpec>, Policy), EngineError> {
+    spec.validate()?;
+    let config_error = |error| EngineError::Config {
+        check_id: spec.id,
+        error,
+    };
+    let probe = ProbeSpec::parse(spec.kind, settings).map_err(config_error)?;
+    let policy = config::policy(spec.kind, spec.interval_ms, settings).map_err(config_error)?;
+    Ok((probe, policy))
+}
+
 fn dispatch(shared: &Arc<Shared>, due: Due, probe: Arc<ProbeSpec>, run_id: u64, record: bool) {
     let sink = Arc::clone(shared);
     shared.executor.spawn(
@@ -875,6 +892,26 @@ mod tests {
             matches!(err, EngineError::Config { check_id: 3, ref error } if error.field == "port")
         );
         assert_eq!(engine.stats().checks, 0);
+    }
+
+    #[test]
+    fn validate_refuses_what_upsert_refuses_and_changes_nothing() {
+        let engine = start();
+        let mut bad = noop(2);
+        bad.interval_ms = 10;
+        let mut tcp = noop(3);
+        tcp.kind = ProbeKind::Tcp;
+        let cases: [&[(CheckSpec, &str)]; 3] = [
+            &[(noop(1), ""), (bad, "")],
+            &[(tcp, r#"{"host": "x"}"#)],
+            &[(noop(1), ""), (tcp, r#"{"host": "x", "port": 80}"#)],
+        ];
+        for batch in cases {
+            let validated = Engine::validate(batch);
+            assert_eq!(engine.stats().checks, 0, "validate changed nothing");
+            assert_eq!(validated, engine.upsert(batch));
+        }
+        assert_eq!(engine.stats().checks, 2);
     }
 
     #[test]

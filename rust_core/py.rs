@@ -40,12 +40,39 @@ fn engine_error(py: Python<'_>, err: &EngineError) -> PyErr {
         EngineError::Schedule(ScheduleError::UnknownKind(_)) => (None, Some("type".to_owned())),
         EngineError::Startup(e) => return PyOSError::new_err(e.clone()),
     };
+    // The reason alone, without the check and field the other attributes carry.
+    let reason = match &err {
+        EngineError::Config { error, .. } => error.message.clone(),
+        other => other.to_string(),
+    };
     let exc = InvalidCheckError::new_err(err.to_string());
     let value = exc.value(py);
-    if value.setattr("check_id", check_id).is_err() || value.setattr("field", field).is_err() {
+    if value.setattr("check_id", check_id).is_err()
+        || value.setattr("field", field).is_err()
+        || value.setattr("reason", reason).is_err()
+    {
         return InvalidCheckError::new_err(err.to_string());
     }
     exc
+}
+
+/// `(id, interval_ms, timeout_ms, kind, active, config_json)` into the engine's spec.
+fn check_specs(specs: Vec<SpecTuple>) -> PyResult<Vec<(CheckSpec, String)>> {
+    specs
+        .into_iter()
+        .map(|(id, interval_ms, timeout_ms, k, active, config)| {
+            Ok((
+                CheckSpec {
+                    id,
+                    interval_ms,
+                    timeout_ms,
+                    kind: kind(k)?,
+                    active,
+                },
+                config.unwrap_or_default(),
+            ))
+        })
+        .collect()
 }
 
 /// `(id, interval_ms, timeout_ms, kind, active, config_json)`
@@ -223,27 +250,22 @@ impl PyCore {
     /// `(id, interval_ms, timeout_ms, kind, active, config_json)`.
     /// All or nothing: raises `InvalidCheckError` and changes nothing if any is invalid.
     fn upsert(&self, py: Python<'_>, specs: Vec<SpecTuple>) -> PyResult<()> {
-        let specs = specs
-            .into_iter()
-            .map(|(id, interval_ms, timeout_ms, k, active, config)| {
-                Ok((
-                    CheckSpec {
-                        id,
-                        interval_ms,
-                        timeout_ms,
-                        kind: kind(k)?,
-                        active,
-                    },
-                    config.unwrap_or_default(),
-                ))
-            })
-            .collect::<PyResult<Vec<_>>>()?;
+        let specs = check_specs(specs)?;
         py.detach(|| {
             let borrowed: Vec<(CheckSpec, &str)> =
                 specs.iter().map(|(s, c)| (*s, c.as_str())).collect();
             self.engine.upsert(&borrowed)
         })
         .map_err(|e| engine_error(py, &e))
+    }
+
+    /// Raise `InvalidCheckError` where `upsert` would, without changing anything.
+    #[staticmethod]
+    fn validate(py: Python<'_>, specs: Vec<SpecTuple>) -> PyResult<()> {
+        let specs = check_specs(specs)?;
+        let borrowed: Vec<(CheckSpec, &str)> =
+            specs.iter().map(|(s, c)| (*s, c.as_str())).collect();
+        Engine::validate(&borrowed).map_err(|e| engine_error(py, &e))
     }
 
     /// Run native probes now: a list of

@@ -23,7 +23,7 @@ from typing import Any
 
 from tocsin import _core
 from tocsin.heartbeat import HeartbeatSchedule
-from tocsin.maintenance import MaintenanceWindow, checks_in_maintenance
+from tocsin.maintenance import MaintenanceWindow
 from tocsin.models import (
     CODE_BY_STATUS,
     STATUS_BY_CODE,
@@ -53,6 +53,7 @@ _TransitionTuple = tuple[int, int, int, int, str | None, list[tuple[int, int]], 
 CENTRAL = 0
 # Heartbeat runs started (`/start` pings) and not finished yet, kept at most.
 MAX_OPEN_RUNS = 100_000
+_SIGNALS = ("start", "log", "success", "fail")
 # The run id of results `ingest_verdicts` folds in (never handed out by `run_many`): the
 # core folds them without queueing them back (rust_core/engine.rs STORED_RUN).
 _STORED = 2**63 - 1
@@ -215,6 +216,8 @@ class Engine:
         self._run_ids = itertools.count(1)
         self._sources = Sources()
         self._heartbeats: dict[int, HeartbeatSchedule] = {}
+        # check id -> why it was not scheduled when loaded (see `load`)
+        self._refused: dict[int, str] = {}
         # (check_id, rid) -> when a `start` ping opened the run
         self._runs: dict[tuple[int, str | None], float] = {}
         # One-off plugin runs share the in-flight cap the core applies to native ones.
@@ -305,6 +308,15 @@ class Engine:
             json.dumps(check.probe_config()),
         )
 
+    def validate(self, checks: Iterable[Check]) -> None:
+        """Raise what `upsert` would raise for these checks, changing nothing: callers
+        validate a check this way before they store it."""
+        checks = list(checks)
+        for c in checks:
+            if c.type == "heartbeat":
+                HeartbeatSchedule.from_settings(c.interval, c.options)
+        _core.Core.validate([self._spec(c) for c in checks])
+
     def upsert(self, checks: Iterable[Check]) -> None:
         """Add or change checks in one native call. All or nothing: a bad check raises
         a `ValueError` (an unknown type, an interval outside 1 s to 1 day, a probe
@@ -320,12 +332,40 @@ class Engine:
         for check in checks:
             self._checks[check.id] = check
             self._heartbeats.pop(check.id, None)
+            self._refused.pop(check.id, None)
         self._heartbeats.update(schedules)
         if self._windows:
             # A check added while its window is open is flagged at once.
             self._windows_changed.set()
 
     add = upsert
+
+    def load(self, checks: Iterable[Check]) -> dict[int, str]:
+        """Add stored checks one by one, so one that can no longer be scheduled (a
+        setting refused since it was stored, a rule that stopped matching) is kept out
+        with its reason instead of stopping the rest. Returns {check id: reason} of the
+        ones refused; `refusal(id)` answers the same until the check is changed."""
+        refused: dict[int, str] = {}
+        for check in checks:
+            try:
+                self.upsert([check])
+            except Exception as exc:  # one bad row must never stop the others
+                refused[check.id] = self.refuse(check.id, exc)
+        return refused
+
+    def refuse(self, check_id: int, exc: BaseException) -> str:
+        """Note that a stored check could not be scheduled, and why (returned)."""
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        field = getattr(exc, "field", None)
+        self._refused[check_id] = text = f"{field}: {reason}" if field else reason
+        return text
+
+    def refusal(self, check_id: int) -> str | None:
+        """Why a stored check was not scheduled at load, if it was not."""
+        return self._refused.get(check_id)
+
+    def refusals(self) -> dict[int, str]:
+        return dict(self._refused)
 
     def ping(
         self,
@@ -340,10 +380,12 @@ class Engine:
         or failure ping measures (matched by `rid` when given), `log` only records.
         After a success or failure the next ping is expected per the check's schedule:
         LATE once it is due, DOWN after the grace period. Returns the result, if any."""
-        schedule = self._heartbeats.get(check_id)
-        if schedule is None:
-            raise KeyError(f"check {check_id} is not a heartbeat check of this engine")
+        schedule = self.heartbeat(check_id)
         at = time.time() if at is None else at
+        if isinstance(signal, int) and not 0 <= signal <= 255:
+            raise ValueError("an exit code is 0-255")
+        if signal not in _SIGNALS and not isinstance(signal, int):
+            raise ValueError(f"unknown ping {signal!r}")
         if signal == "start":
             # A start whose finish never comes (a crashed job, a new rid each run) must
             # not pile up: past the cap the oldest open run is forgotten (its finish,
@@ -355,10 +397,8 @@ class Engine:
             return None
         if signal == "log":
             return None
-        if isinstance(signal, int) and not 0 <= signal <= 255:
-            raise ValueError("an exit code is 0-255")
-        if signal not in ("success", "fail") and not isinstance(signal, int):
-            raise ValueError(f"unknown ping {signal!r}")
+        # Every step that can fail comes before any state changes.
+        due = schedule.next_due(at)
         started = self._runs.pop((check_id, rid), None)
         if signal in ("success", 0):
             outcome = ProbeOutcome.up(latency_ms=(at - started) * 1e3 if started else 0.0)
@@ -374,9 +414,15 @@ class Engine:
         core = self._require()
         t = _tuple(check_id, 0, round((started or at) * 1e6), outcome, 0)
         core.report([t])
-        due = schedule.next_due(at)
         core.expect(check_id, round(due * 1000), round(schedule.grace * 1000))
         return _result(t, self._sources)
+
+    def heartbeat(self, check_id: int) -> HeartbeatSchedule:
+        """A heartbeat check's schedule; KeyError when this engine has no such check."""
+        schedule = self._heartbeats.get(check_id)
+        if schedule is None:
+            raise KeyError(f"check {check_id} is not a heartbeat check of this engine")
+        return schedule
 
     def rearm(self, check_id: int, last_ping_at: float) -> None:
         """Expect a heartbeat check's next ping as if its last one came at
@@ -394,6 +440,9 @@ class Engine:
         return None if due is None else due / 1e3
 
     def remove(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        for i in ids:
+            self._refused.pop(i, None)
         ids = [i for i in ids if self._checks.pop(i, None) is not None]
         for i in ids:
             self._heartbeats.pop(i, None)
@@ -627,15 +676,30 @@ class Engine:
     async def _maintenance_loop(self) -> None:
         while True:
             now = time.time()
-            active = checks_in_maintenance(self._windows, now)
+            active: set[int] = set()
+            upcoming: list[float] = []
+            broken = []
+            for w in self._windows:
+                try:
+                    if w.active_at(now):
+                        active |= w.check_ids
+                    change = w.next_change(now)
+                except Exception:
+                    # The API refuses rules that fail to evaluate; this guards rows
+                    # stored before it did: one bad rule must not stop the others.
+                    log.exception("maintenance window of checks %s dropped", sorted(w.check_ids))
+                    broken.append(w)
+                    continue
+                if change is not None:
+                    upcoming.append(change)
+            if broken:
+                self._windows = [w for w in self._windows if w not in broken]
             known = active & self._checks.keys()
             if on := known - self._in_maintenance:
                 self._core.set_maintenance(sorted(on), True)
             if off := self._in_maintenance - known:
                 self._core.set_maintenance(sorted(off), False)
             self._in_maintenance = known
-            changes = [w.next_change(now) for w in self._windows]
-            upcoming = [c for c in changes if c is not None]
             wait = min(upcoming, default=now + 3600) - time.time()
             self._windows_changed.clear()
             with contextlib.suppress(TimeoutError):

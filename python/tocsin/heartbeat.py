@@ -4,22 +4,17 @@ a cron expression in a time zone (croniter), safe across daylight-saving changes
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
 from croniter import croniter
 
-from tocsin import _core
+from tocsin.schedules import cron as valid_cron
+from tocsin.schedules import cron_next, invalid, time_zone
+
+__all__ = ["MAX_GRACE_S", "HeartbeatSchedule", "invalid"]
 
 MAX_GRACE_S = 31 * 86_400
-
-
-def invalid(field: str, message: str) -> _core.InvalidCheckError:
-    exc = _core.InvalidCheckError(f"{field}: {message}")
-    exc.field = field
-    exc.check_id = None
-    return exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +32,14 @@ class HeartbeatSchedule:
         """From a check: `schedule` (a cron expression; else the check's interval),
         `timezone` (IANA name, default UTC) and `grace_period` (s, default 60)."""
         cron = (options.get("schedule") or "").strip() or None
+        # Rows stored before empty zones were refused mean UTC by an empty one.
         tz = options.get("timezone") or "UTC"
         grace = options.get("grace_period", 60)
-        if cron is not None and not croniter.is_valid(cron):
-            raise invalid("schedule", f"{cron!r} is not a cron expression")
-        try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise invalid("timezone", f"unknown time zone {tz!r}") from None
+        # The same validation as the API's: a stored rule the API would refuse (one
+        # that never matches, or an unknown zone) is refused here too, by name.
+        time_zone(tz)
+        if cron is not None:
+            valid_cron(cron, tz)
         if not isinstance(grace, int | float) or not 0 <= grace <= MAX_GRACE_S:
             raise invalid("grace_period", f"must be 0 to {MAX_GRACE_S} seconds")
         return cls(interval=None if cron else interval, cron=cron, tz=tz, grace=float(grace))
@@ -54,13 +49,15 @@ class HeartbeatSchedule:
         if self.cron is None:
             assert self.interval is not None
             return after + self.interval
-        zone = zoneinfo.ZoneInfo(self.tz)
+        zone = time_zone(self.tz)
         base = dt.datetime.fromtimestamp(after, zone)
-        it = croniter(self.cron, base)
-        due: dt.datetime = it.get_next(dt.datetime)
-        previous: dt.datetime = croniter(self.cron, base).get_prev(dt.datetime)
+        due = cron_next(self.cron, zone, base)
+        try:
+            previous: dt.datetime = croniter(self.cron, base).get_prev(dt.datetime)
+        except (ValueError, TypeError, OverflowError):
+            return due.timestamp()
         # When clocks fall back, a wall-clock time repeats an hour later; cron daemons
         # run the job once, so the repeat is not a new due time.
         if due.replace(tzinfo=None) == previous.replace(tzinfo=None):
-            due = it.get_next(dt.datetime)
+            due = cron_next(self.cron, zone, due)
         return due.timestamp()

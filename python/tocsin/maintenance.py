@@ -15,7 +15,13 @@ from dateutil import rrule as _rrule
 from dateutil.relativedelta import relativedelta
 from dateutil.rrule import rrulestr
 
-from tocsin.heartbeat import invalid
+from tocsin import schedules
+from tocsin.schedules import invalid
+
+# PERF: the engine walks a rule's occurrences from its first start at every evaluation,
+# so a window may not recur more often than hourly, and a rule that never matches (its
+# iterator would search up to the year 9999) is refused.
+MIN_PERIOD_S = 3600
 
 
 @dataclass(frozen=True)
@@ -35,14 +41,16 @@ class MaintenanceWindow:
         if self.duration <= 0:
             raise invalid("duration", "must be positive")
         if self.rrule and self.cron:
-            raise invalid("rrule", "give an rrule or a cron expression, not both")
-        try:
-            object.__setattr__(self, "_zone", zoneinfo.ZoneInfo(self.tz))
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise invalid("timezone", f"unknown time zone {self.tz!r}") from None
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise invalid("cron", f"{self.cron!r} is not a cron expression")
+            raise invalid("cron", "give an rrule or a cron expression, not both")
+        object.__setattr__(self, "_zone", schedules.time_zone(self.tz))
+        if self.cron is not None:
+            # The same rule the API applies; cheap, unlike evaluating an RRULE (which
+            # the API does, in a thread, before it stores one).
+            schedules.cron(self.cron, self.tz, field="cron", min_period_s=MIN_PERIOD_S)
         if self.rrule is not None:
+            upper = self.rrule.upper().replace(" ", "")
+            if "DTSTART" in upper or "\n" in self.rrule or "\r" in self.rrule:
+                raise invalid("rrule", "give one RRULE line; the first start is starts_at")
             try:
                 self._rule()
             except (ValueError, TypeError) as exc:

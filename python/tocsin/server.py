@@ -30,7 +30,6 @@ from tocsin.engine import Engine
 from tocsin.events import EventHub
 from tocsin.ingest import ResultWriter
 from tocsin.models import Status
-from tocsin.probes import UnknownProbeTypeError
 from tocsin.security import hash_password, hash_token, new_password, new_token
 from tocsin.store import Retention, Store, StoreUnavailableError, open_store
 
@@ -133,6 +132,36 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def load_checks(store: Store, engine: Engine) -> None:
+    """Every stored check into the engine. Start-up never depends on one row being
+    sane: a check the engine refuses now (a setting or rule refused since it was
+    stored) is logged with its id and why, answered by the API with that reason
+    (`schedule_error`), and the others load."""
+    rows = await store.all_checks()
+    engine.seed([(r["id"], Status(r["status"])) for r in rows if r["status"] in Status.__members__])
+    checks = []
+    for row in rows:
+        if not runnable(row["type"]):
+            continue  # stored and shown; no probe for this type yet
+        try:
+            checks.append(scheduled_check(row, engine))
+        except Exception as exc:
+            engine.refuse(row["id"], exc)
+    loaded = len(checks) - len(engine.load(checks))
+    for check_id, reason in sorted(engine.refusals().items()):
+        log.error("check %s not scheduled: %s", check_id, reason)
+    log.info("scheduled %d of %d checks", loaded, len(rows))
+    for row in rows:
+        # Heartbeat deadlines live in the engine: arm them again from the last ping.
+        if row["type"] == "heartbeat" and row["last_ping_at"] and row["is_active"]:
+            try:
+                engine.rearm(row["id"], row["last_ping_at"])
+            except KeyError:
+                pass  # not scheduled (refused above)
+            except Exception as exc:
+                log.error("check %s: heartbeat deadline not armed: %s", row["id"], exc)
+
+
 async def _run(
     store: Store,
     data_dir: Path,
@@ -164,23 +193,7 @@ async def _run(
     app = create_app(ctx)
     await start_areas(ctx)
 
-    rows = await store.all_checks()
-    engine.seed([(r["id"], Status(r["status"])) for r in rows if r["status"] in Status.__members__])
-    loaded = 0
-    for row in rows:
-        if not runnable(row["type"]):
-            continue  # stored and shown; no probe for this type yet
-        try:
-            engine.upsert([scheduled_check(row, engine)])
-            loaded += 1
-        except (UnknownProbeTypeError, ValueError) as exc:
-            log.error("check %s not scheduled: %s", row["id"], exc)
-    log.info("scheduled %d of %d checks", loaded, len(rows))
-    for row in rows:
-        # Heartbeat deadlines live in the engine: arm them again from the last ping.
-        if row["type"] == "heartbeat" and row["last_ping_at"] and row["is_active"]:
-            with contextlib.suppress(KeyError):
-                engine.rearm(row["id"], row["last_ping_at"])
+    await load_checks(store, engine)
 
     config = uvicorn.Config(
         app,

@@ -34,6 +34,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed, field_error, query_error
 from tocsin.api.identity import ID
+from tocsin.api.limits import InputError, MalformedJson, check_tree
 from tocsin.models import Status
 from tocsin.security import hash_token, new_token
 from tocsin.store.base import Principal, Row
@@ -624,6 +625,7 @@ class ResultsResource:
         source = source_of(agent)
         try:
             data = wire.decode(body, req.content_type)
+            check_tree(data, ["body"])
             now = time.time()
             batch = wire.parse(
                 data, source, oldest=now - MAX_RESULT_AGE, newest=now + MAX_CLOCK_AHEAD
@@ -632,6 +634,10 @@ class ResultsResource:
             if not exc.loc:
                 raise falcon.HTTPBadRequest(description=str(exc)) from None
             raise field_error(exc.loc, str(exc)) from None
+        except MalformedJson as exc:
+            raise falcon.HTTPBadRequest(description=str(exc)) from None
+        except InputError as exc:
+            raise ValidationFailed([{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]) from None
         if batch.seq > agent["last_batch_seq"] + MAX_SEQ_GAP:
             # An agent's numbers only skip the batches it set aside; a jump this far
             # would make every batch it still holds look like an old duplicate.

@@ -28,6 +28,7 @@ from tocsin.api import (
 from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
+from tocsin.api.guard import InputGuardMiddleware
 from tocsin.api.ratelimit import RateLimitMiddleware
 from tocsin.security import session_key
 
@@ -54,7 +55,8 @@ def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.a
     )
     # After auth: the limit is per token for authenticated routes.
     limits = RateLimitMiddleware.from_env()
-    app = falcon.asgi.App(middleware=(auth, limits))
+    # The guard first: refused input never reaches authentication or a handler.
+    app = falcon.asgi.App(middleware=(InputGuardMiddleware(), auth, limits))
     # Clients call both `/api/checks` and `/api/checks/`; neither may redirect.
     app.req_options.strip_url_path_trailing_slash = True
     # Responses only: request bodies are parsed by api/body.py (size cap, error model).

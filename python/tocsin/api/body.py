@@ -1,17 +1,18 @@
-"""Reading JSON request bodies with a size cap: 413 when too large, 400 when malformed,
-422 when it is not an object."""
+"""Reading JSON request bodies with the limits of api/limits.py: 413 when too large,
+400 when malformed or nested too deeply, 422 when it is not an object or a text in it
+cannot be stored (the field named)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 import falcon.asgi
 
 from tocsin.api.errors import ValidationFailed
+from tocsin.api.limits import MAX_BODY, InputError, MalformedJson, parse_json
 
-MAX_BODY = 1 << 20
+__all__ = ["MAX_BODY", "read_bytes", "read_json_object"]
 
 
 async def read_bytes(req: falcon.asgi.Request, limit: int) -> bytes:
@@ -23,14 +24,21 @@ async def read_bytes(req: falcon.asgi.Request, limit: int) -> bytes:
     return data
 
 
+def parse_json_body(data: bytes) -> Any:
+    """A request body's JSON, with the API's errors (400, 422)."""
+    try:
+        return parse_json(data)
+    except MalformedJson as exc:
+        raise falcon.HTTPBadRequest(description=f"malformed JSON body: {exc}") from None
+    except InputError as exc:
+        raise ValidationFailed([{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]) from None
+
+
 async def read_json_object(req: falcon.asgi.Request, limit: int = MAX_BODY) -> dict[str, Any]:
     data = await read_bytes(req, limit)
     if not data.strip():
         raise ValidationFailed([{"loc": ["body"], "msg": "Field required", "type": "missing"}])
-    try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise falcon.HTTPBadRequest(description=f"malformed JSON body: {exc}") from None
+    body = parse_json_body(data)
     if not isinstance(body, dict):
         raise ValidationFailed(
             [{"loc": ["body"], "msg": "Input should be a JSON object", "type": "dict_type"}]

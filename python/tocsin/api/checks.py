@@ -143,6 +143,9 @@ def check_json(row: Row, engine: Engine | None = None) -> dict[str, Any]:
         "geo_monitoring_enabled": row["geo_monitoring_enabled"],
         "check_source_critical": row["check_source_critical"],
         "agent_location_statuses": sources,
+        # Why the engine could not schedule the stored check at start-up, if it could
+        # not (e.g. a rule refused since it was stored); cleared by a valid change.
+        "schedule_error": engine.refusal(row["id"]) if engine is not None else None,
         **config,
         "organization_id": row["organization_id"],
         "project_id": row["project_id"],
@@ -252,6 +255,17 @@ class Checks:
             if await self.store.get("agents", [org_id], agent_id) is None:
                 raise field_error("assigned_agent_ids", f"agent {agent_id} not found", "not_found")
 
+    def validate(self, fields: dict[str, Any], check_id: int = 0) -> None:
+        """Refuse (422 naming the field) what the engine would refuse, before anything
+        is stored: the engine's own validation, without scheduling."""
+        if not runnable(fields["type"]):
+            return
+        row = {"id": check_id, **fields}
+        try:
+            self.engine.validate([scheduled_check(row, self.engine)])
+        except ValueError as exc:
+            raise _engine_refusal(exc) from None
+
     def sync(self, row: Row) -> None:
         """Schedule, reschedule or unschedule the check. ValueError (with `field` when
         the engine names one) if the engine refuses its settings."""
@@ -267,9 +281,7 @@ class Checks:
 
 
 def _engine_refusal(exc: ValueError) -> Exception:
-    field = getattr(exc, "field", None) or "type"
-    message = str(exc).split(": ", 1)[-1] if getattr(exc, "field", None) else str(exc)
-    return field_error(field, message)
+    return field_error(getattr(exc, "field", None) or "type", getattr(exc, "reason", str(exc)))
 
 
 LIST_LIMIT = query.limit(100, 500)
@@ -319,11 +331,13 @@ class ChecksResource:
         common, settings = parse_check(body)
         org_id = writable_org(p, common.org_id)
         await self._c.check_agents(org_id, common.assigned_agent_ids)
-        row = await self._c.store.create_check(org_id, store_fields(common, settings))
+        fields = store_fields(common, settings)
+        self._c.validate(fields)
+        row = await self._c.store.create_check(org_id, fields)
         try:
             self._c.sync(row)
         except ValueError as exc:
-            # The schema and the engine agree on limits; if they ever drift, undo the write.
+            # Validated above; should the engine still refuse it, undo the write.
             await self._c.store.delete_check([org_id], row["id"])
             raise _engine_refusal(exc) from None
         self._c.publish(row, "created")
@@ -369,6 +383,7 @@ class CheckResource:
         fields = store_fields(common, settings)
         # The project stays unless another one is named.
         fields["project_id"] = common.project_id or current["project_id"]
+        self._c.validate(fields, current["id"])
         row = await self._c.store.update_check([org_id], current["id"], fields)
         if row is None:
             raise falcon.HTTPNotFound(description=NOT_FOUND)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import logging
 import math
 import time
@@ -14,11 +13,9 @@ from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
-from croniter import CroniterBadDateError, croniter
-from dateutil import rrule as _rrule
-from dateutil.rrule import rrulestr
 from pydantic import BaseModel, ConfigDict, Field
 
+from tocsin import schedules
 from tocsin.api import query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, require_role
@@ -26,7 +23,7 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.identity import ID
 from tocsin.api.schemas import parse
-from tocsin.maintenance import MaintenanceWindow
+from tocsin.maintenance import MIN_PERIOD_S, MaintenanceWindow
 from tocsin.store.base import Row, Store
 
 log = logging.getLogger("tocsin.api.maintenance")
@@ -37,10 +34,6 @@ MAX_DURATION_S = 366 * 86_400
 MAX_EPOCH = 32_503_680_000
 # A body whose keys are all these is a Checkstack plugin call, not a new window.
 PLUGIN_PROCEDURES = frozenset({"getWindows", "scheduleWindow"})
-# PERF: the engine walks a rule's occurrences from its first start at every evaluation,
-# so a window may not recur more often than hourly, and a rule that never matches (its
-# iterator would search up to the year 9999) is refused.
-MIN_PERIOD_S = 3600
 
 Time = float | str | None
 
@@ -147,16 +140,6 @@ def _pick(body: WindowBody, *names: str) -> tuple[str, float | str] | None:
     return None
 
 
-def _recurrence(field: str, value: str | None) -> str | None:
-    if not value:
-        return None
-    if field == "rrule":
-        upper = value.upper().replace(" ", "")
-        if "DTSTART" in upper or "\n" in value:
-            raise field_error(field, "give one RRULE line; the first start is starts_at")
-    return value
-
-
 def window_fields(body: WindowBody, old: Row | None) -> dict[str, Any]:
     """The row to store: the body over the stored row (if any), validated as a whole."""
     fields: dict[str, Any] = {}
@@ -170,12 +153,11 @@ def window_fields(body: WindowBody, old: Row | None) -> dict[str, Any]:
     fields["is_active"] = (
         body.is_active if body.is_active is not None else (old or {}).get("is_active", True)
     )
-    tz = body.timezone if body.timezone is not None else (old or {}).get("timezone", "UTC")
-    tz = tz or "UTC"
+    tz = body.timezone if body.timezone is not None else (old or {}).get("timezone") or "UTC"
     try:
-        zone = zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise field_error("timezone", f"unknown time zone {tz!r}") from None
+        zone = schedules.time_zone(tz)
+    except ValueError as exc:
+        raise _refusal(exc, "timezone") from None
     fields["timezone"] = tz
 
     given = _pick(body, "starts_at", "start_time")
@@ -206,61 +188,44 @@ def window_fields(body: WindowBody, old: Row | None) -> dict[str, Any]:
 
     for key in ("rrule", "cron"):
         sent = getattr(body, key)
-        fields[key] = _recurrence(key, sent if sent is not None else (old or {}).get(key))
-    if fields["rrule"] and fields["cron"]:
-        raise field_error("cron", "give an rrule or a cron expression, not both")
+        fields[key] = (sent if sent is not None else (old or {}).get(key)) or None
     ids = body.check_ids if body.check_ids is not None else (old or {}).get("check_ids", [])
     fields["check_ids"] = sorted(set(ids))
     try:
         engine_window({**fields, "timezone": tz})
     except ValueError as exc:
-        bad = getattr(exc, "field", None) or "rrule"
-        msg = str(exc).split(": ", 1)[-1]
-        raise field_error(bad, msg) from None
+        raise _refusal(exc, "rrule") from None
     return fields
 
 
-def _first_starts(fields: dict[str, Any], n: int) -> list[float] | None:
-    """The first `n` starts of a recurring window (fewer when it ends); None when the
-    rule can never match."""
-    zone = zoneinfo.ZoneInfo(fields["timezone"])
-    first = dt.datetime.fromtimestamp(fields["starts_at"], zone)
-    if fields["cron"]:
-        it = croniter(fields["cron"], first - dt.timedelta(seconds=1))
-        try:
-            return [it.get_next(dt.datetime).timestamp() for _ in range(n)]
-        except CroniterBadDateError:
-            return None
-    rule = rrulestr(fields["rrule"], dtstart=first)
-    if not isinstance(rule, _rrule.rrule):
-        return None
-    # Whether the rule can match at all, searched over one 400-year Gregorian cycle
-    # near the end of the calendar (so the search is bounded), from the same date.
-    year = first.year + 400 * ((9200 - first.year) // 400 + 1)
-    probe = rule.replace(dtstart=first.replace(year=year), count=None, until=None)
-    if next(iter(probe), None) is None:
-        return None
-    return [o.timestamp() for o in itertools.islice(iter(rule), n)]
+def _refusal(exc: ValueError, default_field: str) -> Exception:
+    field = getattr(exc, "field", None) or default_field
+    return field_error(field, getattr(exc, "reason", None) or str(exc))
 
 
 async def check_recurrence(fields: dict[str, Any]) -> None:
-    """A recurring window must match at some time and recur at most hourly."""
+    """A recurring window must match at some time and recur at most hourly: the same
+    check (tocsin.schedules) the engine makes when it loads the window."""
     key = "cron" if fields["cron"] else "rrule" if fields["rrule"] else None
     if key is None:
         return
     try:
         # NOTE: a thread, as a rule that matches rarely takes a moment to search.
-        starts = await asyncio.wait_for(asyncio.to_thread(_first_starts, fields, 10), 5)
+        await asyncio.wait_for(
+            asyncio.to_thread(
+                schedules.recurrence,
+                rrule=fields["rrule"],
+                cron_expr=fields["cron"],
+                first=fields["starts_at"],
+                tz=fields["timezone"],
+                min_period_s=MIN_PERIOD_S,
+            ),
+            5,
+        )
     except TimeoutError:
         raise field_error(key, "takes too long to evaluate") from None
-    except Exception as exc:
-        # dateutil fails on some rules it parsed (BYHOUR=25: a TypeError) only when
-        # they are evaluated; such a rule must not reach the engine.
-        raise field_error(key, f"cannot be evaluated: {exc}") from None
-    if not starts:
-        raise field_error(key, "never matches: no window would ever open")
-    if any(b - a < MIN_PERIOD_S for a, b in itertools.pairwise(starts)):
-        raise field_error(key, "a window may recur at most hourly")
+    except ValueError as exc:
+        raise _refusal(exc, key) from None
 
 
 class WindowBook:

@@ -15,7 +15,7 @@ import falcon.asgi
 
 from tocsin.api import query
 from tocsin.api.context import AppContext
-from tocsin.store.base import Ping, Store
+from tocsin.store.base import Ping, Store, StoreUnavailableError
 
 log = logging.getLogger("tocsin.api.pings")
 
@@ -50,6 +50,12 @@ def _signal(raw: str | None) -> Signal:
             raise _Reply(falcon.HTTP_400, "an exit code is 0-255")
         return code
     raise _Reply(falcon.HTTP_404, "not found")
+
+
+def _text(body: bytes) -> str:
+    """A ping body as stored text: undecodable bytes and NUL (which PostgreSQL cannot
+    store) become U+FFFD on either backend; a job's output is kept, not refused."""
+    return body.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 class PingRecorder:
@@ -135,6 +141,8 @@ class PingResource:
         except _Reply as reply:
             resp.status = reply.status
             resp.text = reply.text
+            if reply.status == falcon.HTTP_503:
+                resp.set_header("Retry-After", "5")
             return
         resp.text = "OK"
 
@@ -150,33 +158,34 @@ class PingResource:
             body = await req.stream.read(MAX_BODY + 1)
             if len(body) > MAX_BODY:
                 raise _Reply(falcon.HTTP_413, "body is larger than 100 KB")
-        check_id, org_id = await self._lookup(uuid)
-        try:
-            self._ctx.engine.ping(check_id, signal, rid=rid)
-        except KeyError:
-            # The engine no longer has it as a heartbeat check: deleted or changed.
-            self._known.pop(uuid, None)
-            check_id, org_id = await self._lookup(uuid)
-            try:
-                self._ctx.engine.ping(check_id, signal, rid=rid)
-            except KeyError:
-                log.warning("heartbeat check %s is not scheduled", check_id)
-                self._known.pop(uuid, None)
-                raise _Reply(falcon.HTTP_503, "check is not scheduled") from None
+        check_id, org_id = await self._accepting(uuid)
+        at = time.time()
         kind = signal if isinstance(signal, str) else "exit_code"
-        await self._recorder.record(
-            Ping(
-                check_id,
-                kind,
-                time.time(),
-                exit_code=signal if isinstance(signal, int) else None,
-                rid=rid,
-                body=body.decode("utf-8", "replace") if body else None,
-                remote_addr=req.remote_addr,
+        # A ping is applied to the engine only once it is stored: an answer other than
+        # OK means it did not happen, so a client that retries cannot apply it twice.
+        try:
+            await self._recorder.record(
+                Ping(
+                    check_id,
+                    kind,
+                    at,
+                    exit_code=signal if isinstance(signal, int) else None,
+                    rid=rid,
+                    body=_text(body) if body else None,
+                    remote_addr=req.remote_addr,
+                )
             )
-        )
+        except StoreUnavailableError as exc:
+            log.warning("ping for check %s not stored: %s", check_id, exc)
+            raise _Reply(
+                falcon.HTTP_503, "the database is unavailable; try again shortly"
+            ) from None
+        try:
+            self._ctx.engine.ping(check_id, signal, rid=rid, at=at)
+        except KeyError:
+            # Deleted (or changed type) since it was looked up: stored, nothing to judge.
+            self._known.pop(uuid, None)
         if body:
-            text = body[:EVENT_BODY].decode("utf-8", "replace")
             self._ctx.events.publish(
                 org_id,
                 "log.append",
@@ -185,12 +194,38 @@ class PingResource:
                     "ping": kind,
                     "exit_code": signal if isinstance(signal, int) else None,
                     "rid": rid,
-                    "at": time.time(),
-                    "body": text,
+                    "at": at,
+                    "body": _text(body[:EVENT_BODY]),
                     "body_bytes": len(body),
                     "body_truncated": len(body) > EVENT_BODY,
                 },
             )
+
+    async def _accepting(self, uuid: str) -> tuple[int, int]:
+        """The check a ping is for, once it is known the engine will take the ping (so
+        nothing is stored for a ping that is then refused)."""
+        check_id, org_id = await self._lookup(uuid)
+        engine = self._ctx.engine
+        try:
+            schedule = engine.heartbeat(check_id)
+        except KeyError:
+            # The engine no longer has it as a heartbeat check: deleted or changed.
+            self._known.pop(uuid, None)
+            check_id, org_id = await self._lookup(uuid)
+            refusal = engine.refusal(check_id)
+            if refusal is not None:
+                raise _Reply(falcon.HTTP_409, f"the check cannot be scheduled: {refusal}") from None
+            try:
+                schedule = engine.heartbeat(check_id)
+            except KeyError:
+                log.warning("heartbeat check %s is not scheduled", check_id)
+                self._known.pop(uuid, None)
+                raise _Reply(falcon.HTTP_503, "check is not scheduled") from None
+        try:
+            schedule.next_due(time.time())
+        except ValueError as exc:
+            raise _Reply(falcon.HTTP_409, f"the check's schedule has no next time: {exc}") from None
+        return check_id, org_id
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, uuid: str) -> None:
         await self._handle(req, resp, uuid, None)

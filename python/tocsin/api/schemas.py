@@ -11,11 +11,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import zoneinfo
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from tocsin import schedules
 from tocsin.api.errors import ValidationFailed
 from tocsin.heartbeat import MAX_GRACE_S
 
@@ -249,25 +248,21 @@ class HttpSettings(_Part):
 
 
 class HeartbeatSettings(_Part):
-    schedule: str = Field(default="", max_length=200, description="cron; else the interval")
-    timezone: str = Field(default="UTC", max_length=64)
+    schedule: str = Field(
+        default="", max_length=200, description="cron (five fields); else the interval"
+    )
+    timezone: str = Field(default="UTC", min_length=1, max_length=64, description="IANA name")
 
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, v: str) -> str:
-        if v and not croniter.is_valid(v):
-            raise ValueError(f"{v!r} is not a cron expression")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        v = v or "UTC"
+    @model_validator(mode="after")
+    def _schedule(self) -> HeartbeatSettings:
+        # The engine loads stored checks through the same functions (tocsin.schedules).
         try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
+            schedules.time_zone(self.timezone)
+            if self.schedule:
+                self.schedule = schedules.cron(self.schedule, self.timezone)
+        except ValueError as exc:
+            raise _field(getattr(exc, "field", "schedule"), _reason(exc)) from None
+        return self
 
 
 class IcmpSettings(_Part):
@@ -440,6 +435,13 @@ class _FieldError(ValueError):
 
 def _field(field: str, msg: str) -> _FieldError:
     return _FieldError(field, msg)
+
+
+def _reason(exc: ValueError) -> str:
+    """The message of an `InvalidCheckError` without its `field: ` prefix."""
+    field = getattr(exc, "field", None)
+    text = str(exc)
+    return text.removeprefix(f"{field}: ") if field else text
 
 
 def _validate(model: type[BaseModel], body: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
