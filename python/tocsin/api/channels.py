@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import falcon
 import falcon.asgi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from tocsin.api import incidents as incidents_api
 from tocsin.api import query
@@ -19,7 +19,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed
 from tocsin.api.identity import ID
-from tocsin.api.schemas import MASK, MAX_ID, _validate
+from tocsin.api.schemas import MASK, MAX_ID, Id, _validate
 from tocsin.notify.channels import CHANNEL_TYPES, SECRETS, message, validate_config
 from tocsin.notify.router import Router, check_links
 from tocsin.notify.worker import Outbox
@@ -39,17 +39,17 @@ class ChannelBody(BaseModel):
         "email", "slack", "discord", "teams", "telegram", "webhook", "pagerduty", "opsgenie"
     ]
     config: dict[str, Any] = Field(default_factory=dict)
-    is_default: bool = False
-    is_active: bool = True
+    is_default: StrictBool = False
+    is_active: StrictBool = True
     # The checks that notify this channel (omitted on update: unchanged).
-    check_ids: list[int] | None = Field(default=None, max_length=10_000)
+    check_ids: list[Id] | None = Field(default=None, max_length=10_000)
     org_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class CheckChannelsBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    channel_ids: list[int] = Field(max_length=1000)
+    channel_ids: list[Id] = Field(max_length=1000)
 
 
 def channel_json(row: Row, check_ids: list[int]) -> dict[str, Any]:

@@ -115,6 +115,9 @@ def check_json(row: Row, engine: Engine | None = None) -> dict[str, Any]:
     config = {**_CONFIG_DEFAULTS, **row["config"]}
     for secret in SECRET_FIELDS:
         config[secret] = MASK if config.get(secret) else ""
+    if config.get("http_headers"):
+        # Header values carry credentials (Authorization, API keys): names shown only.
+        config["http_headers"] = dict.fromkeys(config["http_headers"], MASK)
     sources: dict[str, str] = {}
     if engine is not None and engine.get(row["id"]) is not None:
         sources = {
@@ -203,12 +206,27 @@ def run_json(r: Result) -> dict[str, Any]:
 
 
 def _with_secrets(body: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
-    """`******` (or an omitted secret) keeps the stored secret; `""` clears it."""
+    """`******` (or an omitted secret) keeps the stored secret; `""` clears it. The
+    same for each value of `http_headers`: `******` keeps the stored value of that
+    header, `""` removes the header."""
     out = dict(body)
     for secret in SECRET_FIELDS:
         kept = (stored or {}).get(secret) or ""
         if secret not in out or out[secret] == MASK:
             out[secret] = kept
+    headers = out.get("http_headers")
+    if isinstance(headers, dict):
+        kept_headers = (stored or {}).get("http_headers") or {}
+        merged = {}
+        for name, value in headers.items():
+            if value == MASK:
+                value = kept_headers.get(name)
+                if value is None:
+                    continue  # nothing stored to keep
+            elif value == "":
+                continue
+            merged[name] = value
+        out["http_headers"] = merged
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from tocsin import schedules
 from tocsin.api import query
@@ -22,7 +22,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.identity import ID
-from tocsin.api.schemas import parse
+from tocsin.api.schemas import MAX_ID, Id, parse
 from tocsin.maintenance import MIN_PERIOD_S, MaintenanceWindow
 from tocsin.store.base import Row, Store
 
@@ -47,7 +47,7 @@ class WindowBody(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    check_ids: list[int] | None = Field(default=None, max_length=1000)
+    check_ids: list[Id] | None = Field(default=None, max_length=1000)
     starts_at: Time = Field(default=None, description="ISO 8601 or Unix seconds")
     start_time: Time = Field(default=None, description="alias of starts_at")
     duration: int | None = Field(default=None, ge=1, le=MAX_DURATION_S, description="seconds")
@@ -56,9 +56,9 @@ class WindowBody(BaseModel):
     rrule: str | None = Field(default=None, max_length=500, description="e.g. FREQ=WEEKLY;BYDAY=SU")
     cron: str | None = Field(default=None, max_length=200)
     timezone: str | None = Field(default=None, max_length=64, description="IANA name")
-    is_active: bool | None = None
-    organization_id: int | None = None
-    org_id: int | None = None
+    is_active: StrictBool | None = None
+    organization_id: int | None = Field(default=None, ge=0, le=MAX_ID)
+    org_id: int | None = Field(default=None, ge=0, le=MAX_ID)
 
 
 def window_json(row: Row) -> dict[str, Any]:

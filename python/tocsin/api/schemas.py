@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     create_model,
     field_validator,
@@ -27,6 +28,7 @@ from pydantic import (
 
 from tocsin import schedules
 from tocsin.api.errors import ValidationFailed
+from tocsin.headers import valid_headers
 from tocsin.heartbeat import MAX_GRACE_S
 
 CHECK_TYPES = (
@@ -63,6 +65,8 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DB_TYPES = ("postgresql", "mysql", "redis", "mongodb")
 DB_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "mongodb": 27017}
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs
+# An id in a body, also inside lists: bounded to the store's range.
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 _SOURCE_KEY = re.compile(r"^(agent:[1-9][0-9]{0,18}|geo:[A-Za-z0-9_.-]{1,64})$")
 
 
@@ -70,6 +74,11 @@ def http_url(v: str) -> str:
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
+    if "@" in parts.netloc:
+        # A password in a URL would be stored and shown in clear with the URL.
+        raise ValueError(
+            "must not hold credentials (user:password@); use auth_username and auth_password"
+        )
     if any(c.isspace() for c in v):
         raise ValueError("must not contain whitespace")
     try:
@@ -102,7 +111,7 @@ class CheckCommon(_Part):
     name: str = Field(min_length=1, max_length=200)
     type: CheckType = "uptime"
     description: str = Field(default="", max_length=2000)
-    is_active: bool = True
+    is_active: StrictBool = True
     interval: int = Field(default=60, ge=1, le=86_400, description="seconds")
     timeout: int = Field(default=10, ge=1, le=3_600, description="seconds")
     grace_period: int = Field(default=60, ge=0, le=MAX_GRACE_S, description="seconds")
@@ -116,8 +125,8 @@ class CheckCommon(_Part):
     assigned_agent_id: int | None = Field(
         default=None, ge=0, le=MAX_ID, description="deprecated: use assigned_agent_ids"
     )
-    geo_monitoring_enabled: bool = False
-    check_source_critical: dict[str, bool] = Field(default_factory=dict)
+    geo_monitoring_enabled: StrictBool = False
+    check_source_critical: dict[str, StrictBool] = Field(default_factory=dict)
     project_id: int | None = Field(default=None, ge=0, le=MAX_ID)
     org_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
@@ -173,17 +182,17 @@ class HttpSettings(_Part):
     http_headers: dict[str, str] = Field(default_factory=dict)
     http_body: str = Field(default="", max_length=65_536)
     http_body_type: Literal["none", "json", "form", "raw"] = "none"
-    http_follow_redirects: bool = True
+    http_follow_redirects: StrictBool = True
     expected_status_codes: list[int] = Field(default_factory=list, max_length=100)
-    ssl_verify: bool = True
+    ssl_verify: StrictBool = True
     auth_method: Literal["none", "basic", "bearer"] = "none"
     auth_username: str = Field(default="", max_length=512)
     auth_password: str = Field(default="", max_length=4096)
     auth_bearer_token: str = Field(default="", max_length=8192)
-    content_match_enabled: bool = False
+    content_match_enabled: StrictBool = False
     content_match_text: str = Field(default="", max_length=4096)
     content_match_type: Literal["contains", "not_contains", "regex"] = "contains"
-    content_match_case_sensitive: bool = True
+    content_match_case_sensitive: StrictBool = True
     degraded_threshold_ms: int = Field(default=0, ge=0, le=3_600_000)
 
     @model_validator(mode="before")
@@ -215,12 +224,7 @@ class HttpSettings(_Part):
     @field_validator("http_headers")
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        for name, value in v.items():
-            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-                raise ValueError(f"bad header name {name!r}")
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"bad value for header {name}")
-        return v
+        return valid_headers(v)
 
     @field_validator("expected_status_codes")
     @classmethod
@@ -385,7 +389,7 @@ class ApiScenarioSettings(_Part):
 
 class OidcSettings(_Part):
     url: str = Field(max_length=2048, description="the issuer (its discovery document)")
-    ssl_verify: bool = True
+    ssl_verify: StrictBool = True
     expected_status_codes: list[int] = Field(default_factory=list, max_length=100)
 
     @field_validator("url")
@@ -488,10 +492,10 @@ class SloBody(_Part):
     target_percentage: float = Field(gt=0, lt=100)
     window_days: int = Field(default=30, ge=1, le=365)
     latency_threshold_ms: float | None = Field(default=None, gt=0, le=3_600_000)
-    notify_on_budget_warn: bool = True
+    notify_on_budget_warn: StrictBool = True
     budget_warn_pct: float = Field(default=25.0, ge=0, le=100)
-    notify_on_budget_exhausted: bool = True
-    burn_rate_alert_enabled: bool = False
+    notify_on_budget_exhausted: StrictBool = True
+    burn_rate_alert_enabled: StrictBool = False
     burn_rate_threshold: float = Field(default=2.0, gt=0, le=1000)
     burn_rate_window_minutes: int = Field(default=60, ge=5, le=7 * 24 * 60)
 

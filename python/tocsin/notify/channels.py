@@ -26,6 +26,8 @@ import aiosmtplib
 import yarl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tocsin.headers import valid_headers
+
 CHANNEL_TYPES = (
     "email",
     "slack",
@@ -122,10 +124,7 @@ class WebhookConfig(_Config):
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        for k in v:
-            if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", k):
-                raise ValueError(f"invalid header name {k!r}")
-        return v
+        return valid_headers(v)
 
 
 class PagerDutyConfig(_Config):
