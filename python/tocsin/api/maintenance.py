@@ -269,7 +269,7 @@ class WindowBook:
             for row in rows:
                 try:
                     self._windows[row["id"]] = (row, engine_window(row))
-                except ValueError as exc:
+                except Exception as exc:  # one bad row must not stop the others
                     log.error("maintenance window %s not loaded: %s", row["id"], exc)
             if len(rows) < page:
                 break
