@@ -469,6 +469,35 @@ async def test_settings_and_usage(server: Server, http: aiohttp.ClientSession) -
     assert usage["checks"] == 1
 
 
+async def join(
+    http: aiohttp.ClientSession,
+    server: Server,
+    org_id: int,
+    email: str,
+    invitee: str,
+    role: str = "MEMBER",
+    inviter: str = "admin",
+) -> None:
+    """`inviter` invites `email` into the organisation and its account (`invitee`'s
+    token) accepts: the way into an organisation for everyone but a superuser's add."""
+    code, sent = await call(
+        http,
+        server,
+        "POST",
+        f"/api/organizations/{org_id}/invitations",
+        inviter,
+        json={"email": email, "role": role},
+    )
+    assert code == 202 and sent["status"] == "invited", sent
+    code, mine = await call(http, server, "GET", "/api/users/me/invitations", invitee)
+    assert code == 200, mine
+    [invitation] = [i for i in mine if i["organization_id"] == org_id]
+    code, joined = await call(
+        http, server, "POST", f"/api/users/me/invitations/{invitation['id']}/accept", invitee
+    )
+    assert code == 200 and joined["role"] == role, joined
+
+
 async def test_members_are_added_with_roles_and_each_role_does_only_its_part(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -478,13 +507,21 @@ async def test_members_are_added_with_roles_and_each_role_does_only_its_part(
     org = await new_org(http, server, "Team", "admin")
     oid = org["id"]
     members = f"/api/organizations/{oid}/members"
+    invitations = f"/api/organizations/{oid}/invitations"
 
-    for name, role in (("viewer", "VIEWER"), ("member", "MEMBER"), ("admin2", "ADMIN")):
+    # A superuser (the admin) adds existing accounts directly...
+    for name, role in (("viewer", "VIEWER"), ("admin2", "ADMIN")):
         code, m = await call(
             http, server, "POST", members, json={"email": f"{name}@x", "role": role}
         )
         assert code == 201 and m["role"] == role and m["user_id"] == users[name][0]
-    # The new member sees the organisation at once (no stale cached roles).
+    # ...anyone else joins by accepting an invitation.
+    member = users["member"][1]
+    assert (await call(http, server, "GET", f"/api/organizations/{oid}", member))[0] == 404
+    await join(http, server, oid, "member@x", member)
+    # The new members see the organisation at once (no stale cached roles).
+    code, got = await call(http, server, "GET", f"/api/organizations/{oid}", member)
+    assert code == 200 and got["role"] == "MEMBER"
     viewer = users["viewer"][1]
     code, got = await call(http, server, "GET", f"/api/organizations/{oid}", viewer)
     assert code == 200 and got["role"] == "VIEWER"
@@ -503,6 +540,8 @@ async def test_members_are_added_with_roles_and_each_role_does_only_its_part(
         ("PUT", f"/api/organizations/{oid}/settings", {"timezone": "UTC"}),
         ("POST", f"/api/organizations/{oid}/projects", {"name": "p"}),
         ("POST", members, {"email": "owner2@x", "role": "VIEWER"}),
+        ("POST", invitations, {"email": "owner2@x", "role": "VIEWER"}),
+        ("GET", invitations, None),
         ("DELETE", f"/api/organizations/{oid}?confirm=Team", None),
     ):
         code, _ = await call(http, server, method, path, viewer, json=body)
@@ -513,33 +552,45 @@ async def test_members_are_added_with_roles_and_each_role_does_only_its_part(
         ] == 200
 
     # MEMBER cannot manage members.
-    member = users["member"][1]
-    code, _ = await call(http, server, "POST", members, member, json={"email": "owner2@x"})
-    assert code == 403
+    for method, path in (("POST", members), ("POST", invitations), ("GET", invitations)):
+        code, _ = await call(http, server, method, path, member, json={"email": "owner2@x"})
+        assert code == 403, (method, path)
     code, _ = await call(http, server, "DELETE", f"{members}/{users['viewer'][0]}", member)
     assert code == 403
 
-    # ADMIN manages members below OWNER only.
+    # ADMIN manages members below OWNER only, and adds nobody without their consent:
+    # adding by email is an invitation, the same answer whether the account exists.
     admin2 = users["admin2"][1]
     code, _ = await call(
         http, server, "POST", members, admin2, json={"email": "owner2@x", "role": "OWNER"}
     )
     assert code == 403
-    code, m = await call(http, server, "POST", members, admin2, json={"email": "owner2@x"})
-    assert code == 201 and m["role"] == "MEMBER"
-    code, m = await call(
+    code, sent = await call(http, server, "POST", members, admin2, json={"email": "owner2@x"})
+    assert code == 202 and sent["role"] == "MEMBER" and sent["status"] == "invited"
+    code, ghost = await call(http, server, "POST", members, admin2, json={"email": "ghost@x"})
+    assert code == 202 and ghost.keys() == sent.keys() and ghost["email"] == "ghost@x"
+    owner2 = users["owner2"][1]
+    assert (await call(http, server, "GET", f"/api/organizations/{oid}", owner2))[0] == 404
+    await join(http, server, oid, "owner2@x", owner2, inviter=admin2)
+    # Inviting a member changes nothing; roles change through the member's route.
+    code, _ = await call(
         http, server, "POST", members, admin2, json={"email": "viewer@x", "role": "MEMBER"}
+    )
+    assert code == 202
+    code, got = await call(http, server, "GET", f"/api/organizations/{oid}", viewer)
+    assert got["role"] == "VIEWER"
+    code, m = await call(
+        http, server, "PUT", f"{members}/{users['viewer'][0]}", admin2, json={"role": "MEMBER"}
     )
     assert code == 200 and m["role"] == "MEMBER"
     code, _ = await call(http, server, "PUT", f"{members}/1", admin2, json={"role": "VIEWER"})
     assert code == 403
     code, _ = await call(http, server, "DELETE", f"{members}/1", admin2)
     assert code == 403
-    code, resp = await call(http, server, "POST", members, admin2, json={"email": "ghost@x"})
-    assert code == 422 and loc_fields(resp) == ["email"]
     for body, field in (
         ({"email": "viewer@x", "role": "KING"}, "role"),
         ({"role": "VIEWER"}, "email"),
+        ({"email": "not-an-email"}, "email"),
     ):
         code, resp = await call(http, server, "POST", members, admin2, json=body)
         assert code == 422 and loc_fields(resp) == [field], resp
@@ -550,7 +601,6 @@ async def test_members_are_added_with_roles_and_each_role_does_only_its_part(
         http, server, "PUT", f"{members}/{users['owner2'][0]}", json={"role": "OWNER"}
     )
     assert code == 200 and m["role"] == "OWNER"
-    owner2 = users["owner2"][1]
     code, _ = await call(http, server, "PUT", f"{members}/1", owner2, json={"role": "ADMIN"})
     assert code == 200
     code, _ = await call(http, server, "DELETE", f"{members}/{users['owner2'][0]}", owner2)
@@ -591,6 +641,9 @@ async def test_one_organisation_cannot_read_change_or_learn_of_anothers(
         ("DELETE", f"{oa}?confirm=Alpha", None),
         ("GET", f"{oa}/members", None),
         ("POST", f"{oa}/members", {"email": "bob@x", "role": "OWNER"}),
+        ("GET", f"{oa}/invitations", None),
+        ("POST", f"{oa}/invitations", {"email": "bob@x", "role": "OWNER"}),
+        ("DELETE", f"{oa}/invitations/1", None),
         ("PUT", f"{oa}/members/1", {"role": "VIEWER"}),
         ("DELETE", f"{oa}/members/1", None),
         ("GET", f"{oa}/usage", None),

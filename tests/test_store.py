@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import stat
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -182,6 +183,7 @@ async def test_an_older_database_is_upgraded_and_keeps_its_rows(
         assert await s.delete_organization([1], 1)
         assert await s.get_check([1], 1) is None
         assert await raw_fetch(s, "SELECT id FROM checks") == []
+        assert await raw_fetch(s, "SELECT id FROM invitations") == []
     finally:
         await s.close()
 
@@ -218,6 +220,7 @@ async def _upgrade_postgres(
         assert await s.schema_version() == len(every)
         check = await s.get_check([1], 1)
         assert check is not None and check["name"] == "c"
+        assert await raw_fetch(s, "SELECT id FROM invitations") == []
     finally:
         await s.close()
 
@@ -540,6 +543,20 @@ async def test_checks_keep_every_field_and_filter(store: SqlStore) -> None:
     assert await names(text="SHOP") == ["Shop API"]
     assert await names(text="internal") == ["Shop API"]
     assert await names(text="%") == []
+    # LIKE's wildcards and its escape character match only themselves.
+    for name in ("abc", "a_c", "a%c", "a\\c", "aXc"):
+        await store.create_check(org, check_fields(name, url=None, host=None))
+    assert await names(text="a_c") == ["a_c"]
+    assert await names(text="A_C") == ["a_c"]
+    assert await names(text="a%c") == ["a%c"]
+    assert await names(text="a\\c") == ["a\\c"]
+    assert await names(text="_") == ["a_c"]
+    assert await names(text="\\") == ["a\\c"]
+    assert await names(text="a\\_c") == []
+    assert await names(text="abc") == ["abc"]
+    for name in ("abc", "a_c", "a%c", "a\\c", "aXc"):
+        [row] = await store.list_checks([org], limit=1, offset=0, text=name)
+        await store.delete_check([org], row["id"])
     assert await names(status="PAUSED") == ["paused"]
     assert await names(status="UNKNOWN") == ["Shop API", "blog"]
     assert await names() == ["Shop API", "blog", "paused"]
@@ -693,7 +710,12 @@ async def test_principals_for_sessions_and_the_user_list(store: SqlStore) -> Non
     await store.add_membership(org["id"], uid, "VIEWER")
     p = await store.principal_for_user(uid)
     assert p is not None and (p.email, p.roles) == ("a@x", {org["id"]: "VIEWER"})
-    assert await store.principal_for_user(other) is not None
+    assert not p.superuser
+    su = await store.principal_for_user(other)
+    assert su is not None and su.superuser
+    await store.create_token(other, "t", "pat_abcd", "su-token")
+    by_token = await store.principal_for_token("su-token")
+    assert by_token is not None and by_token.superuser
     assert await store.password_hash(uid) == "hash-a"
     assert await store.password_hash(999) is None
     users = await store.list_users(limit=10, offset=0)
@@ -794,3 +816,165 @@ async def test_pings_are_kept_with_their_log_and_move_last_ping_at(store: SqlSto
     # Retention keeps pings as long as raw results.
     await store.enforce_retention(Retention(), NOW + 30 * DAY)
     assert await store.list_pings([a], check, limit=10, before=None) == []
+
+
+# -- invitations -------------------------------------------------------------------------
+
+
+async def test_invitations_are_addressed_to_an_email_and_used_once(store: SqlStore) -> None:
+    org = (await store.create_organization("o"))["id"]
+    other = (await store.create_organization("other"))["id"]
+    owner = await store.create_user("owner@x", "h")
+    invitee = await store.create_user("in@x", "h")
+    stranger = await store.create_user("s@x", "h")
+    await store.add_membership(org, owner, "OWNER")
+    await store.add_membership(other, stranger, "OWNER")
+    later = NOW + 7 * DAY
+
+    # An email with an account and one without are stored alike.
+    assert await store.invite([org], org, "in@x", "MEMBER", owner, NOW, later)
+    assert await store.invite([org], org, "nobody@x", "VIEWER", owner, NOW, later)
+    listed = await store.list_invitations([org], org, NOW)
+    assert [(i["email"], i["role"], i["invited_by"]) for i in listed] == [
+        ("in@x", "MEMBER", owner),
+        ("nobody@x", "VIEWER", owner),
+    ]
+    assert await store.list_invitations([other], org, NOW) == []  # out of scope
+    with pytest.raises(NotFoundError):
+        await store.invite([other], org, "x@x", "MEMBER", stranger, NOW, later)
+    [mine] = await store.user_invitations(invitee, NOW)
+    assert (mine["organization_id"], mine["organization_name"], mine["role"]) == (
+        org,
+        "o",
+        "MEMBER",
+    )
+    assert mine["invited_by_email"] == "owner@x"
+    assert await store.user_invitations(stranger, NOW) == []
+
+    # Only the account it is addressed to can answer it.
+    assert await store.accept_invitation(stranger, mine["id"], NOW) is None
+    assert not await store.decline_invitation(stranger, mine["id"], NOW)
+    assert await store.accept_invitation(invitee, mine["id"], later) is None  # expired
+    joined = await store.accept_invitation(invitee, mine["id"], NOW)
+    assert joined == {"id": mine["id"], "organization_id": org, "role": "MEMBER"}
+    assert await store.accept_invitation(invitee, mine["id"], NOW) is None  # used up
+    members = await store.list_members([org], org)
+    assert [(m["user_id"], m["role"]) for m in members] == [(owner, "OWNER"), (invitee, "MEMBER")]
+    assert [i["email"] for i in await store.list_invitations([org], org, NOW)] == ["nobody@x"]
+
+    # A member's email is not invited again; a second invitation refreshes the first.
+    assert not await store.invite([org], org, "in@x", "ADMIN", owner, NOW, later)
+    assert await store.invite([org], org, "nobody@x", "ADMIN", owner, NOW, later + DAY)
+    [refreshed] = await store.list_invitations([org], org, NOW)
+    assert (refreshed["id"], refreshed["role"], refreshed["expires_at"]) == (
+        listed[1]["id"],
+        "ADMIN",
+        later + DAY,
+    )
+    assert await store.list_invitations([org], org, NOW, email="in@x") == []
+    assert await store.list_invitations([org], org, NOW, invitation_id=refreshed["id"]) == [
+        refreshed
+    ]
+
+    # Revoking is scoped to the organisation.
+    assert not await store.revoke_invitation([other], org, refreshed["id"])
+    assert not await store.revoke_invitation([other], other, refreshed["id"])
+    assert await store.revoke_invitation([org], org, refreshed["id"])
+    assert not await store.revoke_invitation([org], org, refreshed["id"])
+
+
+async def test_a_declined_invitation_is_hidden_from_the_account_only(store: SqlStore) -> None:
+    org = (await store.create_organization("o"))["id"]
+    owner = await store.create_user("owner@x", "h")
+    invitee = await store.create_user("in@x", "h")
+    await store.add_membership(org, owner, "OWNER")
+    await store.invite([org], org, "in@x", "MEMBER", owner, NOW, NOW + DAY)
+    [mine] = await store.user_invitations(invitee, NOW)
+    assert await store.decline_invitation(invitee, mine["id"], NOW)
+    assert not await store.decline_invitation(invitee, mine["id"], NOW)
+    assert await store.user_invitations(invitee, NOW) == []
+    assert await store.accept_invitation(invitee, mine["id"], NOW) is None
+    # The organisation still sees it pending until it expires...
+    assert [i["id"] for i in await store.list_invitations([org], org, NOW)] == [mine["id"]]
+    assert await store.list_invitations([org], org, NOW + DAY) == []
+    # ...and inviting again offers it again.
+    await store.invite([org], org, "in@x", "VIEWER", owner, NOW, NOW + DAY)
+    [again] = await store.user_invitations(invitee, NOW)
+    assert (again["id"], again["role"]) == (mine["id"], "VIEWER")
+
+
+async def test_an_invitation_counts_while_its_inviter_may_grant_its_role(
+    store: SqlStore,
+) -> None:
+    org = (await store.create_organization("o"))["id"]
+    owner = await store.create_user("owner@x", "h")
+    admin = await store.create_user("admin@x", "h")
+    invitee = await store.create_user("in@x", "h")
+    await store.add_membership(org, owner, "OWNER")
+    await store.add_membership(org, admin, "ADMIN")
+    await store.invite([org], org, "in@x", "MEMBER", admin, NOW, NOW + DAY)
+    await store.invite([org], org, "boss@x", "OWNER", admin, NOW, NOW + DAY)  # beyond an ADMIN
+    assert [i["email"] for i in await store.list_invitations([org], org, NOW)] == ["in@x"]
+    assert await store.set_member_role([org], org, admin, "MEMBER")
+    assert await store.list_invitations([org], org, NOW) == []
+    assert await store.user_invitations(invitee, NOW) == []
+    [row] = await raw_fetch(store, "SELECT id FROM invitations WHERE email = 'in@x'")
+    assert await store.accept_invitation(invitee, row["id"], NOW) is None
+    assert await store.set_member_role([org], org, admin, "ADMIN")
+    assert len(await store.user_invitations(invitee, NOW)) == 1
+    # Removing the inviter's account removes their invitations.
+    assert await store.delete_user(admin)
+    assert await raw_fetch(store, "SELECT id FROM invitations") == []
+
+
+async def test_invitations_go_with_their_organisation_and_a_direct_add(store: SqlStore) -> None:
+    org = (await store.create_organization("o"))["id"]
+    owner = await store.create_user("owner@x", "h")
+    invitee = await store.create_user("in@x", "h")
+    await store.add_membership(org, owner, "OWNER")
+    await store.invite([org], org, "in@x", "MEMBER", owner, NOW, NOW + DAY)
+    await store.invite([org], org, "other@x", "MEMBER", owner, NOW, NOW + DAY)
+    # A direct add (a superuser's) uses up that account's invitation.
+    await store.add_membership(org, invitee, "VIEWER")
+    assert [i["email"] for i in await store.list_invitations([org], org, NOW)] == ["other@x"]
+    assert await store.delete_organization([org], org)
+    assert await raw_fetch(store, "SELECT id FROM invitations") == []
+
+
+async def test_an_organisation_holds_a_bounded_number_of_invitations(store: SqlStore) -> None:
+    org = (await store.create_organization("o"))["id"]
+    owner = await store.create_user("owner@x", "h")
+    await store.add_membership(org, owner, "OWNER")
+    now = NOW
+    for i in range(3):
+        assert await store.invite([org], org, f"{i}@x", "MEMBER", owner, now, now + DAY, limit=3)
+    with pytest.raises(ConflictError):
+        await store.invite([org], org, "3@x", "MEMBER", owner, now, now + DAY, limit=3)
+    # Refreshing one is not a new one; expired ones make room.
+    assert await store.invite([org], org, "0@x", "ADMIN", owner, now, now + DAY, limit=3)
+    assert await store.invite([org], org, "1@x", "ADMIN", owner, now, now - 1, limit=3)
+    assert await store.invite([org], org, "3@x", "MEMBER", owner, now, now + DAY, limit=3)
+    emails = [i["email"] for i in await store.list_invitations([org], org, now)]
+    assert sorted(emails) == ["0@x", "2@x", "3@x"]
+
+
+async def test_the_sqlite_database_and_its_wal_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "t.db"
+    s = SqliteStore(path, SecretBox.generate())
+    await s.open()
+    try:
+        await s.create_organization("o")
+        for f in (path, path.with_name("t.db-wal"), path.with_name("t.db-shm")):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        await s.close()
+    # An existing database left readable by everyone is tightened when opened.
+    for f in tmp_path.joinpath("new").iterdir():
+        f.chmod(0o644)
+    await s.open()
+    try:
+        for f in tmp_path.joinpath("new").iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    finally:
+        await s.close()

@@ -6,10 +6,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import os
+import re
 import secrets
 import time
 from pathlib import Path
+from typing import TypeGuard
 
 import jwt
 from argon2 import PasswordHasher
@@ -23,6 +26,9 @@ SESSION_KEY_FILE = "jwt.key"
 SESSION_TTL = 24 * 3600.0
 _SESSION_ALGORITHM = "HS256"
 _SESSION_KEY_BYTES = 32
+# The largest id the store holds (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+_SUB = re.compile(r"[1-9][0-9]{0,18}")
 
 
 def hash_password(password: str) -> str:
@@ -77,7 +83,7 @@ def session_key(data_dir: Path) -> bytes:
             # Another process has created the file and not yet written it.
             time.sleep(0.01)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -112,11 +118,26 @@ def read_session(key: bytes, token: str) -> tuple[int, str] | None:
             algorithms=[_SESSION_ALGORITHM],
             options={"require": ["sub", "exp", "iat"]},
         )
-        user_id = int(claims["sub"])
-        stamp = str(claims.get("pwd", ""))
-    except (jwt.PyJWTError, ValueError, TypeError):
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+        return None
+    # APPSEC: the claims are checked as strictly as any input: a user id is the decimal
+    # string of an id the store can hold (1 … 2**63-1), never a number, a sign, spaces
+    # or digits with underscores that int() would take.
+    sub, stamp = claims.get("sub"), claims.get("pwd", "")
+    if not isinstance(sub, str) or not _SUB.fullmatch(sub) or not isinstance(stamp, str):
+        return None
+    # A session lives SESSION_TTL at most: one that claims longer was not issued here.
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not (_number(iat) and _number(exp) and 0 < exp - iat <= SESSION_TTL):
+        return None
+    user_id = int(sub)
+    if user_id > MAX_ID:
         return None
     return user_id, stamp
+
+
+def _number(v: object) -> TypeGuard[int | float]:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def same_stamp(a: str, b: str) -> bool:

@@ -1,4 +1,5 @@
-"""`/api/auth/…`, `/api/organizations/…` (members, usage, settings, projects) and `/api/users/…`."""
+"""`/api/auth/…`, `/api/organizations/…` (members, invitations, usage, settings, projects)
+and `/api/users/…`."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _FORM_LIMIT = 16 * 1024
+# How long an invitation waits for its answer, by default (days).
+INVITATION_DAYS = 7
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -117,6 +120,17 @@ class MemberAdd(_Body):
 
 class MemberUpdate(_Body):
     role: Role
+
+
+class InvitationCreate(_Body):
+    email: str = Field(max_length=254)
+    role: Role = "MEMBER"
+    expires_in_days: int = Field(default=INVITATION_DAYS, ge=1, le=30)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        return _valid_email(v)
 
 
 class ProjectCreate(_Body):
@@ -244,6 +258,38 @@ def project_json(row: Row) -> dict[str, Any]:
         "is_default": row["is_default"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
+    }
+
+
+def invitation_json(row: Row) -> dict[str, Any]:
+    """An invitation as its organisation sees it. A declined one still reads "invited"
+    until it expires: only an existing account can decline, so showing it would tell
+    the organisation that the email has an account."""
+    return {
+        "id": row["id"],
+        "organization_id": row["organization_id"],
+        "email": row["email"],
+        "role": row["role"],
+        "status": "invited",
+        "invited_by": row["invited_by"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "expires_at": iso(row["expires_at"]),
+    }
+
+
+def my_invitation_json(row: Row) -> dict[str, Any]:
+    """An invitation as the invited account sees it."""
+    return {
+        "id": row["id"],
+        "organization_id": row["organization_id"],
+        "organization_name": row["organization_name"],
+        "role": row["role"],
+        "status": "invited",
+        "invited_by_email": row["invited_by_email"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "expires_at": iso(row["expires_at"]),
     }
 
 
@@ -497,9 +543,22 @@ class MembersResource:
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
     ) -> None:
+        """Add a member (superusers), or invite one (everyone else).
+
+        A superuser adds an existing account at once; for anyone else this is
+        `POST …/invitations`: 202, the same answer whether or not the email has an
+        account."""
         p = principal(req)
         require_role(p, org_id, "ADMIN")
         body: MemberAdd = parse(MemberAdd, await read_json_object(req))
+        if not p.superuser:
+            # APPSEC: without the account's consent nobody joins, and the answer is the
+            # same whether or not the email has an account.
+            resp.status = falcon.HTTP_202
+            resp.media = await _invite(self._store, p, org_id, body.email, body.role)
+            return
+        # A superuser administers accounts (and lists them): adding one directly tells
+        # them nothing they cannot read already.
         user = await self._store.user_by_email(body.email)
         if user is None:
             raise field_error(
@@ -573,6 +632,84 @@ def _may_grant(p: Principal, org_id: int, role: str, current: str | None) -> Non
         return
     if role == "OWNER" or current == "OWNER":
         raise falcon.HTTPForbidden(description="only an OWNER can grant or change the OWNER role")
+
+
+async def _invite(
+    store: Store, p: Principal, org_id: int, email: str, role: str, days: int = INVITATION_DAYS
+) -> dict[str, Any]:
+    """Invite `email` (or refresh its pending invitation); the answer is the same for
+    every email: nothing is looked up about accounts."""
+    now = time.time()
+    pending = await store.list_invitations(p.org_ids, org_id, now, email=email)
+    _may_grant(p, org_id, role, pending[0]["role"] if pending else None)
+    expires_at = now + days * 86_400.0
+    # An email that is already a member's changes nothing (False), with the same answer.
+    await store.invite(p.org_ids, org_id, email, role, p.user_id, now, expires_at)
+    return {
+        "organization_id": org_id,
+        "email": email,
+        "role": role,
+        "status": "invited",
+        "expires_at": iso(expires_at),
+    }
+
+
+class InvitationsResource:
+    """`/api/organizations/{id}/invitations`: an organisation's pending invitations."""
+
+    body_models: ClassVar = {"post": InvitationCreate}
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        """The organisation's pending invitations (ADMIN)."""
+        p = principal(req)
+        require_role(p, org_id, "ADMIN")
+        rows = await self._store.list_invitations(p.org_ids, org_id, time.time())
+        resp.media = [invitation_json(r) for r in rows]
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        """Invite an email with a role (ADMIN).
+
+        Always 202, whether or not the email has an account: the account joins when it
+        accepts."""
+        p = principal(req)
+        require_role(p, org_id, "ADMIN")
+        body: InvitationCreate = parse(InvitationCreate, await read_json_object(req))
+        resp.status = falcon.HTTP_202
+        resp.media = await _invite(
+            self._store, p, org_id, body.email, body.role, body.expires_in_days
+        )
+
+
+class InvitationResource:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_delete(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        org_id: int,
+        invitation_id: int,
+    ) -> None:
+        """Revoke a pending invitation (ADMIN; an OWNER invitation needs an OWNER)."""
+        p = principal(req)
+        require_role(p, org_id, "ADMIN")
+        rows = await self._store.list_invitations(
+            p.org_ids, org_id, time.time(), invitation_id=invitation_id
+        )
+        if not rows:
+            raise falcon.HTTPNotFound(description="Invitation not found")
+        _may_grant(p, org_id, rows[0]["role"], None)
+        if not await self._store.revoke_invitation(p.org_ids, org_id, invitation_id):
+            raise falcon.HTTPNotFound(description="Invitation not found")
+        resp.status = falcon.HTTP_204
 
 
 class UsageResource:
@@ -768,6 +905,45 @@ class PreferencesResource:
     on_patch = on_put
 
 
+class MyInvitationsResource:
+    """`/api/users/me/invitations`: the invitations addressed to the caller's email."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        rows = await self._store.user_invitations(principal(req).user_id, time.time())
+        resp.media = [my_invitation_json(r) for r in rows]
+
+
+class MyInvitationResource:
+    """`POST /api/users/me/invitations/{id}/accept` and `…/decline`. Another account's
+    invitation is not found, whatever its id."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_post_accept(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, invitation_id: int
+    ) -> None:
+        """Accept: join the organisation with the invitation's role."""
+        p = principal(req)
+        joined = await self._store.accept_invitation(p.user_id, invitation_id, time.time())
+        if joined is None:
+            raise falcon.HTTPNotFound(description="Invitation not found")
+        auth.forget_user(p.user_id)
+        resp.media = {**joined, "status": "accepted"}
+
+    async def on_post_decline(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, invitation_id: int
+    ) -> None:
+        """Decline: the invitation is no longer offered (the organisation is not told)."""
+        p = principal(req)
+        if not await self._store.decline_invitation(p.user_id, invitation_id, time.time()):
+            raise falcon.HTTPNotFound(description="Invitation not found")
+        resp.status = falcon.HTTP_204
+
+
 class UsersResource:
     body_models: ClassVar = {"post": UserCreate}
     query_params: ClassVar = {"get": (PAGE_LIMIT, OFFSET)}
@@ -860,6 +1036,11 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     app.add_route("/api/auth/logout", LogoutResource())
     app.add_route("/api/users/me", MeResource(store, key))
     app.add_route("/api/users/me/notification-preferences", PreferencesResource(store))
+    app.add_route("/api/users/me/invitations", MyInvitationsResource(store))
+    mine = MyInvitationResource(store)
+    invitation = f"/api/users/me/invitations/{{invitation_id:{ID}}}"
+    app.add_route(f"{invitation}/accept", mine, suffix="accept")
+    app.add_route(f"{invitation}/decline", mine, suffix="decline")
     app.add_route("/api/users/me/tokens", TokensResource(store))
     app.add_route(f"/api/users/me/tokens/{{token_id:{ID}}}", TokenResource(store))
     app.add_route("/api/users", UsersResource(store))
@@ -868,6 +1049,8 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     app.add_route(org, OrganizationResource(ctx))
     app.add_route(f"{org}/members", MembersResource(store))
     app.add_route(f"{org}/members/{{user_id:{ID}}}", MemberResource(store))
+    app.add_route(f"{org}/invitations", InvitationsResource(store))
+    app.add_route(f"{org}/invitations/{{invitation_id:{ID}}}", InvitationResource(store))
     app.add_route(f"{org}/usage", UsageResource(store))
     app.add_route(f"{org}/settings", SettingsResource(store))
     app.add_route(f"{org}/projects", ProjectsResource(store))

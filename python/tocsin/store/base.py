@@ -17,11 +17,13 @@ ROLES = ("OWNER", "ADMIN", "MEMBER", "VIEWER")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a user and their role in each organisation."""
+    """Who is calling: a user, their role in each organisation, and whether they are a
+    superuser (who administers accounts, not organisations)."""
 
     user_id: int
     email: str
     roles: dict[int, str]
+    superuser: bool = False
 
     @property
     def org_ids(self) -> list[int]:
@@ -143,10 +145,69 @@ class Store(abc.ABC):
         """Delete the organisation and everything it owns."""
 
     @abc.abstractmethod
-    async def add_membership(self, org_id: int, user_id: int, role: str) -> None: ...
+    async def add_membership(self, org_id: int, user_id: int, role: str) -> None:
+        """Add the user (or change their role); their invitation to the organisation, if
+        any, is used up."""
 
     @abc.abstractmethod
     async def list_members(self, org_ids: Collection[int], org_id: int) -> list[Row]: ...
+
+    # Invitations are addressed to an email, not to an account: creating one neither
+    # needs nor tells whether the email has an account. An invitation counts (is listed,
+    # may be accepted) while it has not expired and its inviter still holds a role that
+    # may grant its role (OWNER for OWNER, ADMIN or OWNER otherwise).
+
+    @abc.abstractmethod
+    async def invite(
+        self,
+        org_ids: Collection[int],
+        org_id: int,
+        email: str,
+        role: str,
+        invited_by: int,
+        now: float,
+        expires_at: float,
+        *,
+        limit: int = 1000,
+    ) -> bool:
+        """Invite `email` into the organisation with `role`, or refresh its invitation
+        (role, inviter, expiry; a declined one is pending again). Nothing is stored when
+        the email is already a member's (False). The organisation's invitations expired by
+        `now` are removed. ConflictError when the organisation already has `limit` pending
+        invitations and this is a new one."""
+
+    @abc.abstractmethod
+    async def list_invitations(
+        self,
+        org_ids: Collection[int],
+        org_id: int,
+        now: float,
+        *,
+        invitation_id: int | None = None,
+        email: str | None = None,
+    ) -> list[Row]:
+        """The organisation's invitations that count (optionally one id, or one email),
+        declined ones included: the organisation is not told of a decline."""
+
+    @abc.abstractmethod
+    async def revoke_invitation(
+        self, org_ids: Collection[int], org_id: int, invitation_id: int
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def user_invitations(self, user_id: int, now: float) -> list[Row]:
+        """The invitations that count addressed to the (active) user's email, not
+        declined, with the organisation's name and the inviter's email."""
+
+    @abc.abstractmethod
+    async def accept_invitation(self, user_id: int, invitation_id: int, now: float) -> Row | None:
+        """In one transaction: the user becomes a member with the invitation's role (a
+        member already keeps their role) and the invitation is used up. Returns
+        `organization_id` and `role`; None when it is not one of `user_invitations`."""
+
+    @abc.abstractmethod
+    async def decline_invitation(self, user_id: int, invitation_id: int, now: float) -> bool:
+        """Mark one of `user_invitations` declined; False when it is not one of them."""
 
     @abc.abstractmethod
     async def create_token(

@@ -77,6 +77,23 @@ _USER_COLUMNS = (
     "id, email, full_name, is_superuser, is_active, notification_preferences,"
     " created_at, updated_at"
 )
+# Text search: every LIKE goes through `contains_pattern` and this operator, so `%`, `_`
+# and the escape character in what a user typed match only themselves, on both backends.
+LIKE = "LIKE ? ESCAPE '\\'"
+# An invitation counts while it has not expired (the `now` parameter) and its inviter
+# still holds a role that may grant its role. SQL over the `invitations` table, unaliased.
+_INVITATION_COUNTS = (
+    "invitations.expires_at > ? AND EXISTS (SELECT 1 FROM memberships s"
+    " WHERE s.organization_id = invitations.organization_id"
+    " AND s.user_id = invitations.invited_by"
+    " AND (s.role = 'OWNER' OR (s.role = 'ADMIN' AND invitations.role <> 'OWNER')))"
+)
+# ...and is the user's: addressed to the email of that (active) user, not declined.
+# Parameters: user id, True, now.
+_INVITATION_MINE = (
+    "invitations.email = (SELECT u.email FROM users u WHERE u.id = ? AND u.is_active = ?)"
+    f" AND invitations.declined_at IS NULL AND {_INVITATION_COUNTS}"
+)
 
 
 class Conn(abc.ABC):
@@ -407,6 +424,12 @@ class SqlStore(Store):
                 user_id,
                 role,
             )
+            await c.execute(
+                "DELETE FROM invitations WHERE organization_id = ?"
+                " AND email = (SELECT email FROM users WHERE id = ?)",
+                org_id,
+                user_id,
+            )
 
     async def list_members(self, org_ids: Collection[int], org_id: int) -> list[Row]:
         if org_id not in org_ids:
@@ -417,6 +440,174 @@ class SqlStore(Store):
                 " JOIN users u ON u.id = m.user_id WHERE m.organization_id = ? ORDER BY u.id",
                 org_id,
             )
+
+    # -- invitations --
+
+    async def invite(
+        self,
+        org_ids: Collection[int],
+        org_id: int,
+        email: str,
+        role: str,
+        invited_by: int,
+        now: float,
+        expires_at: float,
+        *,
+        limit: int = 1000,
+    ) -> bool:
+        if org_id not in org_ids:
+            raise NotFoundError(f"organisation {org_id} not found")
+        async with self._write() as c:
+            await c.execute(
+                "DELETE FROM invitations WHERE organization_id = ? AND expires_at <= ?",
+                org_id,
+                now,
+            )
+            member = await c.fetchval(
+                "SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id"
+                " WHERE m.organization_id = ? AND u.email = ?",
+                org_id,
+                email,
+            )
+            if member is not None:
+                return False
+            refreshed = await c.execute(
+                "UPDATE invitations SET role = ?, invited_by = ?, expires_at = ?,"
+                " declined_at = NULL, updated_at = ? WHERE organization_id = ? AND email = ?",
+                role,
+                invited_by,
+                expires_at,
+                now,
+                org_id,
+                email,
+            )
+            if refreshed:
+                return True
+            pending = int(
+                await c.fetchval(
+                    "SELECT COUNT(*) FROM invitations WHERE organization_id = ?", org_id
+                )
+            )
+            if pending >= limit:
+                raise ConflictError(
+                    f"the organisation has {pending} pending invitations; revoke some first"
+                )
+            # (ON CONFLICT: the same email invited at the same moment is one invitation.)
+            await c.execute(
+                "INSERT INTO invitations (organization_id, email, role, invited_by, created_at,"
+                " updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (organization_id, email) DO UPDATE SET role = excluded.role,"
+                " invited_by = excluded.invited_by, expires_at = excluded.expires_at,"
+                " declined_at = NULL, updated_at = excluded.updated_at",
+                org_id,
+                email,
+                role,
+                invited_by,
+                now,
+                now,
+                expires_at,
+            )
+        return True
+
+    async def list_invitations(
+        self,
+        org_ids: Collection[int],
+        org_id: int,
+        now: float,
+        *,
+        invitation_id: int | None = None,
+        email: str | None = None,
+    ) -> list[Row]:
+        if org_id not in org_ids:
+            return []
+        clauses, args = "", list[Any]()
+        if invitation_id is not None:
+            clauses += " AND invitations.id = ?"
+            args.append(invitation_id)
+        if email is not None:
+            clauses += " AND invitations.email = ?"
+            args.append(email)
+        async with self._read() as c:
+            return await c.fetch(
+                "SELECT invitations.id, invitations.organization_id, invitations.email,"
+                " invitations.role, invitations.invited_by, invitations.created_at,"
+                " invitations.updated_at, invitations.expires_at FROM invitations"
+                f" WHERE invitations.organization_id = ? AND {_INVITATION_COUNTS}{clauses}"
+                " ORDER BY invitations.id",
+                org_id,
+                now,
+                *args,
+            )
+
+    async def revoke_invitation(
+        self, org_ids: Collection[int], org_id: int, invitation_id: int
+    ) -> bool:
+        if org_id not in org_ids:
+            return False
+        async with self._write() as c:
+            n = await c.execute(
+                "DELETE FROM invitations WHERE id = ? AND organization_id = ?",
+                invitation_id,
+                org_id,
+            )
+        return n == 1
+
+    async def user_invitations(self, user_id: int, now: float) -> list[Row]:
+        async with self._read() as c:
+            return await c.fetch(
+                "SELECT invitations.id, invitations.organization_id,"
+                " o.name AS organization_name, invitations.role, inviter.email AS"
+                " invited_by_email, invitations.created_at, invitations.updated_at,"
+                " invitations.expires_at FROM invitations"
+                " JOIN organizations o ON o.id = invitations.organization_id"
+                " JOIN users inviter ON inviter.id = invitations.invited_by"
+                f" WHERE {_INVITATION_MINE} ORDER BY invitations.id",
+                user_id,
+                True,
+                now,
+            )
+
+    async def accept_invitation(self, user_id: int, invitation_id: int, now: float) -> Row | None:
+        async with self._write() as c:
+            used = await c.fetchrow(
+                "DELETE FROM invitations WHERE invitations.id = ?"
+                f" AND {_INVITATION_MINE} RETURNING organization_id, role",
+                invitation_id,
+                user_id,
+                True,
+                now,
+            )
+            if used is None:
+                return None
+            org_id = int(used["organization_id"])
+            # A member already keeps their role: roles change through the members route.
+            await c.execute(
+                "INSERT INTO memberships (organization_id, user_id, role) VALUES (?, ?, ?)"
+                " ON CONFLICT (organization_id, user_id) DO NOTHING",
+                org_id,
+                user_id,
+                used["role"],
+            )
+            role = await c.fetchval(
+                "SELECT role FROM memberships WHERE organization_id = ? AND user_id = ?",
+                org_id,
+                user_id,
+            )
+        return {"id": invitation_id, "organization_id": org_id, "role": str(role)}
+
+    async def decline_invitation(self, user_id: int, invitation_id: int, now: float) -> bool:
+        async with self._write() as c:
+            n = await c.execute(
+                "UPDATE invitations SET declined_at = ?, updated_at = ?"
+                f" WHERE invitations.id = ? AND {_INVITATION_MINE}",
+                now,
+                now,
+                invitation_id,
+                user_id,
+                True,
+                now,
+            )
+        return n == 1
 
     async def create_token(
         self,
@@ -473,7 +664,8 @@ class SqlStore(Store):
     async def principal_for_token(self, token_hash: str) -> Principal | None:
         async with self._read_point() as c:
             row = await c.fetchrow(
-                "SELECT u.id, u.email FROM api_tokens t JOIN users u ON u.id = t.user_id"
+                "SELECT u.id, u.email, u.is_superuser FROM api_tokens t"
+                " JOIN users u ON u.id = t.user_id"
                 " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.is_active = ?"
                 " AND (t.expires_at IS NULL OR t.expires_at > ?)",
                 token_hash,
@@ -485,21 +677,21 @@ class SqlStore(Store):
             memberships = await c.fetch(
                 "SELECT organization_id, role FROM memberships WHERE user_id = ?", row["id"]
             )
-        roles = {int(m["organization_id"]): str(m["role"]) for m in memberships}
-        return Principal(user_id=int(row["id"]), email=str(row["email"]), roles=roles)
+        return _principal(row, memberships)
 
     async def principal_for_user(self, user_id: int) -> Principal | None:
         async with self._read_point() as c:
             row = await c.fetchrow(
-                "SELECT id, email FROM users WHERE id = ? AND is_active = ?", user_id, True
+                "SELECT id, email, is_superuser FROM users WHERE id = ? AND is_active = ?",
+                user_id,
+                True,
             )
             if row is None:
                 return None
             memberships = await c.fetch(
                 "SELECT organization_id, role FROM memberships WHERE user_id = ?", user_id
             )
-        roles = {int(m["organization_id"]): str(m["role"]) for m in memberships}
-        return Principal(user_id=int(row["id"]), email=str(row["email"]), roles=roles)
+        return _principal(row, memberships)
 
     async def password_hash(self, user_id: int) -> str | None:
         async with self._read_point() as c:
@@ -876,10 +1068,10 @@ class SqlStore(Store):
             clauses += f" AND {self._json_has('c.tags')}"
             args.append(tag)
         if text:
-            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%") + "%"
+            pattern = contains_pattern(text.lower())
             clauses += (
-                " AND (lower(c.name) LIKE ? ESCAPE '\\' OR lower(COALESCE(c.url, '')) LIKE ?"
-                " ESCAPE '\\' OR lower(COALESCE(c.host, '')) LIKE ? ESCAPE '\\')"
+                f" AND (lower(c.name) {LIKE} OR lower(COALESCE(c.url, '')) {LIKE}"
+                f" OR lower(COALESCE(c.host, '')) {LIKE})"
             )
             args += [pattern, pattern, pattern]
         async with self._read() as c:
@@ -1700,6 +1892,23 @@ class SqlStore(Store):
         table = TABLES["notification_channels"]
         pairs = [(int(r["check_id"]), int(r["channel_id"])) for r in links]
         return pairs, [self._row(table, r) for r in rows]
+
+
+def contains_pattern(text: str) -> str:
+    """A pattern for `LIKE` that matches `text` anywhere, taken literally: LIKE's
+    wildcards (`%`, `_`) and the escape character (`\\`) in it are escaped."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _principal(user: Row, memberships: list[Row]) -> Principal:
+    roles = {int(m["organization_id"]): str(m["role"]) for m in memberships}
+    return Principal(
+        user_id=int(user["id"]),
+        email=str(user["email"]),
+        roles=roles,
+        superuser=bool(user["is_superuser"]),
+    )
 
 
 def _result_row(r: Result, org_id: int) -> tuple[Any, ...]:

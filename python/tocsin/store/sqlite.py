@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +37,7 @@ BUSY_TIMEOUT_S = 5.0
 INLINE_BUSY_TIMEOUT_S = 0.02
 
 T = TypeVar("T")
+log = logging.getLogger("tocsin.store")
 
 
 def _fetch(db: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
@@ -72,6 +76,43 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+# The database and its -wal/-shm files: readable by the server's account only.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite then creates its -wal
+    and -shm files with the database's mode), and tighten an existing database and its
+    -wal/-shm files to 0600. A directory it has to create is 0700."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise StoreUnavailableError(f"cannot open {path}: {exc}") from None
+    try:
+        _tighten(path, lambda mode: os.fchmod(fd, mode), os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        try:
+            mode = side.stat().st_mode
+        except FileNotFoundError:
+            continue
+        _tighten(side, side.chmod, mode)
+
+
+def _tighten(path: Path, chmod: Callable[[int], None], mode: int) -> None:
+    if not stat.S_IMODE(mode) & ~FILE_MODE:
+        return
+    try:
+        chmod(FILE_MODE)
+    except PermissionError as exc:  # another account's file: it is theirs to tighten
+        log.warning("cannot make %s private (mode %o): %s", path, stat.S_IMODE(mode), exc)
 
 
 class _Worker:
@@ -154,7 +195,7 @@ class SqliteStore(SqlStore):
         return str(self.path)
 
     async def open(self, *, migrate: bool = True) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         self._writer = _Worker(self.path, "tocsin-sqlite-write")
         self._reader = _Worker(self.path, "tocsin-sqlite-read")
         try:
