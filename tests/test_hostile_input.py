@@ -286,6 +286,17 @@ async def test_nul_and_lone_surrogates_are_refused_on_every_kind_of_route(
         auth=False,
     )
     assert status == 422, err
+    form = b"username=admin%40localhost%00&password=x"
+    status, _, err = await raw(
+        http,
+        server,
+        "POST",
+        "/api/auth/token",
+        form,
+        auth=False,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert status == 422 and locs(err) == [["body", "username"]], err
     status, _, err = await raw(
         http, server, "POST", "/api/agents/register", b'{"token": "reg_\\u0000"}', auth=False
     )

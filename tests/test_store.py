@@ -978,3 +978,28 @@ async def test_the_sqlite_database_and_its_wal_files_are_private(tmp_path: Path)
             assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     finally:
         await s.close()
+
+
+async def test_probe_text_with_nul_is_stored_the_same_on_both_backends(store: SqlStore) -> None:
+    """PostgreSQL refuses U+0000 in text (and would refuse the whole batch with it):
+    a probe or plugin that reports one gets U+FFFD instead, on either backend."""
+    org = (await store.create_organization("o"))["id"]
+    check = (await store.create_check(org, check_fields("c")))["id"]
+    bad = Result(
+        check,
+        Status.DOWN,
+        NOW,
+        1.0,
+        error_kind="kind\x00",
+        message="got \x00\x00 back",
+        source="central",
+    )
+    good = Result(check, Status.UP, NOW + 1, 1.0, source="central")
+    change = StatusChange(check, Status.UNKNOWN, Status.DOWN, NOW, "down \x00", {})
+    written = await store.write_batch([bad, good], [change])
+    assert written.results == 2
+    rows = await store.list_results([org], check, limit=10, before=None)
+    assert [(r["error_kind"], r["message"]) for r in rows] == [
+        (None, None),
+        ("kind\ufffd", "got \ufffd\ufffd back"),
+    ]

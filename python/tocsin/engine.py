@@ -34,6 +34,7 @@ from tocsin.models import (
     Status,
     StatusChange,
     Timings,
+    storable_text,
 )
 from tocsin.probes import PYTHON_KIND, ProbeRegistry, default_registry
 
@@ -108,8 +109,8 @@ def _result(t: _ResultTuple, sources: Sources) -> Result:
         started_at=started_us / 1e6,
         latency_ms=latency_us / 1e3,
         due_at=due_ms / 1e3 if due_ms else None,
-        error_kind=kind,
-        message=message,
+        error_kind=storable_text(kind),
+        message=storable_text(message),
         status_code=code or None,
         timings=None if tm == _NO_TIMINGS else Timings(*(_ms(x) for x in tm)),
         details_json=details,
@@ -775,7 +776,7 @@ class Engine:
                 STATUS_BY_CODE[prev],
                 STATUS_BY_CODE[cur],
                 at_us / 1e6,
-                reason,
+                storable_text(reason),
                 self._sources.statuses(sources),
                 maintenance,
             )

@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def storable_text(text: str | None) -> str | None:
+    """Text from probes, plugins and agents as both database backends store it:
+    PostgreSQL refuses U+0000 in text (and with it the whole batch a result is in),
+    so it becomes U+FFFD everywhere, and one odd reply cannot hold up every result."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
+
+
 class Status(enum.StrEnum):
     UNKNOWN = "UNKNOWN"
     UP = "UP"

@@ -7,19 +7,20 @@ import asyncio
 import json
 import re
 import time
-import zoneinfo
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs
 
 import falcon
 import falcon.asgi
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
+from tocsin import schedules
 from tocsin.api import auth, query
 from tocsin.api.body import read_bytes, read_json_object
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
-from tocsin.api.errors import field_error, query_error
+from tocsin.api.errors import ValidationFailed, field_error, query_error
+from tocsin.api.limits import InputError, check_tree
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import parse
 from tocsin.security import (
@@ -57,9 +58,9 @@ def _valid_email(v: str) -> str:
 
 def _timezone(v: str) -> str:
     try:
-        zoneinfo.ZoneInfo(v)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {v!r}") from None
+        schedules.time_zone(v)
+    except ValueError as exc:
+        raise ValueError(getattr(exc, "reason", str(exc))) from None
     return v
 
 
@@ -152,7 +153,7 @@ class UserCreate(_Body):
     email: str = Field(max_length=254)
     password: str = Field(min_length=8, max_length=1024)
     full_name: str = Field(default="", max_length=200)
-    is_superuser: bool = False
+    is_superuser: StrictBool = False
 
     @field_validator("email")
     @classmethod
@@ -177,8 +178,8 @@ class UserAdminUpdate(_Body):
     full_name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=254)
     password: str | None = Field(default=None, min_length=8, max_length=1024)
-    is_active: bool | None = None
-    is_superuser: bool | None = None
+    is_active: StrictBool | None = None
+    is_superuser: StrictBool | None = None
 
     @field_validator("full_name", "email", "password", "is_active", "is_superuser")
     @classmethod
@@ -188,11 +189,11 @@ class UserAdminUpdate(_Body):
 
 
 class NotificationPreferences(_Body):
-    email_enabled: bool = True
-    notify_on_down: bool = True
-    notify_on_degraded: bool = True
-    notify_on_recovery: bool = True
-    notify_on_incident_ack: bool = False
+    email_enabled: StrictBool = True
+    notify_on_down: StrictBool = True
+    notify_on_degraded: StrictBool = True
+    notify_on_recovery: StrictBool = True
+    notify_on_incident_ack: StrictBool = False
     quiet_hours_start: str | None = Field(default=None, description="HH:MM")
     quiet_hours_end: str | None = Field(default=None, description="HH:MM")
     timezone: str = Field(default="UTC", max_length=64)
@@ -351,7 +352,12 @@ async def _form(req: falcon.asgi.Request) -> dict[str, Any]:
         text = data.decode()
     except UnicodeDecodeError:
         raise falcon.HTTPBadRequest(description="the form is not valid UTF-8") from None
-    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    form = {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    try:
+        check_tree(form, ["body"])
+    except InputError as exc:
+        raise ValidationFailed([{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]) from None
+    return form
 
 
 # -- /api/auth ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 from tocsin import _core
 from tocsin.encryption import SecretBox
-from tocsin.models import Result, Rollup, StatusChange
+from tocsin.models import Result, Rollup, StatusChange, storable_text
 from tocsin.store import migrations
 from tocsin.store.base import (
     BatchWritten,
@@ -1285,7 +1285,7 @@ class SqlStore(Store):
                     ch.previous.value,
                     ch.current.value,
                     ch.at,
-                    ch.reason,
+                    storable_text(ch.reason),
                     json.dumps({k: v.value for k, v in ch.sources.items()}),
                     ch.in_maintenance,
                 )
@@ -1921,14 +1921,14 @@ def _result_row(r: Result, org_id: int) -> tuple[Any, ...]:
         r.due_at,
         r.latency_ms,
         r.status.value,
-        r.error_kind,
-        r.message,
+        storable_text(r.error_kind),
+        storable_text(r.message),
         r.status_code,
         t.dns_ms if t else None,
         t.connect_ms if t else None,
         t.tls_ms if t else None,
         t.first_byte_ms if t else None,
-        r.details_json,
+        storable_text(r.details_json),
     )
 
 
