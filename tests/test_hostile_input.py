@@ -206,6 +206,8 @@ async def test_a_stored_schedule_the_engine_refuses_does_not_keep_the_server_dow
     log = server.log.read_text()
     assert f"check {bad['id']} not scheduled" in log
     assert f"maintenance window {window['id']} not loaded" in log
+    code, shown_window = await api(http, server, "GET", f"/api/maintenance/{window['id']}")
+    assert code == 200 and "cron" in shown_window["schedule_error"], shown_window
     code, shown = await api(http, server, "GET", f"/api/checks/{bad['id']}")
     assert code == 200 and "schedule" in shown["schedule_error"], shown
     code, other = await api(http, server, "GET", f"/api/checks/{good['id']}")

@@ -61,7 +61,7 @@ class WindowBody(BaseModel):
     org_id: int | None = Field(default=None, ge=0, le=MAX_ID)
 
 
-def window_json(row: Row) -> dict[str, Any]:
+def window_json(row: Row, book: WindowBook | None = None) -> dict[str, Any]:
     start, duration = row["starts_at"], row["duration_s"]
     return {
         "id": row["id"],
@@ -80,6 +80,8 @@ def window_json(row: Row) -> dict[str, Any]:
         "timezone": row["timezone"],
         "is_active": row["is_active"],
         "created_by": row["created_by"],
+        # Why the stored window could not be loaded at start (null when it was).
+        "schedule_error": book.refused.get(row["id"]) if book is not None else None,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
@@ -235,14 +237,18 @@ class WindowBook:
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
         self._windows: dict[int, tuple[Row, MaintenanceWindow]] = {}
+        # window id -> why it could not be loaded at start (until it is changed)
+        self.refused: dict[int, str] = {}
 
     def put(self, row: Row) -> None:
+        self.refused.pop(row["id"], None)
         self._windows.pop(row["id"], None)
         if row["is_active"]:
             self._windows[row["id"]] = (row, engine_window(row))
         self._push()
 
     def drop(self, window_id: int) -> None:
+        self.refused.pop(window_id, None)
         if self._windows.pop(window_id, None) is not None:
             self._push()
 
@@ -271,6 +277,9 @@ class WindowBook:
                     self._windows[row["id"]] = (row, engine_window(row))
                 except Exception as exc:  # one bad row must not stop the others
                     log.error("maintenance window %s not loaded: %s", row["id"], exc)
+                    field = getattr(exc, "field", None)
+                    reason = getattr(exc, "reason", None) or str(exc)
+                    self.refused[row["id"]] = f"{field}: {reason}" if field else reason
             if len(rows) < page:
                 break
             offset += page
@@ -314,7 +323,7 @@ class WindowsResource:
             return
         rows = await self._store.select(KIND, org_ids, where=where, limit=limit, offset=offset)
         total = await self._store.count(KIND, org_ids, where=where)
-        resp.media = [window_json(r) for r in rows]
+        resp.media = [window_json(r, self._book) for r in rows]
         resp.set_header("X-Total-Count", str(total))
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
@@ -332,7 +341,7 @@ class WindowsResource:
         await _own_checks(self._store, org_id, fields["check_ids"])
         row = await self._store.insert(KIND, org_id, {**fields, "created_by": p.user_id})
         self._book.put(row)
-        resp.media = window_json(row)
+        resp.media = window_json(row, self._book)
 
 
 class WindowResource:
@@ -351,7 +360,7 @@ class WindowResource:
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, window_id: int
     ) -> None:
-        resp.media = window_json(await self._row(req, window_id))
+        resp.media = window_json(await self._row(req, window_id), self._book)
 
     async def on_put(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, window_id: int
@@ -369,7 +378,7 @@ class WindowResource:
         if row is None:  # deleted meanwhile
             raise falcon.HTTPNotFound(description="Maintenance window not found")
         self._book.put(row)
-        resp.media = window_json(row)
+        resp.media = window_json(row, self._book)
 
     async def on_delete(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, window_id: int
