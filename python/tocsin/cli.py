@@ -49,6 +49,64 @@ def main(argv: list[str] | None = None) -> int:
         "--extra-ca-file", type=Path, default=None, help="PEM file of extra trusted CAs"
     )
 
+    from tocsin import http_limits as hl
+
+    http = p_serve.add_argument_group(
+        "connections", "limits of the HTTP server (docs/limits.md, section Connections)"
+    )
+    http.add_argument(
+        "--max-header-size",
+        type=int,
+        default=hl.DEFAULT_MAX_HEADER_BYTES,
+        metavar="BYTES",
+        help="request line and headers, in bytes; larger: 431 (default 65536)",
+    )
+    http.add_argument(
+        "--max-headers",
+        type=int,
+        default=hl.DEFAULT_MAX_HEADERS,
+        metavar="N",
+        help="header fields per request; more: 431 (default 100)",
+    )
+    http.add_argument(
+        "--header-timeout",
+        type=float,
+        default=hl.DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="for a request line and headers to arrive, from the connection's opening or"
+        " the end of the previous response; then 408 and close (default 10)",
+    )
+    http.add_argument(
+        "--body-timeout",
+        type=float,
+        default=hl.DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="a request body that makes no progress this long: 408 and close (default 30)",
+    )
+    http.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=hl.DEFAULT_KEEP_ALIVE_TIMEOUT,
+        metavar="SECONDS",
+        help="an idle connection between requests is closed after it (default 5)",
+    )
+    http.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections; past it a new one gets 503 and is closed"
+        f" (default: the open-files limit, raised to its hard limit, minus {hl.FD_RESERVE})",
+    )
+    http.add_argument(
+        "--forwarded-allow-ips",
+        default=os.environ.get("TOCSIN_FORWARDED_ALLOW_IPS", ""),
+        metavar="LIST",
+        help="comma-separated addresses or networks (CIDR) of reverse proxies whose"
+        " X-Forwarded-For and X-Forwarded-Proto are believed, or * for any peer"
+        " (default: $TOCSIN_FORWARDED_ALLOW_IPS, else none)",
+    )
+
     for flag, default, what in (
         ("--keep-raw-days", 14, "raw results"),
         ("--keep-minute-days", 30, "minute rollups"),
@@ -160,6 +218,21 @@ def main(argv: list[str] | None = None) -> int:
             # A negative age would put the cutoff in the future and delete everything.
             parser.error(f"--keep-{tier}-days must be >= 0 (0 keeps forever)")
     try:
+        connection_limits = hl.ConnectionLimits(
+            max_header_bytes=args.max_header_size,
+            max_headers=args.max_headers,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_connections,
+        )
+        forwarded_allow_ips = hl.parse_forwarded_allow_ips(args.forwarded_allow_ips)
+    except ValueError as exc:
+        parser.error(str(exc))
+    # Before anything opens a descriptor, and before the default --max-connections is
+    # derived from it.
+    hl.raise_open_files_limit()
+    try:
         extra_ca = args.extra_ca_file.read_text() if args.extra_ca_file else None
         engine_options = {
             "max_in_flight": args.max_in_flight,
@@ -180,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                     hour_days=args.keep_hour_days or None,
                     day_days=args.keep_day_days or None,
                 ),
+                connection_limits=connection_limits,
+                forwarded_allow_ips=forwarded_allow_ips,
             )
         )
     except refusals as exc:

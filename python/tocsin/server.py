@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from tocsin import http_limits
 from tocsin.api import live
 from tocsin.api.app import create_app
 from tocsin.api.app import start as start_areas
@@ -76,10 +77,15 @@ async def serve(
     engine_options: dict[str, Any] | None = None,
     retention: Retention | None = None,
     retention_interval: float = 3600.0,
+    connection_limits: http_limits.ConnectionLimits | None = None,
+    forwarded_allow_ips: list[str] | tuple[str, ...] = (),
 ) -> None:
     """Run until SIGINT/SIGTERM. `engine_options` go to `tocsin.Engine` (limits, probe
     threads, extra trusted CAs); `retention` says how long each data tier is kept,
-    enforced every `retention_interval` seconds."""
+    enforced every `retention_interval` seconds. `connection_limits` bound the HTTP
+    server's connections (see `tocsin.http_limits`); `X-Forwarded-For` and
+    `X-Forwarded-Proto` are believed only from peers in `forwarded_allow_ips` (see
+    `tocsin.http_limits.parse_forwarded_allow_ips`), from none by default."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240  (start-up)
     store = open_store(database, data_dir)
     await store.open()
@@ -96,6 +102,8 @@ async def serve(
             engine_options or {},
             retention or Retention(),
             retention_interval,
+            connection_limits or http_limits.ConnectionLimits(),
+            list(forwarded_allow_ips),
         )
     finally:
         await store.close()
@@ -171,6 +179,8 @@ async def _run(
     engine_options: dict[str, Any],
     retention: Retention,
     retention_interval: float,
+    connection_limits: http_limits.ConnectionLimits,
+    forwarded_allow_ips: list[str],
 ) -> None:
     sock = listen_socket(host, port)
     try:
@@ -200,12 +210,20 @@ async def _run(
         host=host,
         port=port,
         lifespan="off",
-        http="httptools",
+        # httptools with header, timeout and connection limits (tocsin.http_limits);
+        # it keeps the keep-alive timeout itself (timeout_keep_alive is not used).
+        http=http_limits.protocol_class(connection_limits),
+        timeout_keep_alive=max(1, round(connection_limits.keep_alive_timeout)),
+        # Proxy headers only from the peers the operator lists; none by default.
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips,
         log_config=None,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=5,
     )
+    if forwarded_allow_ips:
+        log.info("proxy headers believed from %s", ", ".join(forwarded_allow_ips))
     server = _Server(config)
     loop = asyncio.get_running_loop()
 
