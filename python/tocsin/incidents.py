@@ -14,11 +14,11 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tocsin.api.common import iso
 from tocsin.engine import Engine
 from tocsin.events import EventHub
 from tocsin.models import Check, Result, Status, StatusChange
 from tocsin.store.base import ConflictError, NotFoundError, Row, Store, StoreUnavailableError
+from tocsin.timestamps import iso
 
 if TYPE_CHECKING:
     from tocsin.notify.router import Router

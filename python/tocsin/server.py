@@ -25,12 +25,11 @@ from tocsin.api import live
 from tocsin.api.app import create_app
 from tocsin.api.app import start as start_areas
 from tocsin.api.app import stop as stop_areas
-from tocsin.api.checks import runnable, scheduled_check
 from tocsin.api.context import AppContext
+from tocsin.checks import load_checks
 from tocsin.engine import Engine
 from tocsin.events import EventHub
 from tocsin.ingest import ResultWriter
-from tocsin.models import Status
 from tocsin.security import hash_password, hash_token, new_password, new_token
 from tocsin.store import Retention, Store, StoreUnavailableError, open_store
 
@@ -138,36 +137,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
-
-
-async def load_checks(store: Store, engine: Engine) -> None:
-    """Every stored check into the engine. Start-up never depends on one row being
-    sane: a check the engine refuses now (a setting or rule refused since it was
-    stored) is logged with its id and why, answered by the API with that reason
-    (`schedule_error`), and the others load."""
-    rows = await store.all_checks()
-    engine.seed([(r["id"], Status(r["status"])) for r in rows if r["status"] in Status.__members__])
-    checks = []
-    for row in rows:
-        if not runnable(row["type"]):
-            continue  # stored and shown; no probe for this type yet
-        try:
-            checks.append(scheduled_check(row, engine))
-        except Exception as exc:
-            engine.refuse(row["id"], exc)
-    loaded = len(checks) - len(engine.load(checks))
-    for check_id, reason in sorted(engine.refusals().items()):
-        log.error("check %s not scheduled: %s", check_id, reason)
-    log.info("scheduled %d of %d checks", loaded, len(rows))
-    for row in rows:
-        # Heartbeat deadlines live in the engine: arm them again from the last ping.
-        if row["type"] == "heartbeat" and row["last_ping_at"] and row["is_active"]:
-            try:
-                engine.rearm(row["id"], row["last_ping_at"])
-            except KeyError:
-                pass  # not scheduled (refused above)
-            except Exception as exc:
-                log.error("check %s: heartbeat deadline not armed: %s", row["id"], exc)
 
 
 async def _run(

@@ -29,12 +29,13 @@ import falcon.asgi
 from tocsin.agent import wire
 from tocsin.api import query
 from tocsin.api.body import read_bytes, read_json_object
-from tocsin.api.checks import NOT_FOUND, engine_check
+from tocsin.api.checks import NOT_FOUND
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed, field_error, query_error
 from tocsin.api.identity import ID
 from tocsin.api.limits import InputError, MalformedJson, check_tree
+from tocsin.checks import engine_check
 from tocsin.models import Status
 from tocsin.security import hash_token, new_token
 from tocsin.store.base import Principal, Row

@@ -27,10 +27,10 @@ from tocsin.api.schemas import (
     CheckCreate,
     parse_check,
 )
+from tocsin.checks import engine_check, probed_remotely, runnable, scheduled_check
 from tocsin.engine import Engine
 from tocsin.events import EventHub
-from tocsin.models import Check, Result, Status
-from tocsin.probes import UnknownProbeTypeError, default_registry
+from tocsin.models import Result, Status
 from tocsin.store.base import Principal, Row, Store
 
 NOT_FOUND = "Check not found"
@@ -54,57 +54,6 @@ def _union_defaults() -> dict[str, Any]:
 
 
 _CONFIG_DEFAULTS = _union_defaults()
-
-
-def runnable(check_type: str) -> bool:
-    """Whether the engine has a probe for the type (native, or a registered plugin)."""
-    try:
-        default_registry.kind(check_type)
-    except UnknownProbeTypeError:
-        return False
-    return True
-
-
-def probed_remotely(row: Row) -> bool:
-    """Agents or geo locations probe the check (assigned agents, geo monitoring): the
-    server never probes it itself, it only judges their results."""
-    return row["type"] != "heartbeat" and bool(
-        row.get("assigned_agent_ids") or row.get("geo_monitoring_enabled")
-    )
-
-
-def scheduled_check(row: Row, engine: Engine) -> Check:
-    """The check as the server's engine schedules it: probed here, or (`remote`) only
-    judged from the results agents report."""
-    check = engine_check(row, engine)
-    if probed_remotely(row):
-        check.options["remote"] = True
-    return check
-
-
-def engine_check(row: Row, engine: Engine | None = None) -> Check:
-    """The engine's view of a stored check. With `engine`, critical sources are mapped
-    to its source ids."""
-    options = {k: v for k, v in row["config"].items() if v is not None}
-    options["grace_period"] = row.get("grace_period", 60)
-    options["alert_after_failures"] = row.get("alert_after_failures", 1) or 1
-    critical = row.get("check_source_critical") or {}
-    if engine is not None and critical:
-        options["critical_sources"] = sorted(
-            engine.source_id(source) for source, on in critical.items() if on
-        )
-    return Check(
-        id=row["id"],
-        type=row["type"],
-        interval=row["interval"],
-        timeout=row["timeout"],
-        name=row["name"],
-        url=row.get("url") or None,
-        host=row.get("host") or None,
-        port=row.get("port") or None,
-        is_active=row["is_active"],
-        options=options,
-    )
 
 
 def check_json(row: Row, engine: Engine | None = None) -> dict[str, Any]:

@@ -3,27 +3,21 @@ parameters, timestamps."""
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-
 import falcon
 import falcon.asgi
 
 from tocsin.api.errors import field_error, query_error
 from tocsin.store.base import ROLES, Principal
+from tocsin.timestamps import iso
 
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return _iso(ts)
-
-
-# PERF: most times in API documents (created, updated, status changed) are the same from
-# one read of an object to the next; formatting them is the costly part of a check's JSON.
-@functools.lru_cache(maxsize=1 << 16)
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+__all__ = [
+    "int_param",
+    "iso",
+    "opt_int_param",
+    "principal",
+    "require_role",
+    "writable_org",
+]
 
 
 def opt_int_param(req: falcon.asgi.Request, name: str, lo: int, hi: int) -> int | None:
