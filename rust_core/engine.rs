@@ -8,33 +8,17 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::aggregate::{Policy, Verdicts};
+use crate::clock::Clock;
+use crate::deadlines::Deadlines;
 use crate::executor::{Executor, ExecutorConfig, Finished};
 use crate::probe::{config, ConfigError, ProbeSpec};
 use crate::result::{ProbeResult, Status, Transition};
 use crate::schedule::{CheckSpec, Due, ProbeKind, ScheduleError, ScheduleStats, Scheduler};
 use crate::stats::{Bucket, Timeline};
 use crate::wakeup::Wakeup;
-use crate::wheel::{TimerKey, TimerWheel};
-
-/// Where a heartbeat check stands between pings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Before its due time.
-    Waiting,
-    /// Past due, within the grace period.
-    Late,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Heartbeat {
-    due_ms: u64,
-    grace_ms: u64,
-    phase: Phase,
-    key: TimerKey,
-}
 
 /// Why a batch of checks was refused (nothing in it was applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,40 +56,6 @@ pub struct OneOff {
     pub timeout_ms: u64,
     /// Fold the result into the check's status like a scheduled run.
     pub record: bool,
-}
-
-/// Wall-clock microseconds derived from a monotonic clock, so a wall-clock step while
-/// running never makes the schedule jump or fire twice.
-#[derive(Clone, Copy)]
-pub struct Clock {
-    origin: Instant,
-    origin_us: u64,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Clock {
-            origin: Instant::now(),
-            origin_us: since_epoch.as_micros() as u64,
-        }
-    }
-
-    pub fn now_us(&self) -> u64 {
-        self.origin_us + self.origin.elapsed().as_micros() as u64
-    }
-
-    fn instant_at_ms(&self, at_ms: u64) -> Instant {
-        self.origin + Duration::from_micros((at_ms * 1_000).saturating_sub(self.origin_us))
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// A due run handed to Python (a probe plugin must execute it).
@@ -146,9 +96,8 @@ struct State {
     scheduler: Scheduler,
     // PERF: Fx maps on the dispatch and result paths, like the scheduler and verdicts.
     probes: FxHashMap<u64, Arc<ProbeSpec>>,
-    /// Heartbeat deadlines (LATE at due, DOWN at due + grace) on a wheel of their own.
-    deadlines: TimerWheel<u64>,
-    heartbeats: FxHashMap<u64, Heartbeat>,
+    /// Heartbeat deadlines (LATE at due, DOWN at due + grace).
+    deadlines: Deadlines,
     /// Each check's verdict over time, cut into rollup buckets.
     timelines: FxHashMap<u64, Timeline>,
     rollup_span_ms: u64,
@@ -206,8 +155,7 @@ impl Engine {
             state: Mutex::new(State {
                 scheduler: Scheduler::new(clock.now_us() / 1_000),
                 probes: FxHashMap::default(),
-                deadlines: TimerWheel::new(clock.now_us() / 1_000),
-                heartbeats: FxHashMap::default(),
+                deadlines: Deadlines::new(clock.now_us() / 1_000),
                 timelines: FxHashMap::default(),
                 rollup_span_ms,
                 next_edge_ms: now_ms - now_ms % rollup_span_ms + rollup_span_ms,
@@ -343,9 +291,7 @@ impl Engine {
                 n += 1;
             }
             state.probes.remove(&id);
-            if let Some(hb) = state.heartbeats.remove(&id) {
-                state.deadlines.cancel(hb.key);
-            }
+            state.deadlines.forget(id);
             state.timelines.remove(&id);
             state.remote.remove(&id);
             state.verdicts.forget(id);
@@ -388,31 +334,16 @@ impl Engine {
     /// A heartbeat check's next ping is due at `due_ms`: LATE from then, DOWN after
     /// `grace_ms` more, unless a ping comes first (then this is called again).
     pub fn expect(&self, check_id: u64, due_ms: u64, grace_ms: u64) {
-        let mut state = self.shared.lock();
-        if let Some(old) = state.heartbeats.remove(&check_id) {
-            state.deadlines.cancel(old.key);
-        }
-        let key = state.deadlines.insert(due_ms, check_id);
-        state.heartbeats.insert(
-            check_id,
-            Heartbeat {
-                due_ms,
-                grace_ms,
-                phase: Phase::Waiting,
-                key,
-            },
-        );
-        drop(state);
+        self.shared
+            .lock()
+            .deadlines
+            .expect(check_id, due_ms, grace_ms);
         self.shared.tick.notify_one();
     }
 
     /// When a heartbeat check's next ping is due (ms), if one is expected.
     pub fn heartbeat_due(&self, check_id: u64) -> Option<u64> {
-        self.shared
-            .lock()
-            .heartbeats
-            .get(&check_id)
-            .map(|hb| hb.due_ms)
+        self.shared.lock().deadlines.due(check_id)
     }
 
     /// Enter or leave maintenance: verdicts go on, their transitions are flagged.
@@ -620,7 +551,6 @@ fn finished(due: &Due, run_id: u64, (outcome, started_us, took_us): Finished) ->
     }
 }
 
-/// Hand a native probe to the executor; its result is delivered from a probe thread.
 /// A check's schedule limits, probe settings and verdict policy, parsed.
 fn parse_check(
     spec: CheckSpec,
@@ -636,6 +566,7 @@ fn parse_check(
     Ok((probe, policy))
 }
 
+/// Hand a native probe to the executor; its result is delivered from a probe thread.
 fn dispatch(shared: &Arc<Shared>, due: Due, probe: Arc<ProbeSpec>, run_id: u64, record: bool) {
     let sink = Arc::clone(shared);
     shared.executor.spawn(
@@ -652,31 +583,12 @@ fn dispatch(shared: &Arc<Shared>, due: Due, probe: Arc<ProbeSpec>, run_id: u64, 
 }
 
 /// Heartbeat checks past their due time turn LATE, and DOWN once the grace runs out;
-/// each is a synthetic result from the central source, folded like any other.
+/// each lapse is a synthetic result from the central source, folded like any other.
 fn expire_deadlines(state: &mut State, now_us: u64) {
-    let mut fired = Vec::new();
-    state.deadlines.advance(now_us / 1_000, &mut fired);
-    for (at_ms, check_id) in fired {
-        let Some(hb) = state.heartbeats.get_mut(&check_id) else {
-            continue;
-        };
-        let (status, kind, message) = if hb.phase == Phase::Waiting {
-            hb.phase = Phase::Late;
-            hb.key = state.deadlines.insert(hb.due_ms + hb.grace_ms, check_id);
-            (Status::Late, "late", "no ping since it was due")
-        } else {
-            state.heartbeats.remove(&check_id);
-            (Status::Down, "missed", "no ping within the grace period")
-        };
-        let result = ProbeResult {
-            due_ms: at_ms,
-            started_us: at_ms * 1_000,
-            status,
-            error_kind: Some(kind.to_owned()),
-            message: Some(message.to_owned()),
-            ..ProbeResult::new(check_id)
-        };
-        deliver(state, result, false);
+    let mut lapses = Vec::new();
+    state.deadlines.advance(now_us / 1_000, &mut lapses);
+    for lapse in lapses {
+        deliver(state, lapse.result(), false);
     }
 }
 

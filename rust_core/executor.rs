@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::engine::Clock;
+use crate::clock::Clock;
 use crate::probe::{self, ConfigError, Outcome, ProbeContext, ProbeSpec};
 
 #[derive(Clone, Debug)]

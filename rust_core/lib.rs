@@ -3,6 +3,8 @@
 //! Python bindings live in `py.rs` alone.
 
 pub mod aggregate;
+pub mod clock;
+pub mod deadlines;
 pub mod engine;
 pub mod executor;
 pub mod probe;
