@@ -17,13 +17,12 @@ import pytest
 import uvicorn
 
 from conftest import Server, Target, api, free_port, other_org_user, wait_for
-from tocsin.api import live
 from tocsin.api.app import create_app
-from tocsin.api.context import AppContext
 from tocsin.encryption import SecretBox
 from tocsin.engine import Engine
 from tocsin.events import EventHub
 from tocsin.server import bootstrap
+from tocsin.services import Services
 from tocsin.store.sqlite import SqliteStore
 
 
@@ -244,7 +243,7 @@ async def test_bad_stream_parameters_are_refused(
 
 
 class InProcess:
-    def __init__(self, ctx: AppContext, base: str, token: str) -> None:
+    def __init__(self, ctx: Services, base: str, token: str) -> None:
         self.ctx, self.base, self.token = ctx, base, token
 
     @property
@@ -264,7 +263,7 @@ async def app_server(tmp_path: Path) -> AsyncIterator[InProcess]:
     creds = (data_dir / "initial-credentials").read_text()
     token = dict(line.split("=", 1) for line in creds.split())["token"]
     engine = Engine()
-    ctx = AppContext(store=store, engine=engine, events=EventHub(queue_size=5), data_dir=data_dir)
+    ctx = Services.build(store, data_dir, engine=engine, events=EventHub(queue_size=5))
     port = free_port()
     config = uvicorn.Config(
         create_app(ctx),
@@ -284,7 +283,7 @@ async def app_server(tmp_path: Path) -> AsyncIterator[InProcess]:
     try:
         yield InProcess(ctx, f"http://127.0.0.1:{port}", token)
     finally:
-        live.close_streams(ctx)
+        ctx.close_streams()
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
         sock.close()
@@ -350,7 +349,7 @@ async def test_close_streams_ends_every_open_stream(
     app_server: InProcess, http: aiohttp.ClientSession
 ) -> None:
     streams = [await _open(http, app_server) for _ in range(3)]
-    assert live.close_streams(app_server.ctx) == 3
+    assert app_server.ctx.close_streams() == 3
     for stream in streams:
         assert await stream.next(5) is None
         stream.resp.close()

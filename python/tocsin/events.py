@@ -100,6 +100,14 @@ class EventHub:
             with contextlib.suppress(asyncio.QueueFull):
                 sub.queue.put_nowait(None)
 
+    def close_all(self) -> int:
+        """End every subscription (at shutdown: an open event stream would otherwise
+        keep the HTTP server waiting for it). Returns how many there were."""
+        subs = list(self._subs)
+        for sub in subs:
+            self.unsubscribe(sub)
+        return len(subs)
+
     @property
     def subscribers(self) -> int:
         return len(self._subs)

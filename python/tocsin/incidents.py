@@ -160,7 +160,9 @@ class IncidentManager:
     users' acknowledgements, resolutions and notes. One lock orders every change to
     incidents made in this process."""
 
-    def __init__(self, store: Store, engine: Engine, events: EventHub) -> None:
+    def __init__(
+        self, store: Store, engine: Engine, events: EventHub, router: Router | None = None
+    ) -> None:
         self._store = store
         self._engine = engine
         self._events = events
@@ -170,9 +172,9 @@ class IncidentManager:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
-        # Set by the notifications area: plans the outbox rows of every change, which
-        # are written in the change's own transaction.
-        self.router: Router | None = None
+        # Plans the outbox rows of every change, written in the change's own
+        # transaction (None: incidents without notifications, e.g. embedded).
+        self.router = router
 
     def start(self) -> None:
         self._engine.add_listener(self.on_batch)

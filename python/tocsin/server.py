@@ -1,8 +1,9 @@
 """`tocsin serve`: the API and the engine in one process and one event loop.
 
 Start-up: open the store (migrations), create the first admin and token on a fresh data
-directory, load every check into the engine, serve. SIGINT/SIGTERM: stop accepting
-requests, stop the engine, write every buffered result, close the store.
+directory, build and start the services (tocsin/services.py: the engine and every
+worker, then the stored checks), serve. SIGINT/SIGTERM: stop accepting requests, stop
+the services (the engine's buffered results are written), close the store.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,10 @@ from typing import Any
 import uvicorn
 
 from tocsin import http_limits
-from tocsin.api import live
 from tocsin.api.app import create_app
-from tocsin.api.app import start as start_areas
-from tocsin.api.app import stop as stop_areas
-from tocsin.api.context import AppContext
-from tocsin.checks import load_checks
-from tocsin.engine import Engine
-from tocsin.events import EventHub
-from tocsin.ingest import ResultWriter
 from tocsin.security import hash_password, hash_token, new_password, new_token
-from tocsin.store import Retention, Store, StoreUnavailableError, open_store
+from tocsin.services import Services
+from tocsin.store import Retention, Store, open_store
 
 log = logging.getLogger("tocsin.server")
 
@@ -108,20 +101,6 @@ async def serve(
         await store.close()
 
 
-async def retention_loop(store: Store, policy: Retention, interval: float) -> None:
-    """Enforce the retention policy now and then every `interval` seconds."""
-    while True:
-        try:
-            removed = await store.enforce_retention(policy, time.time())
-            if any(removed.values()):
-                log.info("retention removed %s", removed)
-        except StoreUnavailableError as exc:
-            log.warning("retention skipped, database unavailable: %s", exc)
-        except Exception:
-            log.exception("retention failed; will retry")
-        await asyncio.sleep(interval)
-
-
 def listen_socket(host: str, port: int) -> socket.socket:
     """Bind the listening socket ourselves, so a busy port is a clear error before
     anything starts (uvicorn would exit the process from inside the loop)."""
@@ -153,27 +132,34 @@ async def _run(
 ) -> None:
     sock = listen_socket(host, port)
     try:
-        engine = Engine(**engine_options)
+        services = Services.build(
+            store,
+            data_dir,
+            engine_options=engine_options,
+            retention=retention,
+            retention_interval=retention_interval,
+        )
     except BaseException:
         sock.close()
         raise
-    writer = ResultWriter(store)
-    engine.add_listener(writer.on_batch)
-    engine.add_rollup_listener(writer.on_rollups)
-    engine.start()
-    writer.start()
-    retention_task = asyncio.get_running_loop().create_task(
-        retention_loop(store, retention, retention_interval), name="tocsin-retention"
-    )
+    try:
+        await services.start()
+        await _serve(services, sock, host, port, ready, connection_limits, forwarded_allow_ips)
+    finally:
+        sock.close()
+        await services.stop()
 
-    # The areas start first so their engine listeners (incidents, live events) see every
-    # transition, including the first ones after the checks are loaded.
-    ctx = AppContext(store=store, engine=engine, events=EventHub(), data_dir=data_dir)
-    app = create_app(ctx)
-    await start_areas(ctx)
 
-    await load_checks(store, engine)
-
+async def _serve(
+    services: Services,
+    sock: socket.socket,
+    host: str,
+    port: int,
+    ready: asyncio.Event | None,
+    connection_limits: http_limits.ConnectionLimits,
+    forwarded_allow_ips: list[str],
+) -> None:
+    app = create_app(services)
     config = uvicorn.Config(
         app,
         host=host,
@@ -199,7 +185,7 @@ async def _run(
     def stop(sig: signal.Signals) -> None:
         log.info("received %s, shutting down", sig.name)
         # Open event streams would keep the HTTP server waiting for them.
-        live.close_streams(ctx)
+        services.close_streams()
         if server.should_exit:
             server.force_exit = True
         server.should_exit = True
@@ -219,12 +205,3 @@ async def _run(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        sock.close()
-        retention_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention_task
-        await stop_areas(ctx)
-        await engine.close()
-        # A database that is down at shutdown gets a minute to come back.
-        await writer.close(give_up_after=60.0)
-        log.info("stopped; %d results written, %d dropped", writer.written, writer.dropped)

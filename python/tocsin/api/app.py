@@ -1,7 +1,6 @@
 """The Falcon ASGI application: routes, middleware and the error model. Each area of the
-API is a module with `register(app, ctx)` (its routes), `start(ctx)` (work at server
-start, e.g. listeners on the engine) and optionally `stop(ctx)` (background work ended at
-shutdown, after the HTTP server has stopped and before the engine closes)."""
+API is a module with `register(app, ctx)`: its routes over the services it is given
+(`ctx`, built by tocsin/services.py, which also starts and stops them)."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import falcon.media
 import orjson
 
 from tocsin.api import (
+    agent_wire,
     agents,
     channels,
     checks,
@@ -34,7 +34,18 @@ from tocsin.security import session_key
 
 log = logging.getLogger("tocsin.api")
 
-AREAS = (agents, checks, identity, incidents, maintenance, pings, live, openapi, channels)
+AREAS = (
+    agents,
+    agent_wire,
+    checks,
+    identity,
+    incidents,
+    maintenance,
+    pings,
+    live,
+    openapi,
+    channels,
+)
 # Routes that need no token: the check's uuid is the secret for pings.
 PUBLIC_PREFIXES = ("/api/ping/",)
 
@@ -67,19 +78,3 @@ def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.a
     for area in AREAS:
         area.register(app, ctx)
     return app
-
-
-async def start(ctx: AppContext) -> None:
-    for area in AREAS:
-        await area.start(ctx)
-
-
-async def stop(ctx: AppContext) -> None:
-    for area in reversed(AREAS):
-        hook = getattr(area, "stop", None)
-        if hook is None:
-            continue
-        try:
-            await hook(ctx)
-        except Exception:
-            log.exception("stopping %s failed", area.__name__)

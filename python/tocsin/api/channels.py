@@ -12,7 +12,6 @@ import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from tocsin.api import incidents as incidents_api
 from tocsin.api import query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, require_role
@@ -26,9 +25,6 @@ from tocsin.notify.worker import Outbox
 from tocsin.store.base import Principal, Row, Store
 
 DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed", "suppressed")
-
-# One router and outbox per running app (register() makes them, start() starts the worker).
-_STATE: dict[int, tuple[AppContext, Router, Outbox]] = {}
 
 
 class ChannelBody(BaseModel):
@@ -466,19 +462,8 @@ class CheckChannelsResource:
         resp.media = {"check_id": check_id, "channel_ids": ids}
 
 
-def state(ctx: AppContext) -> tuple[Router, Outbox]:
-    entry = _STATE.get(id(ctx))
-    if entry is None or entry[0] is not ctx:
-        router = Router(ctx.store, ctx.engine)
-        entry = (ctx, router, Outbox(ctx.store, router))
-        _STATE[id(ctx)] = entry
-    return entry[1], entry[2]
-
-
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
-    router, outbox = state(ctx)
-    # Every incident change now plans its notifications (written in its transaction).
-    incidents_api.manager(ctx).router = router
+    router, outbox = ctx.router, ctx.outbox
     c = Channels(ctx, router, outbox)
     base = "/api/notification-channels"
     item = f"{base}/{{channel_id:{ID}}}"
@@ -490,14 +475,3 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     check = f"/api/checks/{{check_id:{ID}}}"
     app.add_route(f"{check}/test-alert", CheckTestAlertResource(c))
     app.add_route(f"{check}/notification-channels", CheckChannelsResource(c))
-
-
-async def start(ctx: AppContext) -> None:
-    """Start delivering the outbox (rows left by a previous run included)."""
-    _, outbox = state(ctx)
-    outbox.start()
-
-
-async def stop(ctx: AppContext) -> None:
-    _, outbox = state(ctx)
-    await outbox.close()

@@ -1,19 +1,8 @@
-"""What every API module is given: the store, the engine, the live event hub and the
-data directory."""
+"""What every API area is given: the server's services, built once by the composition
+root (tocsin/services.py). Areas register routes over these; they build nothing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from tocsin.services import Services as AppContext
 
-from tocsin.engine import Engine
-from tocsin.events import EventHub
-from tocsin.store.base import Store
-
-
-@dataclass(slots=True)
-class AppContext:
-    store: Store
-    engine: Engine
-    events: EventHub
-    data_dir: Path
+__all__ = ["AppContext"]

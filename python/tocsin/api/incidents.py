@@ -29,9 +29,6 @@ from tocsin.store.base import Row, Store
 INCIDENT_TYPES = {"check": "check", "inbound": "inbound"}
 _SCAN_PAGE = 500
 
-# One manager per running app (register() makes it, start() starts it).
-_MANAGERS: dict[int, tuple[AppContext, IncidentManager]] = {}
-
 
 class NoteCreate(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
@@ -248,17 +245,8 @@ class TimelineResource:
         }
 
 
-def manager(ctx: AppContext) -> IncidentManager:
-    """The app's incident manager (made on first use)."""
-    entry = _MANAGERS.get(id(ctx))
-    if entry is None or entry[0] is not ctx:
-        entry = (ctx, IncidentManager(ctx.store, ctx.engine, ctx.events))
-        _MANAGERS[id(ctx)] = entry
-    return entry[1]
-
-
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
-    m = manager(ctx)
+    m = ctx.incidents
     app.add_route("/api/incidents", IncidentsResource(ctx.store))
     base = f"/api/checks/{{check_id:{ORG_ID}}}/incidents/{{ref:{ORG_ID}}}"
     app.add_route(base + "/ack", AckResource(ctx.store, m))
@@ -267,13 +255,3 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     org_base = f"/api/organizations/{{org_id:{ORG_ID}}}/incidents/{{kind}}/{{ref:{ORG_ID}}}"
     app.add_route(org_base + "/notes", NotesResource(ctx.store, m))
     app.add_route(org_base + "/timeline", TimelineResource(ctx.store))
-
-
-async def start(ctx: AppContext) -> None:
-    """Start applying verdict transitions to incidents."""
-    manager(ctx).start()
-
-
-async def stop(ctx: AppContext) -> None:
-    """Stop applying transitions (the queue is rebuilt from verdicts by reconcile)."""
-    await manager(ctx).close()

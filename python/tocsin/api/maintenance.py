@@ -25,10 +25,10 @@ from tocsin.api.identity import ID
 from tocsin.api.schemas import MAX_ID, Id, parse
 from tocsin.maintenance import MIN_PERIOD_S, MaintenanceWindow
 from tocsin.store.base import Row, Store
+from tocsin.windows import KIND, WindowBook, engine_window
 
 log = logging.getLogger("tocsin.api.maintenance")
 
-KIND = "maintenance_windows"
 MAX_DURATION_S = 366 * 86_400
 # Unix seconds up to the year 3000: every window (and its end) stays representable.
 MAX_EPOCH = 32_503_680_000
@@ -85,17 +85,6 @@ def window_json(row: Row, book: WindowBook | None = None) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
-
-
-def engine_window(row: Row) -> MaintenanceWindow:
-    return MaintenanceWindow(
-        frozenset(row["check_ids"]),
-        start=float(row["starts_at"]),
-        duration=float(row["duration_s"]),
-        rrule=row["rrule"] or None,
-        cron=row["cron"] or None,
-        tz=row["timezone"],
-    )
 
 
 def next_start(window: MaintenanceWindow, t: float) -> float | None:
@@ -228,63 +217,6 @@ async def check_recurrence(fields: dict[str, Any]) -> None:
         raise field_error(key, "takes too long to evaluate") from None
     except ValueError as exc:
         raise _refusal(exc, key) from None
-
-
-class WindowBook:
-    """The active windows of every organisation, as the engine has them (id -> row,
-    window), so every change pushes the whole set without reading the store."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        self._ctx = ctx
-        self._windows: dict[int, tuple[Row, MaintenanceWindow]] = {}
-        # window id -> why it could not be loaded at start (until it is changed)
-        self.refused: dict[int, str] = {}
-
-    def put(self, row: Row) -> None:
-        self.refused.pop(row["id"], None)
-        self._windows.pop(row["id"], None)
-        if row["is_active"]:
-            self._windows[row["id"]] = (row, engine_window(row))
-        self._push()
-
-    def drop(self, window_id: int) -> None:
-        self.refused.pop(window_id, None)
-        if self._windows.pop(window_id, None) is not None:
-            self._push()
-
-    def of_check(self, org_id: int, check_id: int) -> list[tuple[Row, MaintenanceWindow]]:
-        return [
-            (row, w)
-            for row, w in self._windows.values()
-            if row["organization_id"] == org_id and check_id in w.check_ids
-        ]
-
-    def _push(self) -> None:
-        self._ctx.engine.set_windows(w for _, w in self._windows.values())
-
-    async def load(self) -> None:
-        store = self._ctx.store
-        # NOTE: there is no unscoped "every window" query; windows only matter for
-        # organisations that have checks, so those are the ones read.
-        org_ids = sorted({int(r["organization_id"]) for r in await store.all_checks()})
-        offset, page = 0, 500
-        while org_ids:
-            rows = await store.select(
-                KIND, org_ids, where={"is_active": True}, limit=page, offset=offset
-            )
-            for row in rows:
-                try:
-                    self._windows[row["id"]] = (row, engine_window(row))
-                except Exception as exc:  # one bad row must not stop the others
-                    log.error("maintenance window %s not loaded: %s", row["id"], exc)
-                    field = getattr(exc, "field", None)
-                    reason = getattr(exc, "reason", None) or str(exc)
-                    self.refused[row["id"]] = f"{field}: {reason}" if field else reason
-            if len(rows) < page:
-                break
-            offset += page
-        self._push()
-        log.info("loaded %d maintenance windows", len(self._windows))
 
 
 async def _own_checks(store: Store, org_id: int, check_ids: list[int]) -> None:
@@ -427,18 +359,10 @@ class CheckMaintenanceResource:
         }
 
 
-_BOOKS: dict[int, WindowBook] = {}
-
-
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
-    book = _BOOKS[id(ctx)] = WindowBook(ctx)
+    book = ctx.windows
     app.add_route("/api/maintenance", WindowsResource(ctx, book))
     app.add_route(f"/api/maintenance/{{window_id:{ID}}}", WindowResource(ctx, book))
     app.add_route(
         f"/api/maintenance/check/{{check_id:{ID}}}/status", CheckMaintenanceResource(ctx, book)
     )
-
-
-async def start(ctx: AppContext) -> None:
-    """Load the stored windows into the engine."""
-    await _BOOKS[id(ctx)].load()

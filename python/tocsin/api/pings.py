@@ -4,7 +4,6 @@ commit."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -15,7 +14,7 @@ import falcon.asgi
 
 from tocsin.api import query
 from tocsin.api.context import AppContext
-from tocsin.store.base import Ping, Store, StoreUnavailableError
+from tocsin.store.base import Ping, StoreUnavailableError
 
 log = logging.getLogger("tocsin.api.pings")
 
@@ -58,44 +57,6 @@ def _text(body: bytes) -> str:
     return body.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-class PingRecorder:
-    """Group commit: every ping waits for its own transaction to commit (an answered
-    ping is never lost), but the pings that arrive while one transaction is being
-    written share the next one, so the database is not the ceiling of the ping rate."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._queue: list[tuple[Ping, asyncio.Future[bool]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def record(self, ping: Ping) -> bool:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="tocsin-pings")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((ping, future))
-        self._wake.set()
-        return await future
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            if not batch:
-                continue
-            try:
-                kept = await self._store.record_pings([p for p, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), ok in zip(batch, kept, strict=True):
-                if not future.done():
-                    future.set_result(ok)
-
-
 RID = query.Text("rid", "a run id: correlates a start ping with its finish", max_length=MAX_RID)
 _RID_ONLY = (RID,)
 
@@ -109,7 +70,7 @@ class PingResource:
 
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
-        self._recorder = PingRecorder(ctx.store)
+        self._recorder = ctx.pings
         # uuid -> (check_id, organization_id), heartbeat checks only. A check deleted
         # or no longer a heartbeat is noticed by the engine refusing the ping, which
         # drops the entry; the store is asked again.
@@ -246,7 +207,3 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     resource = PingResource(ctx)
     app.add_route("/api/ping/{uuid}", resource)
     app.add_route("/api/ping/{uuid}/{signal}", resource, suffix="signal")
-
-
-async def start(ctx: AppContext) -> None:
-    """Nothing to load: uuids are looked up on their first ping."""

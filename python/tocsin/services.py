@@ -1,0 +1,154 @@
+"""The composition root: every long-lived service of a tocsin server is built here, once,
+and started and stopped here in one written order. The API areas are handed the result
+(`Services`, which they know as `AppContext`) and only register routes over it; the
+server, the tests and programs that embed tocsin build a server the same way.
+
+    services = Services.build(store, data_dir)
+    await services.start()        # engine, writers, workers; then the stored checks
+    ...                           # serve requests (tocsin.api.app.create_app)
+    await services.stop()         # the reverse; buffered results are written
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tocsin.agent.fleet import AgentFleet
+from tocsin.checks import load_checks
+from tocsin.engine import Engine
+from tocsin.events import EventHub
+from tocsin.incidents import IncidentManager
+from tocsin.ingest import ResultWriter
+from tocsin.live import LiveBridge
+from tocsin.notify.router import Router
+from tocsin.notify.worker import Outbox
+from tocsin.pings import PingRecorder
+from tocsin.store import Retention, Store, StoreUnavailableError
+from tocsin.windows import WindowBook
+
+log = logging.getLogger("tocsin.services")
+
+
+@dataclass(slots=True, eq=False)
+class Services:
+    """Every service of one server. Build with `Services.build`."""
+
+    store: Store
+    engine: Engine
+    events: EventHub
+    data_dir: Path
+    writer: ResultWriter
+    pings: PingRecorder
+    router: Router
+    outbox: Outbox
+    incidents: IncidentManager
+    windows: WindowBook
+    agents: AgentFleet
+    live: LiveBridge
+    retention: Retention = field(default_factory=Retention)
+    retention_interval: float = 3600.0
+    _retention_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        store: Store,
+        data_dir: Path,
+        *,
+        engine: Engine | None = None,
+        engine_options: dict[str, Any] | None = None,
+        events: EventHub | None = None,
+        retention: Retention | None = None,
+        retention_interval: float = 3600.0,
+    ) -> Services:
+        """The services over an opened `store`. The engine is made from
+        `engine_options` (see `tocsin.Engine`) and the event hub with its defaults,
+        unless they are given."""
+        engine = engine if engine is not None else Engine(**(engine_options or {}))
+        events = events if events is not None else EventHub()
+        router = Router(store, engine)
+        return cls(
+            store=store,
+            engine=engine,
+            events=events,
+            data_dir=data_dir,
+            writer=ResultWriter(store),
+            pings=PingRecorder(store),
+            router=router,
+            outbox=Outbox(store, router),
+            # Every incident change plans its notifications in its own transaction.
+            incidents=IncidentManager(store, engine, events, router),
+            windows=WindowBook(store, engine),
+            agents=AgentFleet(store, engine, events),
+            live=LiveBridge(store, engine, events),
+            retention=retention or Retention(),
+            retention_interval=retention_interval,
+        )
+
+    async def start(self) -> None:
+        """Start everything, then load the stored checks. The listeners of the engine
+        (result writer, incidents, live events) are attached before the checks load,
+        so they see every transition, including the first ones."""
+        self.engine.add_listener(self.writer.on_batch)
+        self.engine.add_rollup_listener(self.writer.on_rollups)
+        self.engine.start()
+        self.writer.start()
+        self._retention_task = asyncio.get_running_loop().create_task(
+            retention_loop(self.store, self.retention, self.retention_interval),
+            name="tocsin-retention",
+        )
+        self.agents.start()
+        self.incidents.start()
+        await self.windows.load()
+        self.live.start()
+        self.outbox.start()
+        await load_checks(self.store, self.engine)
+
+    def close_streams(self) -> int:
+        """End every open live-event stream (first thing at shutdown: an open stream
+        keeps the HTTP server waiting)."""
+        return self.events.close_all()
+
+    async def stop(self, *, give_up_after: float = 60.0) -> None:
+        """Stop in the reverse order; the engine's buffered results are written (a
+        database that is down gets `give_up_after` seconds to come back)."""
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
+        for name, step in (
+            ("notification outbox", self.outbox.close),
+            ("live events", self.live.close),
+            ("incidents", self.incidents.close),
+            ("agent sweep", self.agents.stop),
+        ):
+            try:
+                await step()
+            except Exception:
+                log.exception("stopping the %s failed", name)
+        await self.engine.close()
+        await self.writer.close(give_up_after=give_up_after)
+        log.info(
+            "stopped; %d results written, %d dropped", self.writer.written, self.writer.dropped
+        )
+
+
+async def retention_loop(store: Store, policy: Retention, interval: float) -> None:
+    """Enforce the retention policy now and then every `interval` seconds."""
+    while True:
+        try:
+            removed = await store.enforce_retention(policy, time.time())
+            if any(removed.values()):
+                log.info("retention removed %s", removed)
+        except StoreUnavailableError as exc:
+            log.warning("retention skipped, database unavailable: %s", exc)
+        except Exception:
+            log.exception("retention failed; will retry")
+        await asyncio.sleep(interval)

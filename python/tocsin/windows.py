@@ -1,0 +1,85 @@
+"""The maintenance windows the engine has: every active window of every organisation,
+loaded at start and changed with each write, so a change pushes the whole set without
+reading the store. A stored window that can no longer be loaded is kept out with its
+reason (`refused`), and the others load."""
+
+from __future__ import annotations
+
+import logging
+
+from tocsin.engine import Engine
+from tocsin.maintenance import MaintenanceWindow
+from tocsin.store.base import Row, Store
+
+log = logging.getLogger("tocsin.maintenance")
+
+KIND = "maintenance_windows"
+
+
+def engine_window(row: Row) -> MaintenanceWindow:
+    return MaintenanceWindow(
+        frozenset(row["check_ids"]),
+        start=float(row["starts_at"]),
+        duration=float(row["duration_s"]),
+        rrule=row["rrule"] or None,
+        cron=row["cron"] or None,
+        tz=row["timezone"],
+    )
+
+
+class WindowBook:
+    """The active windows of every organisation, as the engine has them (id -> row,
+    window), so every change pushes the whole set without reading the store."""
+
+    def __init__(self, store: Store, engine: Engine) -> None:
+        self._store = store
+        self._engine = engine
+        self._windows: dict[int, tuple[Row, MaintenanceWindow]] = {}
+        # window id -> why it could not be loaded at start (until it is changed)
+        self.refused: dict[int, str] = {}
+
+    def put(self, row: Row) -> None:
+        self.refused.pop(row["id"], None)
+        self._windows.pop(row["id"], None)
+        if row["is_active"]:
+            self._windows[row["id"]] = (row, engine_window(row))
+        self._push()
+
+    def drop(self, window_id: int) -> None:
+        self.refused.pop(window_id, None)
+        if self._windows.pop(window_id, None) is not None:
+            self._push()
+
+    def of_check(self, org_id: int, check_id: int) -> list[tuple[Row, MaintenanceWindow]]:
+        return [
+            (row, w)
+            for row, w in self._windows.values()
+            if row["organization_id"] == org_id and check_id in w.check_ids
+        ]
+
+    def _push(self) -> None:
+        self._engine.set_windows(w for _, w in self._windows.values())
+
+    async def load(self) -> None:
+        store = self._store
+        # NOTE: there is no unscoped "every window" query; windows only matter for
+        # organisations that have checks, so those are the ones read.
+        org_ids = sorted({int(r["organization_id"]) for r in await store.all_checks()})
+        offset, page = 0, 500
+        while org_ids:
+            rows = await store.select(
+                KIND, org_ids, where={"is_active": True}, limit=page, offset=offset
+            )
+            for row in rows:
+                try:
+                    self._windows[row["id"]] = (row, engine_window(row))
+                except Exception as exc:  # one bad row must not stop the others
+                    log.error("maintenance window %s not loaded: %s", row["id"], exc)
+                    field = getattr(exc, "field", None)
+                    reason = getattr(exc, "reason", None) or str(exc)
+                    self.refused[row["id"]] = f"{field}: {reason}" if field else reason
+            if len(rows) < page:
+                break
+            offset += page
+        self._push()
+        log.info("loaded %d maintenance windows", len(self._windows))
