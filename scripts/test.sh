@@ -17,5 +17,6 @@ step "cargo clippy";        cargo clippy --all-targets --all-features --quiet --
 step "ruff check";          ruff check python tests bench examples
 step "ruff format --check"; ruff format --check python tests bench examples
 step "mypy";                mypy
+step "import-linter";       lint-imports
 step "cargo test";          cargo test --quiet
 step "pytest";              python -m pytest -q -p no:cacheprovider "$@"

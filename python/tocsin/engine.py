@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from tocsin import _core
+import tocsin._core as _core
 from tocsin.heartbeat import HeartbeatSchedule
 from tocsin.maintenance import MaintenanceWindow
 from tocsin.models import (

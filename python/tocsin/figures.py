@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tocsin import _core
+import tocsin._core as _core
 from tocsin.models import Rollup
 
 

@@ -18,7 +18,7 @@ from croniter import croniter
 from dateutil import rrule as _rrule
 from dateutil.rrule import rrulestr
 
-from tocsin import _core
+import tocsin._core as _core
 
 # Standard cron has minutes as its finest field; a sixth (seconds) field is refused.
 CRON_FIELDS = 5

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from tocsin import _core
+import tocsin._core as _core
 from tocsin.models import Result, Rollup, StatusChange, storable_text
 from tocsin.store.base import BatchWritten, NotFoundError, Ping, Retention, Row
 from tocsin.store.sql.base import (
