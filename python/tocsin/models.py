@@ -104,6 +104,30 @@ class Timings:
     first_byte_ms: float | None = None
 
 
+# The result record, defined once: every field of a stored result, in the order the
+# store's columns hold them. The store's columns (store/tables.py `RESULT_COLUMNS`), the
+# agents' wire rows (agent/wire.py) and `Result.values()` derive their layouts from it;
+# the native core's tuple (rust_core/py.rs) has one codec, `engine._result`.
+RESULT_FIELDS: tuple[str, ...] = (
+    "check_id",
+    "source",
+    "started_at",
+    "due_at",
+    "latency_ms",
+    "status",
+    "error_kind",
+    "message",
+    "status_code",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "first_byte_ms",
+    "details_json",
+)
+# The free-text fields of the record (stored through `storable_text`).
+RESULT_TEXT_FIELDS = ("error_kind", "message", "details_json")
+
+
 @dataclass(slots=True, frozen=True)
 class Result:
     """One probe run. Times are Unix seconds; `due_at` is when the schedule wanted the
@@ -125,6 +149,26 @@ class Result:
     def details(self) -> dict[str, Any]:
         """Type-specific details (address, answers, certificate expiry, bytes read…)."""
         return json.loads(self.details_json) if self.details_json else {}
+
+    def values(self) -> tuple[Any, ...]:
+        """The record's values in `RESULT_FIELDS` order (the status as its name)."""
+        t = self.timings
+        return (
+            self.check_id,
+            self.source,
+            self.started_at,
+            self.due_at,
+            self.latency_ms,
+            self.status.value,
+            self.error_kind,
+            self.message,
+            self.status_code,
+            t.dns_ms if t else None,
+            t.connect_ms if t else None,
+            t.tls_ms if t else None,
+            t.first_byte_ms if t else None,
+            self.details_json,
+        )
 
 
 @dataclass(slots=True, frozen=True)

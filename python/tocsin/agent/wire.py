@@ -13,18 +13,22 @@ import hashlib
 import hmac
 import json
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
-from tocsin.models import Result, Status
+from tocsin.models import RESULT_FIELDS, Result, Status
 
 AGENT_TOKEN_PREFIX = "agt_"  # noqa: S105  (public prefixes, not secrets)
 REGISTRATION_TOKEN_PREFIX = "reg_"  # noqa: S105
 SIGNATURE_HEADER = "X-Tocsin-Signature"
 MSGPACK = "application/msgpack"
+# The wire order of a row: the fields of the result record (tocsin.models.RESULT_FIELDS)
+# but the source, which is the sending agent's. This order is the protocol agents
+# speak, so it is written out here; every other layout is derived from the names.
 ROW_FIELDS = (
     "check_id",
     "status",
@@ -39,6 +43,18 @@ ROW_FIELDS = (
     "tls_ms",
     "first_byte_ms",
     "details_json",
+)
+if sorted(ROW_FIELDS) != sorted(f for f in RESULT_FIELDS if f != "source"):
+    raise ImportError("ROW_FIELDS must be the result record's fields without the source")
+# A field's position in a wire row.
+AT = {name: i for i, name in enumerate(ROW_FIELDS)}
+# Result.values() (record order) -> a wire row.
+_RECORD_TO_ROW = operator.itemgetter(*(RESULT_FIELDS.index(f) for f in ROW_FIELDS))
+# A wire row -> the record's fields after check_id and source (store order).
+_ROW_TO_STORED = operator.itemgetter(*(AT[f] for f in RESULT_FIELDS[2:]))
+# A wire row -> what the verdicts read: check, start, latency, status, kind, message.
+_ROW_TO_VERDICT = operator.itemgetter(
+    *(AT[f] for f in ("check_id", "started_at", "latency_ms", "status", "error_kind", "message"))
 )
 _STATUSES = {s.value: s for s in (Status.UP, Status.DOWN, Status.DEGRADED)}
 MAX_ROWS = 50_000
@@ -68,22 +84,7 @@ def signature_ok(key: bytes, body: bytes, header: str | None) -> bool:
 
 
 def row(r: Result) -> list[Any]:
-    t = r.timings
-    return [
-        r.check_id,
-        r.status.value,
-        r.started_at,
-        r.latency_ms,
-        r.due_at,
-        r.error_kind,
-        r.message,
-        r.status_code,
-        t.dns_ms if t else None,
-        t.connect_ms if t else None,
-        t.tls_ms if t else None,
-        t.first_byte_ms if t else None,
-        r.details_json,
-    ]
+    return list(_RECORD_TO_ROW(r.values()))
 
 
 def encode(seq: int, rows: Iterable[list[Any]]) -> bytes:
@@ -122,30 +123,12 @@ class Batch:
     def store_rows(self, org_id: int) -> list[tuple[Any, ...]]:
         """The rows as the store writes them (`RESULT_COLUMNS` order)."""
         src = self.source
-        return [
-            (
-                r[0],
-                org_id,
-                src,
-                r[2],
-                r[4],
-                r[3],
-                r[1],
-                r[5],
-                r[6],
-                r[7],
-                r[8],
-                r[9],
-                r[10],
-                r[11],
-                r[12],
-            )
-            for r in self.rows
-        ]
+        stored = _ROW_TO_STORED
+        return [(r[0], org_id, src, *stored(r)) for r in self.rows]
 
     def verdict_rows(self) -> list[tuple[int, float, float, str, str | None, str | None]]:
         """What the verdicts read: check, start, latency, status, error kind, message."""
-        return [(r[0], r[2], r[3], r[1], r[5], r[6]) for r in self.rows]
+        return [_ROW_TO_VERDICT(r) for r in self.rows]
 
 
 def _well_formed(raw: list[Any], oldest: float, newest: float) -> bool:

@@ -16,6 +16,7 @@ import falcon.asgi
 
 from tocsin.agent import wire
 from tocsin.agent.fleet import AgentFleet, source_of
+from tocsin.agent.wire import AT
 from tocsin.api.agents import _opt_str, agent_json
 from tocsin.api.body import read_bytes, read_json_object
 from tocsin.api.common import iso
@@ -249,7 +250,7 @@ class ResultsResource:
         newest: dict[int, list[Any]] = {}
         for r in batch.rows:
             have = newest.get(r[0])
-            if have is None or r[2] >= have[2]:
+            if have is None or r[AT["started_at"]] >= have[AT["started_at"]]:
                 newest[r[0]] = r
         publish = self._a.events.publish
         source = batch.source
@@ -258,12 +259,12 @@ class ResultsResource:
                 org_id,
                 "log.append",
                 {
-                    "check_id": r[0],
-                    "status": r[1],
-                    "latency_ms": round(r[3], 3),
-                    "started_at": iso(r[2]),
-                    "error_kind": r[5],
-                    "status_code": r[7],
+                    "check_id": r[AT["check_id"]],
+                    "status": r[AT["status"]],
+                    "latency_ms": round(r[AT["latency_ms"]], 3),
+                    "started_at": iso(r[AT["started_at"]]),
+                    "error_kind": r[AT["error_kind"]],
+                    "status_code": r[AT["status_code"]],
                     "source": source,
                 },
             )

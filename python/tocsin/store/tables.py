@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tocsin.models import RESULT_FIELDS
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
@@ -196,22 +198,13 @@ CHECK_DEFAULTS: dict[str, object] = {
     "config": {},
 }
 
-RESULT_COLUMNS = (
+# A stored result's columns: the result record (tocsin.models.RESULT_FIELDS) with its
+# organisation after the check; `details_json` is stored as `details`.
+_COLUMN_OF_FIELD = {"details_json": "details"}
+RESULT_COLUMNS: tuple[str, ...] = (
     "check_id",
     "organization_id",
-    "source",
-    "started_at",
-    "due_at",
-    "latency_ms",
-    "status",
-    "error_kind",
-    "message",
-    "status_code",
-    "dns_ms",
-    "connect_ms",
-    "tls_ms",
-    "first_byte_ms",
-    "details",
+    *(_COLUMN_OF_FIELD.get(f, f) for f in RESULT_FIELDS[1:]),
 )
 
 ROLLUP_TIERS: dict[str, int] = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}

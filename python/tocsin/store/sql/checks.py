@@ -10,7 +10,14 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import tocsin._core as _core
-from tocsin.models import Result, Rollup, StatusChange, storable_text
+from tocsin.models import (
+    RESULT_FIELDS,
+    RESULT_TEXT_FIELDS,
+    Result,
+    Rollup,
+    StatusChange,
+    storable_text,
+)
 from tocsin.store.base import BatchWritten, NotFoundError, Ping, Retention, Row
 from tocsin.store.sql.base import (
     CHECK_COLUMNS_SQL,
@@ -440,25 +447,16 @@ class CheckSql(SqlBase):
         return removed
 
 
+# Positions of the record's free text in `Result.values()`.
+_TEXT_AT = tuple(RESULT_FIELDS.index(f) for f in RESULT_TEXT_FIELDS)
+
+
 def _result_row(r: Result, org_id: int) -> tuple[Any, ...]:
-    t = r.timings
-    return (
-        r.check_id,
-        org_id,
-        r.source,
-        r.started_at,
-        r.due_at,
-        r.latency_ms,
-        r.status.value,
-        storable_text(r.error_kind),
-        storable_text(r.message),
-        r.status_code,
-        t.dns_ms if t else None,
-        t.connect_ms if t else None,
-        t.tls_ms if t else None,
-        t.first_byte_ms if t else None,
-        storable_text(r.details_json),
-    )
+    """A result as the store writes it (`RESULT_COLUMNS` order)."""
+    values = list(r.values())
+    for i in _TEXT_AT:
+        values[i] = storable_text(values[i])
+    return (values[0], org_id, *values[1:])
 
 
 def _rollup_tuple(r: Row) -> tuple[Any, ...]:
