@@ -45,9 +45,16 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
+echo "setup: Python packages"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "maturin>=1.9,<2"
 # maturin develop installs the dependencies (with the dev extra) and the package in
 # editable mode, with the native module built in release mode next to the sources.
-VIRTUAL_ENV="$PWD/$VENV" "$VENV/bin/maturin" develop --release --extras dev --quiet
+# Cargo's progress stays on screen: the first build compiles ~200 crates.
+if [ ! -d target/release ]; then
+    echo "setup: building the native core in release mode; the first build takes several minutes"
+else
+    echo "setup: building the native core (only what changed)"
+fi
+VIRTUAL_ENV="$PWD/$VENV" "$VENV/bin/maturin" develop --release --extras dev
 echo "setup: ready ($("$VENV/bin/tocsin" version))"
