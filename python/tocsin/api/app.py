@@ -18,12 +18,15 @@ from tocsin.api import (
     agents,
     channels,
     checks,
-    identity,
     incidents,
     live,
     maintenance,
+    members,
     openapi,
+    organizations,
     pings,
+    sessions,
+    users,
 )
 from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
@@ -38,7 +41,10 @@ AREAS = (
     agents,
     agent_wire,
     checks,
-    identity,
+    sessions,
+    users,
+    organizations,
+    members,
     incidents,
     maintenance,
     pings,

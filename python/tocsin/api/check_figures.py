@@ -1,15 +1,13 @@
-"""What a check's history adds up to: `/stats`, `/sla`, `/slo`, `/incidents` and the CSV
-exports under `/api/checks/{id}/…`. Figures come from the rollup tiers (whole days,
-then whole hours, then the minutes of the current hour), never from raw results."""
+"""What a check's history adds up to: `/stats`, `/sla`, `/slo` and `/incidents` under
+`/api/checks/{id}/…`. Figures come from the rollup tiers (whole days, then whole hours,
+then the minutes of the current hour), never from raw results. The CSV exports of a
+check's history are api/check_exports.py."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import time
-from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar
 
 import falcon
@@ -19,7 +17,6 @@ from tocsin.api import query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, writable_org
 from tocsin.api.context import AppContext
-from tocsin.api.errors import query_error
 from tocsin.api.identity import ID
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import SloBody, parse
@@ -31,7 +28,6 @@ from tocsin.store.tables import ROLLUP_TIERS
 
 MINUTE, HOUR, DAY = (ROLLUP_TIERS[t] for t in ("minute", "hour", "day"))
 WINDOWS = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
-EXPORT_PAGE = 1000
 SLO_FIELDS = tuple(SloBody.model_fields)
 
 
@@ -366,125 +362,6 @@ class SloResource:
         await self.on_delete(req, resp, check_id, slo_id)
 
 
-# -- CSV exports ----------------------------------------------------------------------
-
-
-EXPORT_FROM = query.Time("from", "from this time (default: the beginning)")
-EXPORT_TO = query.Time("to", "up to this time (default: now)")
-
-
-def _range(req: falcon.asgi.Request) -> tuple[float, float]:
-    start, end = EXPORT_FROM.get(req), EXPORT_TO.get(req)
-    start = 0.0 if start is None else start
-    end = math.inf if end is None else end
-    if start > end:
-        raise query_error("from", "must not be after `to`")
-    return start, end
-
-
-def _csv_line(values: Iterable[Any]) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(["" if v is None else v for v in values])
-    return buf.getvalue().encode()
-
-
-LOG_COLUMNS = (
-    "id",
-    "started_at",
-    "status",
-    "latency_ms",
-    "status_code",
-    "error_kind",
-    "message",
-    "source",
-    "dns_ms",
-    "connect_ms",
-    "tls_ms",
-    "first_byte_ms",
-)
-INCIDENT_COLUMNS = (
-    "id",
-    "status",
-    "severity",
-    "title",
-    "cause",
-    "started_at",
-    "acknowledged_at",
-    "resolved_at",
-    "duration_s",
-)
-
-
-async def log_lines(
-    store: Store, org_ids: list[int], check_id: int, start: float, end: float
-) -> AsyncIterator[bytes]:
-    """Results newest first, a page at a time (keyset on the result id)."""
-    yield _csv_line(LOG_COLUMNS)
-    before: int | None = None
-    while True:
-        rows = await store.list_results(org_ids, check_id, limit=EXPORT_PAGE, before=before)
-        chunk = [
-            _csv_line(iso(r[c]) if c == "started_at" else r[c] for c in LOG_COLUMNS)
-            for r in rows
-            if start <= r["started_at"] < end
-        ]
-        if chunk:
-            yield b"".join(chunk)
-        # Results arrive in time order, so a page wholly before the range ends it.
-        if len(rows) < EXPORT_PAGE or all(r["started_at"] < start for r in rows):
-            return
-        before = rows[-1]["id"]
-
-
-async def incident_lines(
-    store: Store, org_ids: list[int], check_id: int, start: float, end: float
-) -> AsyncIterator[bytes]:
-    yield _csv_line(INCIDENT_COLUMNS)
-    offset = 0
-    while True:
-        rows = await store.select(
-            "incidents",
-            org_ids,
-            where={"check_id": check_id},
-            limit=EXPORT_PAGE,
-            offset=offset,
-            newest_first=True,
-        )
-        chunk = []
-        for r in rows:
-            if start <= r["started_at"] < end:
-                j = incident_json(r)
-                chunk.append(_csv_line(j[c] for c in INCIDENT_COLUMNS))
-        if chunk:
-            yield b"".join(chunk)
-        if len(rows) < EXPORT_PAGE:
-            return
-        offset += EXPORT_PAGE
-
-
-class ExportResource:
-    response_media_type = "text/csv"
-    query_params: ClassVar = {"get": (EXPORT_FROM, EXPORT_TO)}
-
-    def __init__(self, f: Figures, what: str) -> None:
-        self._f = f
-        self._what = what
-
-    async def on_get(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
-    ) -> None:
-        p = principal(req)
-        row = await self._f.check(p, check_id)
-        start, end = _range(req)
-        org = [row["organization_id"]]
-        lines = log_lines if self._what == "logs" else incident_lines
-        resp.content_type = "text/csv; charset=utf-8"
-        resp.set_header(
-            "Content-Disposition", f'attachment; filename="check-{check_id}-{self._what}.csv"'
-        )
-        resp.stream = lines(self._f.store, org, check_id, start, end)
-
-
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     f = Figures(ctx.store)
     base = f"/api/checks/{{check_id:{ID}}}"
@@ -494,5 +371,3 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     slo_resource = SloResource(f)
     app.add_route(f"{base}/slo", slo_resource)
     app.add_route(f"{base}/slo/{{slo_id:{ID}}}", slo_resource, suffix="item")
-    app.add_route(f"{base}/export/logs.csv", ExportResource(f, "logs"))
-    app.add_route(f"{base}/export/incidents.csv", ExportResource(f, "incidents"))

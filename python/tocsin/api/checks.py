@@ -10,7 +10,7 @@ import falcon
 import falcon.asgi
 from pydantic import BaseModel
 
-from tocsin.api import check_figures, query
+from tocsin.api import check_exports, check_figures, query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, writable_org
 from tocsin.api.context import AppContext
@@ -428,6 +428,7 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     app.add_route(f"{CHECK}/run-now", CheckRunNowResource(checks))
     app.add_route(f"{CHECK}/logs", CheckLogsResource(checks))
     check_figures.register(app, ctx)
+    check_exports.register(app, ctx)
 
 
 async def start(ctx: AppContext) -> None:

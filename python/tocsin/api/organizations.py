@@ -1,0 +1,294 @@
+"""`/api/organizations/…`: organisations (create, list, rename, delete with
+confirmation), their settings and usage, and their projects. Members and invitations are
+api/members.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import falcon
+import falcon.asgi
+from pydantic import ConfigDict, Field, field_validator
+
+from tocsin.api import auth, query
+from tocsin.api.body import read_json_object
+from tocsin.api.common import iso, principal, require_role
+from tocsin.api.context import AppContext
+from tocsin.api.errors import field_error, query_error
+from tocsin.api.identity import ID
+from tocsin.api.identity_common import ORG, PAGE_LIMIT, Body, not_null, time_zone
+from tocsin.api.query import OFFSET
+from tocsin.api.schemas import parse
+from tocsin.store.base import Principal, Row, Store
+
+CONFIRM = query.Text("confirm", "the organisation's name, to confirm its deletion")
+
+
+# -- request bodies -----------------------------------------------------------------------
+
+
+class OrganizationCreate(Body):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class OrganizationSettings(Body):
+    # Unknown keys are kept: a client may store its own preferences here.
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    timezone: str = Field(default="UTC", max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return time_zone(v)
+
+
+class ProjectCreate(Body):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=2000)
+
+
+class ProjectUpdate(Body):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    description: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("name", "description")
+    @classmethod
+    def _present(cls, v: Any) -> Any:
+        return not_null(v)
+
+
+# -- responses ----------------------------------------------------------------------------
+
+
+def org_json(row: Row, role: str) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "role": role,
+        "default_project_id": row["default_project_id"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def project_json(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "organization_id": row["organization_id"],
+        "name": row["name"],
+        "description": row["description"],
+        "is_default": row["is_default"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def settings_json(stored: dict[str, Any]) -> dict[str, Any]:
+    return OrganizationSettings.model_validate(stored).model_dump()
+
+
+async def _org(store: Store, p: Principal, org_id: int, role: str) -> Row:
+    require_role(p, org_id, role)
+    rows = await store.list_organizations([org_id])
+    if not rows:
+        raise falcon.HTTPNotFound(description="Organization not found")
+    return rows[0]
+
+
+# -- /api/organizations -------------------------------------------------------------------
+
+
+class OrganizationsResource:
+    body_models: ClassVar = {"post": OrganizationCreate}
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        p = principal(req)
+        rows = await self._store.list_organizations(p.org_ids)
+        resp.media = [org_json(r, p.roles[r["id"]]) for r in rows]
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        p = principal(req)
+        body: OrganizationCreate = parse(OrganizationCreate, await read_json_object(req))
+        row = await self._store.create_organization(body.name)
+        await self._store.add_membership(row["id"], p.user_id, "OWNER")
+        auth.forget_user(p.user_id)
+        resp.status = falcon.HTTP_201
+        resp.media = org_json(row, "OWNER")
+
+
+class OrganizationResource:
+    query_params: ClassVar = {"delete": (CONFIRM,)}
+
+    body_models: ClassVar = {"put": OrganizationCreate}
+
+    def __init__(self, ctx: AppContext) -> None:
+        self._store = ctx.store
+        self._engine = ctx.engine
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        p = principal(req)
+        row = await _org(self._store, p, org_id, "VIEWER")
+        resp.media = org_json(row, p.roles[org_id])
+
+    async def on_put(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        p = principal(req)
+        require_role(p, org_id, "ADMIN")
+        body: OrganizationCreate = parse(OrganizationCreate, await read_json_object(req))
+        row = await self._store.update_organization([org_id], org_id, {"name": body.name})
+        if row is None:
+            raise falcon.HTTPNotFound(description="Organization not found")
+        resp.media = org_json(row, p.roles[org_id])
+
+    on_patch = on_put
+
+    async def on_delete(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        p = principal(req)
+        row = await _org(self._store, p, org_id, "OWNER")
+        if CONFIRM.get(req) != row["name"]:
+            raise query_error("confirm", "must be the organisation's name, to confirm deletion")
+        members = await self._store.list_members([org_id], org_id)
+        check_ids: list[int] = []
+        while True:
+            page = await self._store.list_checks([org_id], limit=500, offset=len(check_ids))
+            check_ids += [c["id"] for c in page]
+            if len(page) < 500:
+                break
+        self._engine.remove(check_ids)
+        await self._store.delete_organization([org_id], org_id)
+        for m in members:
+            auth.forget_user(m["user_id"])
+        resp.status = falcon.HTTP_204
+
+
+class UsageResource:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        p = principal(req)
+        require_role(p, org_id, "VIEWER")
+        usage = await self._store.organization_usage([org_id], org_id)
+        if usage is None:
+            raise falcon.HTTPNotFound(description="Organization not found")
+        resp.media = {"organization_id": org_id, **usage}
+
+
+class SettingsResource:
+    body_models: ClassVar = {"put": OrganizationSettings}
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        row = await _org(self._store, principal(req), org_id, "VIEWER")
+        resp.media = settings_json(row["settings"])
+
+    async def on_put(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        p = principal(req)
+        require_role(p, org_id, "ADMIN")
+        body: OrganizationSettings = parse(OrganizationSettings, await read_json_object(req))
+        settings = body.model_dump()
+        if len(json.dumps(settings)) > 64 * 1024:
+            raise field_error([], "settings are larger than 64 KiB")
+        row = await self._store.update_organization([org_id], org_id, {"settings": settings})
+        if row is None:
+            raise falcon.HTTPNotFound(description="Organization not found")
+        resp.media = settings_json(row["settings"])
+
+
+# -- /api/organizations/{id}/projects -----------------------------------------------------
+
+
+class ProjectsResource:
+    body_models: ClassVar = {"post": ProjectCreate}
+    query_params: ClassVar = {"get": (PAGE_LIMIT, OFFSET)}
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        require_role(principal(req), org_id, "VIEWER")
+        limit, offset = PAGE_LIMIT.get(req), OFFSET.get(req)
+        rows = await self._store.select("projects", [org_id], limit=limit, offset=offset)
+        resp.media = [project_json(r) for r in rows]
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        require_role(principal(req), org_id, "ADMIN")
+        body: ProjectCreate = parse(ProjectCreate, await read_json_object(req))
+        row = await self._store.insert(
+            "projects", org_id, {**body.model_dump(), "is_default": False}
+        )
+        resp.status = falcon.HTTP_201
+        resp.media = project_json(row)
+
+
+class ProjectResource:
+    body_models: ClassVar = {"put": ProjectUpdate}
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int, project_id: int
+    ) -> None:
+        require_role(principal(req), org_id, "VIEWER")
+        row = await self._store.get("projects", [org_id], project_id)
+        if row is None:
+            raise falcon.HTTPNotFound(description="Project not found")
+        resp.media = project_json(row)
+
+    async def on_put(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int, project_id: int
+    ) -> None:
+        require_role(principal(req), org_id, "ADMIN")
+        body: ProjectUpdate = parse(ProjectUpdate, await read_json_object(req))
+        changes = body.changes()
+        if changes:
+            row = await self._store.update("projects", [org_id], project_id, changes)
+        else:
+            row = await self._store.get("projects", [org_id], project_id)
+        if row is None:
+            raise falcon.HTTPNotFound(description="Project not found")
+        resp.media = project_json(row)
+
+    on_patch = on_put
+
+    async def on_delete(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int, project_id: int
+    ) -> None:
+        require_role(principal(req), org_id, "ADMIN")
+        if not await self._store.delete_project([org_id], project_id):
+            raise falcon.HTTPNotFound(description="Project not found")
+        resp.status = falcon.HTTP_204
+
+
+def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
+    """Add this module's routes."""
+    store = ctx.store
+    app.add_route("/api/organizations", OrganizationsResource(store))
+    app.add_route(ORG, OrganizationResource(ctx))
+    app.add_route(f"{ORG}/usage", UsageResource(store))
+    app.add_route(f"{ORG}/settings", SettingsResource(store))
+    app.add_route(f"{ORG}/projects", ProjectsResource(store))
+    app.add_route(f"{ORG}/projects/{{project_id:{ID}}}", ProjectResource(store))
