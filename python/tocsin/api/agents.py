@@ -22,7 +22,7 @@ from tocsin.api.checks import NOT_FOUND
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error, query_error
-from tocsin.api.identity import ID
+from tocsin.api.paths import ID, ORG
 from tocsin.models import Status
 from tocsin.security import hash_token, new_token
 from tocsin.store.base import Principal, Row
@@ -354,6 +354,6 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     app.add_route(
         f"/api/agents/checks/{{check_id:{ID}}}/geo-timeseries", GeoTimeseriesResource(agents)
     )
-    org = f"/api/organizations/{{org_id:{ID}}}"
+    org = ORG
     app.add_route(f"{org}/agent-tokens", AgentTokensResource(agents))
     app.add_route(f"{org}/agent-tokens/{{token_id:{ID}}}", AgentTokenResource(agents))

@@ -17,7 +17,7 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed
-from tocsin.api.identity import ID
+from tocsin.api.paths import ID
 from tocsin.api.schemas import MASK, MAX_ID, Id, _validate
 from tocsin.notify.channels import CHANNEL_TYPES, SECRETS, message, validate_config
 from tocsin.notify.router import Router, check_links

@@ -17,7 +17,7 @@ from tocsin.api import query
 from tocsin.api.common import iso, principal
 from tocsin.api.context import AppContext
 from tocsin.api.errors import query_error
-from tocsin.api.identity import ID
+from tocsin.api.paths import ID
 from tocsin.incidents import incident_json
 from tocsin.store.base import Store
 

@@ -17,7 +17,7 @@ from tocsin.api import query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, writable_org
 from tocsin.api.context import AppContext
-from tocsin.api.identity import ID
+from tocsin.api.paths import ID
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import SloBody, parse
 from tocsin.figures import figures, slo

@@ -15,7 +15,7 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, writable_org
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
-from tocsin.api.identity import ID
+from tocsin.api.paths import ID
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import (
     CHECK_SETTINGS,

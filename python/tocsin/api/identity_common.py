@@ -12,12 +12,10 @@ from pydantic import BaseModel, ConfigDict
 
 from tocsin import schedules
 from tocsin.api import query
-from tocsin.api.identity import ID
 from tocsin.security import burn_password_check, hash_password, verify_password
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 # An organisation's routes; the segment must be the same in every area (Falcon's router).
-ORG = f"/api/organizations/{{org_id:{ID}}}"
 PAGE_LIMIT = query.limit(100, 500)
 
 

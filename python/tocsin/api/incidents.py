@@ -14,7 +14,7 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed
-from tocsin.api.identity import ID as ORG_ID
+from tocsin.api.paths import ID, ORG
 from tocsin.api.schemas import parse
 from tocsin.incidents import (
     INCIDENT_STATUSES,
@@ -248,10 +248,10 @@ class TimelineResource:
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     m = ctx.incidents
     app.add_route("/api/incidents", IncidentsResource(ctx.store))
-    base = f"/api/checks/{{check_id:{ORG_ID}}}/incidents/{{ref:{ORG_ID}}}"
+    base = f"/api/checks/{{check_id:{ID}}}/incidents/{{ref:{ID}}}"
     app.add_route(base + "/ack", AckResource(ctx.store, m))
     app.add_route(base + "/resolve", ResolveResource(ctx.store, m))
-    # The organisation segment must match identity's routes exactly (Falcon's router).
-    org_base = f"/api/organizations/{{org_id:{ORG_ID}}}/incidents/{{kind}}/{{ref:{ORG_ID}}}"
+    # The organisation segment is the shared one (Falcon's router needs one spelling).
+    org_base = f"{ORG}/incidents/{{kind}}/{{ref:{ID}}}"
     app.add_route(org_base + "/notes", NotesResource(ctx.store, m))
     app.add_route(org_base + "/timeline", TimelineResource(ctx.store))

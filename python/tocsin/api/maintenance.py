@@ -21,7 +21,7 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
-from tocsin.api.identity import ID
+from tocsin.api.paths import ID
 from tocsin.api.schemas import MAX_ID, Id, parse
 from tocsin.maintenance import MIN_PERIOD_S, MaintenanceWindow
 from tocsin.store.base import Row, Store

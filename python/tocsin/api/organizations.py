@@ -16,8 +16,8 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error, query_error
-from tocsin.api.identity import ID
-from tocsin.api.identity_common import ORG, PAGE_LIMIT, Body, not_null, time_zone
+from tocsin.api.identity_common import PAGE_LIMIT, Body, not_null, time_zone
+from tocsin.api.paths import ID, ORG
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import parse
 from tocsin.store.base import Principal, Row, Store

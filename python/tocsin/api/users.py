@@ -17,7 +17,6 @@ from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
-from tocsin.api.identity import ID
 from tocsin.api.identity_common import (
     PAGE_LIMIT,
     Body,
@@ -27,6 +26,7 @@ from tocsin.api.identity_common import (
     time_zone,
     valid_email,
 )
+from tocsin.api.paths import ID
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import parse
 from tocsin.api.sessions import set_session_cookie

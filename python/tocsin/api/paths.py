@@ -1,0 +1,8 @@
+"""Route templates every area shares: the id path converter (`{check_id:ID}`: an id
+beyond a BIGINT is no route, 404, not a database overflow) and the organisation prefix
+(one spelling, as Falcon's router needs for routes that share a segment)."""
+
+from __future__ import annotations
+
+ID = "int(min=1, max=9223372036854775807)"
+ORG = f"/api/organizations/{{org_id:{ID}}}"
