@@ -29,6 +29,7 @@ from tocsin.live import LiveBridge
 from tocsin.notify.router import Router
 from tocsin.notify.worker import Outbox
 from tocsin.pings import PingRecorder
+from tocsin.security import session_key
 from tocsin.store import Retention, Store, StoreUnavailableError
 from tocsin.windows import WindowBook
 
@@ -51,6 +52,8 @@ class Services:
     windows: WindowBook
     agents: AgentFleet
     live: LiveBridge
+    # Signs and checks session tokens (DATA_DIR/jwt.key, created on first use).
+    session_key: bytes
     retention: Retention = field(default_factory=Retention)
     retention_interval: float = 3600.0
     _retention_task: asyncio.Task[None] | None = None
@@ -87,6 +90,7 @@ class Services:
             windows=WindowBook(store, engine),
             agents=AgentFleet(store, engine, events),
             live=LiveBridge(store, engine, events),
+            session_key=session_key(data_dir),
             retention=retention or Retention(),
             retention_interval=retention_interval,
         )

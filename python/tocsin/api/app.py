@@ -33,7 +33,6 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
 from tocsin.api.guard import InputGuardMiddleware
 from tocsin.api.ratelimit import RateLimitMiddleware
-from tocsin.security import session_key
 
 log = logging.getLogger("tocsin.api")
 
@@ -67,9 +66,7 @@ def dumps(obj: Any) -> bytes:
 
 
 def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
-    auth = AuthMiddleware(
-        ctx.store, public_prefixes=PUBLIC_PREFIXES, session_key=session_key(ctx.data_dir)
-    )
+    auth = AuthMiddleware(ctx.store, public_prefixes=PUBLIC_PREFIXES, session_key=ctx.session_key)
     # After auth: the limit is per token for authenticated routes.
     limits = RateLimitMiddleware.from_env()
     # The guard first: refused input never reaches authentication or a handler.

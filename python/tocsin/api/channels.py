@@ -1,7 +1,7 @@
 """Notification channels: `/api/notification-channels` (CRUD, `/{id}/test`,
 `/{id}/deliveries`), `/api/notifications/deliveries`, and on checks
 `/api/checks/{id}/test-alert` and `/api/checks/{id}/notification-channels` (which
-channels a check notifies). Starts and stops the outbox worker."""
+channels a check notifies). The router and the outbox worker are services (tocsin/services.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from tocsin.api.errors import ValidationFailed
 from tocsin.api.identity_common import Body, password_ok
 from tocsin.api.limits import InputError, check_tree
 from tocsin.api.schemas import parse
-from tocsin.security import SESSION_TTL, issue_session, password_stamp, session_key
+from tocsin.security import SESSION_TTL, issue_session, password_stamp
 from tocsin.store.base import Store
 
 _FORM_LIMIT = 16 * 1024
@@ -110,6 +110,6 @@ class LogoutResource:
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     """Add this module's routes."""
-    key = session_key(ctx.data_dir)
+    key = ctx.session_key
     app.add_route("/api/auth/token", TokenLoginResource(ctx.store, key, auth.LoginThrottle()))
     app.add_route("/api/auth/logout", LogoutResource())

@@ -36,7 +36,6 @@ from tocsin.security import (
     issue_session,
     new_token,
     password_stamp,
-    session_key,
 )
 from tocsin.store.base import Principal, Row, Store
 
@@ -369,7 +368,7 @@ class UserResource:
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     """Add this module's routes."""
     store = ctx.store
-    app.add_route("/api/users/me", MeResource(store, session_key(ctx.data_dir)))
+    app.add_route("/api/users/me", MeResource(store, ctx.session_key))
     app.add_route("/api/users/me/notification-preferences", PreferencesResource(store))
     app.add_route("/api/users/me/tokens", TokensResource(store))
     app.add_route(f"/api/users/me/tokens/{{token_id:{ID}}}", TokenResource(store))
