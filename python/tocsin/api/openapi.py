@@ -5,23 +5,37 @@ drift from what the server does.
 The document is built on the first request from Falcon's router (every route, with its
 resource and the responders Falcon mapped to each method):
 - the methods: the resource's `on_<method>[_<suffix>]` responders;
-- path parameters: the template's fields and converters (`{id:int(min=1, max=…)}`);
+- path parameters: the template's fields, named as in the template, typed by their
+  converters (`{id:int(min=1, max=…)}`) or by the resource's optional
+  `path_params = (query.PathChoice(…), …)` (a name the template lacks is an error);
 - query parameters: the resource's optional `query_params = {"get": (param, …)}`, the
   same objects (api/query.py) that read and validate them in the responder;
 - request bodies: the resource's optional `body_models = {"post": Model, "put_item": …}`
-  (keys are responder names without `on_`); a PATCH body is the model with nothing
-  required (only the fields sent change). `body_media_types` lists the accepted media
-  types when it is not only JSON;
+  (keys are responder names without `on_`); the body of a `patch` responder is the model
+  with nothing required (only the fields sent change); a PATCH routed to a `put`
+  responder takes the PUT body. `body_media_types` lists the accepted media types when
+  it is not only JSON. A model may declare `openapi_body` (a ClassVar dict):
+  `variants` = {"tag": field, "models": {value: Model}, "default": value when the tag is
+  absent, "under": the field holding the variant's settings (else beside the tag)}
+  becomes one `if`/`then` per model (its settings, required ones included), and
+  `null_is_default` = True says a null field means its default (it accepts null);
+- strings marked `format: iana-time-zone` (schemas.TimeZoneName) refer to the
+  `TimeZone` schema: the names this server's time zone database has;
 - responses: `response_media_type` on the resource when a route answers something other
   than JSON, and the API's error model for 4xx (`{"detail": …}`, 422 with a list);
+- links: a POST to a collection (`/api/checks`) links to every method of its item route
+  (`/api/checks/{check_id}`), the id taken from the response (`/id`, or the pointer in
+  the resource's `created_ids = {"post": "/slo/id"}`), the collection's own path
+  parameters passed on;
 - security: a bearer token, except for public routes (`auth_public`, `PUBLIC_PREFIXES`).
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.metadata
 import re
+import zoneinfo
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +44,26 @@ import falcon.asgi
 from pydantic import BaseModel
 
 from tocsin.api.context import AppContext
+from tocsin.api.limits import MAX_BODY, MAX_DEPTH
 from tocsin.api.query import parameters
+from tocsin.api.schemas import NOT_BLANK_PATTERN, TIME_ZONE_FORMAT
 
 JSON = "application/json"
 METHODS = ("get", "head", "put", "post", "patch", "delete")
 _FIELD = re.compile(r"\{(?P<name>\w+)(?::(?P<conv>\w+)(?:\((?P<args>[^)]*)\))?)?\}")
 _REF = "#/components/schemas/{model}"
+TIME_ZONE = "TimeZone"
+# Keywords that describe a schema without constraining it.
+_ANNOTATIONS = ("title", "description", "default", "examples", "deprecated")
+DESCRIPTION = f"""Monitoring checks, incidents, maintenance windows, notification
+channels and their organisations.
+
+Input rules for every operation: surrounding whitespace is removed from text fields
+before their limits apply; no text (in a body, a path or a query) may hold U+0000 or an
+unpaired surrogate (422); a JSON body is at most {MAX_BODY} bytes (413) and
+{MAX_DEPTH} levels deep (400); body fields an operation does not know are ignored; an
+empty query parameter is no parameter. A 422 names every field at fault in `loc`
+(`["body", field, …]`, `["query", name]`, `["path", name]`)."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +104,18 @@ def _int_args(args: str) -> dict[str, int]:
     return out
 
 
-def path_template(template: str) -> tuple[str, list[dict[str, Any]]]:
-    """The OpenAPI path (`{name}` without converters) and its path parameters."""
+def path_template(template: str, declared: Iterable[Any] = ()) -> tuple[str, list[dict[str, Any]]]:
+    """The OpenAPI path (`{name}` without converters) and its path parameters, named as
+    in the template; `declared` (objects with `name` and `schema()`, e.g.
+    `query.PathChoice`) describe fields further. ValueError for a declared name the
+    template does not have."""
+    by_name = {p.name: p for p in declared}
     params: list[dict[str, Any]] = []
     for m in _FIELD.finditer(template):
         schema: dict[str, Any] = {"type": "string"}
-        if m["conv"] == "int":
+        if m["name"] in by_name:
+            schema = by_name.pop(m["name"]).schema()
+        elif m["conv"] == "int":
             schema = {"type": "integer"}
             bounds = _int_args(m["args"] or "")
             if "min" in bounds:
@@ -91,7 +125,66 @@ def path_template(template: str) -> tuple[str, list[dict[str, Any]]]:
         elif m["conv"] == "uuid":
             schema = {"type": "string", "format": "uuid"}
         params.append({"name": m["name"], "in": "path", "required": True, "schema": schema})
+    if by_name:
+        raise ValueError(f"{template}: path_params {sorted(by_name)} are not in the template")
     return _FIELD.sub(lambda m: "{" + m["name"] + "}", template), params
+
+
+def _walk(schema: Any, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """`schema` with `fn` applied to every schema object in it, innermost first."""
+    if isinstance(schema, list):
+        return [_walk(s, fn) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return fn({k: _walk(v, fn) for k, v in schema.items()})
+
+
+def _accepts_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    if any(sub.get("type") == "null" for sub in schema.get("anyOf", [])):
+        return True
+    # A schema that names no type or value constrains nothing.
+    return not any(
+        k in schema for k in ("type", "anyOf", "oneOf", "allOf", "$ref", "enum", "const", "not")
+    )
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    if _accepts_null(schema):
+        return schema
+    inner = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
+    return {
+        "anyOf": [inner, {"type": "null"}],
+        **{k: schema[k] for k in _ANNOTATIONS if k in schema},
+    }
+
+
+def _nulls_are_defaults(schema: dict[str, Any]) -> None:
+    """Every property that is not required also accepts null (its default)."""
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        if name not in required:
+            schema["properties"][name] = _or_null(prop)
+
+
+def _not_blank(schema: dict[str, Any]) -> dict[str, Any]:
+    """Text that must not be empty must not be only whitespace either: the model strips
+    it before its limits apply."""
+    if schema.get("type") == "string" and schema.get("minLength", 0) > 0:
+        schema.setdefault("pattern", NOT_BLANK_PATTERN)
+    return schema
+
+
+def _nothing_required(schema: dict[str, Any]) -> None:
+    """A PATCH body: no field is required, neither at the top nor in a condition's
+    `then` (the stored value may satisfy it); conditions still apply to what is sent."""
+    schema.pop("required", None)
+    for clause in [schema, *schema.get("allOf", [])]:
+        then = clause.get("then")
+        if isinstance(then, dict) and "$ref" not in then:
+            then.pop("required", None)
 
 
 class _Components:
@@ -125,18 +218,81 @@ class _Components:
             },
         }
 
-    def model(self, model: type[BaseModel], partial: bool = False) -> dict[str, Any]:
-        """A `$ref` to the model's schema, added to the components with its `$defs`."""
+    def model(
+        self, model: type[BaseModel], partial: bool = False, null_is_default: bool = False
+    ) -> dict[str, Any]:
+        """A `$ref` to the model's schema, added to the components with its `$defs` (and
+        with the schemas of its variants, see the module's docstring)."""
+        name = model.__name__ + ("Patch" if partial else "")
+        if name not in self.schemas:
+            extra: dict[str, Any] = getattr(model, "openapi_body", {})
+            null_is_default = null_is_default or bool(extra.get("null_is_default"))
+            self.schemas[name] = {}  # taken: a variant may refer back
+            schema = self._schema(model)
+            if null_is_default:
+                _nulls_are_defaults(schema)
+            variants = extra.get("variants")
+            if variants:
+                clauses = self._variants(variants, partial, null_is_default)
+                schema["allOf"] = [*schema.get("allOf", []), *clauses]
+            if partial:
+                _nothing_required(schema)
+            self.schemas[name] = schema
+        return {"$ref": _REF.format(model=name)}
+
+    def _schema(self, model: type[BaseModel]) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template=_REF)
         for name, sub in schema.pop("$defs", {}).items():
-            self.schemas.setdefault(name, sub)
-        name = model.__name__
-        if partial:
-            schema = copy.deepcopy(schema)
-            schema.pop("required", None)
-            name += "Patch"
-        self.schemas.setdefault(name, schema)
-        return {"$ref": _REF.format(model=name)}
+            self.schemas.setdefault(name, _walk(sub, self._time_zone))
+        out: dict[str, Any] = _walk(schema, self._time_zone)
+        if model.model_config.get("str_strip_whitespace"):
+            for name, prop in out.get("properties", {}).items():
+                out["properties"][name] = _walk(prop, _not_blank)
+        return out
+
+    def _time_zone(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A time zone name refers to the names the server knows."""
+        if schema.get("format") != TIME_ZONE_FORMAT:
+            return schema
+        self.schemas.setdefault(
+            TIME_ZONE,
+            {
+                "type": "string",
+                "enum": sorted(zoneinfo.available_timezones()),
+                "description": "An IANA time zone name, as this server's time zone database"
+                " has it (e.g. UTC, Europe/Paris)",
+            },
+        )
+        ref = {"$ref": _REF.format(model=TIME_ZONE)}
+        return {**ref, **{k: schema[k] for k in _ANNOTATIONS if k in schema}}
+
+    def _variants(
+        self, spec: dict[str, Any], partial: bool, null_is_default: bool
+    ) -> list[dict[str, Any]]:
+        """One `if`/`then` per variant model: when the tag names one of its values, the
+        body (or its `under` field) is that model. An absent tag (or, where null means
+        the default, a null one) is the default's variant; in a PATCH an absent tag is
+        the stored one's, so nothing applies."""
+        tag: str = spec["tag"]
+        default: str | None = spec.get("default")
+        under: str | None = spec.get("under")
+        values_of: dict[type[BaseModel], list[Any]] = {}
+        for value, variant in spec["models"].items():
+            values_of.setdefault(variant, []).append(value)
+        clauses: list[dict[str, Any]] = []
+        for variant, values in values_of.items():
+            ref = self.model(variant, partial=partial, null_is_default=null_is_default)
+            matches = [*values, None] if null_is_default and default in values else values
+            when: dict[str, Any] = {"properties": {tag: {"enum": matches}}}
+            if partial or default not in values:
+                when["required"] = [tag]
+            then: dict[str, Any] = ref
+            if under is not None:
+                then = {"properties": {under: ref}}
+                if not partial and any(f.is_required() for f in variant.model_fields.values()):
+                    then["required"] = [under]
+            clauses.append({"if": when, "then": then})
+        return clauses
 
 
 def _responses(media: str, public: bool) -> dict[str, Any]:
@@ -172,12 +328,45 @@ def _version() -> str:
         return "0"
 
 
+def _is_patch(responder: str) -> bool:
+    return responder == "patch" or responder.startswith("patch_")
+
+
+def _links(routes: list[Route], paths: dict[str, Any]) -> None:
+    """Links from each collection's POST to its item's operations (see the docstring)."""
+    by_path = {path_template(r.template)[0]: r for r in routes}
+    for path, route in by_path.items():
+        post = paths[path].get("post")
+        if post is None:
+            continue
+        own = [p["name"] for p in paths[path].get("parameters", [])]
+        pointer: str = getattr(route.resource, "created_ids", {}).get(
+            route.responders["post"], "/id"
+        )
+        for item_path, item in paths.items():
+            m = re.fullmatch(re.escape(path) + r"/\{(\w+)\}", item_path)
+            if m is None:
+                continue
+            links = post["responses"]["2XX"].setdefault("links", {})
+            for method, op in item.items():
+                if method == "parameters":
+                    continue
+                links[f"{method}-{m[1]}"] = {
+                    "operationId": op["operationId"],
+                    "parameters": {
+                        **{p: f"$request.path.{p}" for p in own},
+                        m[1]: f"$response.body#{pointer}",
+                    },
+                    "description": f"the {m[1]} of what was created",
+                }
+
+
 def build(routes: list[Route], public_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
     """The OpenAPI document of `routes`."""
     comps = _Components()
     paths: dict[str, Any] = {}
     for route in routes:
-        path, params = path_template(route.template)
+        path, params = path_template(route.template, getattr(route.resource, "path_params", ()))
         bodies: dict[str, type[BaseModel]] = getattr(route.resource, "body_models", {})
         body_media: tuple[str, ...] = getattr(route.resource, "body_media_types", (JSON,))
         media: str = getattr(route.resource, "response_media_type", JSON)
@@ -205,15 +394,16 @@ def build(routes: list[Route], public_prefixes: tuple[str, ...] = ()) -> dict[st
                 op["parameters"] = parameters(query)
             model = bodies.get(key)
             if model is not None:
-                schema = comps.model(model, partial=method == "patch")
+                schema = comps.model(model, partial=_is_patch(key))
                 op["requestBody"] = {
                     "required": True,
                     "content": {m: {"schema": schema} for m in body_media},
                 }
             item[method] = op
+    _links(routes, paths)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tocsin", "version": _version()},
+        "info": {"title": "tocsin", "version": _version(), "description": DESCRIPTION},
         "paths": paths,
         "components": {
             "schemas": comps.schemas,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -21,14 +22,18 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from tocsin import schedules
 from tocsin.api.errors import ValidationFailed
-from tocsin.headers import valid_headers
+from tocsin.api.query import caseless
+from tocsin.headers import MAX_HEADERS, MAX_NAME, MAX_VALUE, valid_headers
 from tocsin.heartbeat import MAX_GRACE_S
 
 CHECK_TYPES = (
@@ -69,6 +74,92 @@ MAX_ID = 2**63 - 1  # ids are SQL BIGINTs
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 _SOURCE_KEY = re.compile(r"^(agent:[1-9][0-9]{0,18}|geo:[A-Za-z0-9_.-]{1,64})$")
 
+# -- what the OpenAPI document says of a field ----------------------------------------
+# Patterns that JSON Schema (ECMA 262) and Python's `re` read alike, declared in the
+# document (json_schema_extra: metadata only, the validators below decide) so that it
+# allows exactly what they accept. Surrounding whitespace is removed from text before
+# any of this applies (`str_strip_whitespace`).
+
+# What Python counts as whitespace (str.isspace, `\s`), spelled out: ECMA's `\s` differs.
+_SPACE = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# What `str_strip_whitespace` removes (Unicode White_Space: without \x1c-\x1f).
+_STRIPPED = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Text that is not only whitespace (which the model's stripping would leave empty).
+NOT_BLANK_PATTERN = f"[^{_STRIPPED}]"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"({_OCTET}\.){{3}}{_OCTET}"
+_H4 = "[0-9A-Fa-f]{1,4}"
+_IPV6_ADDRESS = (
+    "("
+    + "|".join(
+        [
+            f"({_H4}:){{7}}{_H4}",
+            f"({_H4}:){{1,7}}:",
+            f"({_H4}:){{1,6}}:{_H4}",
+            *(f"({_H4}:){{1,{6 - n}}}(:{_H4}){{1,{n + 1}}}" for n in range(1, 6)),
+            f":((:{_H4}){{1,7}}|:)",
+            f"({_H4}:){{6}}{_IPV4}",
+            f"::({_H4}:){{0,5}}{_IPV4}",
+            *(f"({_H4}:){{{n}}}:({_H4}:){{0,{5 - n}}}{_IPV4}" for n in range(1, 6)),
+        ]
+    )
+    + ")"
+)
+# No IPv6 zone (`%eth0`): Python reads one, the engine refuses it.
+_IPV6 = _IPV6_ADDRESS
+# An IP address as `ipaddress.ip_address` and the engine read it.
+IP_PATTERN = f"^({_IPV4}|{_IPV6})$"
+_PORTS = r"6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+_PORT = rf"0*({_PORTS}|[0-9]{{1,4}})"  # 0-65535
+_PORT1 = rf"0*({_PORTS}|[1-9][0-9]{{0,3}})"  # 1-65535
+# `http_url` and the engine's URL parser: http(s), a host, a valid port, no
+# user:password@, no whitespace. Host names are ASCII (the engine refuses international
+# names IDNA does not map) and end in a label that starts with a letter (a name ending
+# in a number is read as an IPv4 address).
+_NAME = r"([A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*\.?"
+HTTP_URL_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(\[{_IPV6}\]|{_IPV4}|{_NAME})"
+    rf"(:({_PORT})?)?([/?#][^{_SPACE}]*)?$"
+)
+# `host_name`: a host name or an IP address, brackets around IPv6 allowed.
+HOST_PATTERN = rf"^\[?[^/?#@\[\]{_SPACE}]{{1,253}}\]?$"
+# `dns_server`: an IP address, optionally with a port (IPv6 in brackets then).
+DNS_SERVER_PATTERN = rf"^({_IPV4}(:{_PORT1})?|\[{_IPV4}\]|{_IPV6}|\[{_IPV6}\](:{_PORT1})?)?$"
+# An email address as the API checks it: something@something, no spaces.
+EMAIL_PATTERN = rf"^[^@{_SPACE}]+@[^@{_SPACE}]+$"
+# A time of day, `HH:MM` (24-hour clock).
+TIME_OF_DAY_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+# Marks an IANA time zone name: the document lists the names of this server's time zone
+# database (api/openapi.py).
+TIME_ZONE_FORMAT = "iana-time-zone"
+# Five cron fields or an @-macro; whether the rule ever matches is checked on top.
+CRON_PATTERN = rf"^(@[^{_SPACE}]+|[^{_SPACE}]+([{_SPACE}]+[^{_SPACE}]+){{4}})$"
+HEADERS_SCHEMA: JsonDict = {
+    "type": "object",
+    "maxProperties": MAX_HEADERS,
+    "propertyNames": {"pattern": rf"^[!#$%&'*+.^_`|~0-9A-Za-z-]{{1,{MAX_NAME}}}$"},
+    "additionalProperties": {
+        "type": "string",
+        "maxLength": MAX_VALUE,
+        "pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]*$",
+    },
+    "description": 'header name to value; a value `******` keeps the stored one, `""` removes'
+    " the header",
+}
+
+# For other modules' models: the same validation as `str`, declared in the document.
+EmailAddress = Annotated[str, Field(json_schema_extra={"pattern": EMAIL_PATTERN})]
+TimeOfDay = Annotated[str, Field(json_schema_extra={"pattern": TIME_OF_DAY_PATTERN})]
+TimeZoneName = Annotated[
+    str,
+    Field(json_schema_extra={"format": TIME_ZONE_FORMAT, "description": "IANA time zone name"}),
+]
+
+
+def _with_empty(schema: dict[str, Any]) -> None:
+    """An enum that also takes "" (read as the default)."""
+    schema["enum"] = [*schema["enum"], ""]
+
 
 def http_url(v: str) -> str:
     parts = urlsplit(v)
@@ -98,11 +189,37 @@ def host_name(v: str) -> str:
 
 
 # A host name or an IP address (brackets around IPv6 removed).
-HostName = Annotated[str, AfterValidator(host_name)]
+HostName = Annotated[
+    str, AfterValidator(host_name), Field(json_schema_extra={"pattern": HOST_PATTERN})
+]
+_URL_DOC: JsonDict = {"pattern": HTTP_URL_PATTERN}
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds numbers: int or float, optional, or a list of them."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _numeric(get_args(annotation)[0])
+    if origin in (Union, UnionType, list):
+        return any(_numeric(a) for a in get_args(annotation) if a is not type(None))
+    return annotation in (int, float)
 
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """Numbers are JSON numbers, as the document says (`integer`: 3 or 3.0, not "3"
+        or true): pydantic's lax mode would read true/false as 1/0 and parse text."""
+        field = info.field_name
+        if field is None or not _numeric(cls.model_fields[field].annotation):
+            return v
+        for item in v if isinstance(v, list) else [v]:
+            if isinstance(item, bool | str):
+                raise PydanticCustomError("number_type", "Input should be a JSON number")
+        return v
 
 
 class CheckCommon(_Part):
@@ -118,15 +235,38 @@ class CheckCommon(_Part):
     alert_after_failures: int = Field(
         default=1, ge=0, le=64, description="consecutive failures before DOWN; 0 means 1"
     )
-    runbook_url: str | None = Field(default=None, max_length=2048)
+    runbook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        json_schema_extra={"pattern": f"^$|{HTTP_URL_PATTERN}", "description": '"": none'},
+    )
     escalation_policy_id: int | None = Field(default=None, ge=0, le=MAX_ID)
-    tags: list[str] = Field(default_factory=list, max_length=50)
-    assigned_agent_ids: list[int] = Field(default_factory=list, max_length=100)
+    tags: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        json_schema_extra={
+            "items": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                # `_tags` strips again, with Python's whitespace.
+                "pattern": f"[^{_SPACE}]",
+            }
+        },
+    )
+    assigned_agent_ids: list[int] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+    )
     assigned_agent_id: int | None = Field(
         default=None, ge=0, le=MAX_ID, description="deprecated: use assigned_agent_ids"
     )
     geo_monitoring_enabled: StrictBool = False
-    check_source_critical: dict[str, StrictBool] = Field(default_factory=dict)
+    check_source_critical: dict[str, StrictBool] = Field(
+        default_factory=dict,
+        json_schema_extra={"propertyNames": {"pattern": _SOURCE_KEY.pattern}},
+    )
     project_id: int | None = Field(default=None, ge=0, le=MAX_ID)
     org_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
@@ -177,21 +317,57 @@ class CheckCommon(_Part):
 class HttpSettings(_Part):
     """`uptime` checks (and the HTTP side of `oidc`)."""
 
-    url: str = Field(max_length=2048)
-    http_method: str = "GET"
-    http_headers: dict[str, str] = Field(default_factory=dict)
-    http_body: str = Field(default="", max_length=65_536)
-    http_body_type: Literal["none", "json", "form", "raw"] = "none"
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "if": {"properties": {"auth_method": {"const": "bearer"}}, "required": ["auth_method"]},
+            "then": {
+                "required": ["auth_bearer_token"],
+                "properties": {"auth_bearer_token": {"minLength": 1}},
+            },
+        },
+    )
+
+    url: str = Field(max_length=2048, json_schema_extra=_URL_DOC)
+    http_method: str = Field(
+        default="GET",
+        json_schema_extra={"pattern": f"^$|{caseless(HTTP_METHODS)}", "description": '"": GET'},
+    )
+    http_headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=HEADERS_SCHEMA)
+    http_body: str = Field(
+        default="",
+        max_length=65_536,
+        json_schema_extra={"description": "JSON when http_body_type is json"},
+    )
+    http_body_type: Literal["none", "json", "form", "raw"] = Field(
+        default="none", json_schema_extra=_with_empty
+    )
     http_follow_redirects: StrictBool = True
-    expected_status_codes: list[int] = Field(default_factory=list, max_length=100)
+    expected_status_codes: list[int] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"items": {"type": "integer", "minimum": 100, "maximum": 599}},
+    )
     ssl_verify: StrictBool = True
-    auth_method: Literal["none", "basic", "bearer"] = "none"
+    auth_method: Literal["none", "basic", "bearer"] = Field(
+        default="none", json_schema_extra=_with_empty
+    )
     auth_username: str = Field(default="", max_length=512)
     auth_password: str = Field(default="", max_length=4096)
     auth_bearer_token: str = Field(default="", max_length=8192)
     content_match_enabled: StrictBool = False
-    content_match_text: str = Field(default="", max_length=4096)
-    content_match_type: Literal["contains", "not_contains", "regex"] = "contains"
+    content_match_text: str = Field(
+        default="",
+        max_length=4096,
+        json_schema_extra={
+            "description": "when content_match_type is regex, a regular expression the"
+            " engine compiles (Rust syntax: no look-around, no backreferences)"
+        },
+    )
+    content_match_type: Literal["contains", "not_contains", "regex"] = Field(
+        default="contains", json_schema_extra=_with_empty
+    )
     content_match_case_sensitive: StrictBool = True
     degraded_threshold_ms: int = Field(default=0, ge=0, le=3_600_000)
 
@@ -253,9 +429,15 @@ class HttpSettings(_Part):
 
 class HeartbeatSettings(_Part):
     schedule: str = Field(
-        default="", max_length=200, description="cron (five fields); else the interval"
+        default="",
+        max_length=200,
+        description="cron (five fields, or an @-macro) that matches at some time, at most"
+        ' once a minute; "": the interval',
+        json_schema_extra={"pattern": f"^$|{CRON_PATTERN}"},
     )
-    timezone: str = Field(default="UTC", min_length=1, max_length=64, description="IANA name")
+    timezone: TimeZoneName = Field(
+        default="UTC", min_length=1, max_length=64, description="IANA time zone name"
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> HeartbeatSettings:
@@ -290,10 +472,22 @@ class NetSettings(_Part):
 
 class DnsSettings(_Part):
     host: HostName = Field(max_length=255, description="the name to resolve")
-    dns_server: str = Field(default="", max_length=64, description="IP[:port]; default: system")
-    dns_record_type: str = "A"
+    dns_server: str = Field(
+        default="",
+        max_length=64,
+        description='IP[:port] ([IPv6]:port); "": the system\'s resolver',
+        json_schema_extra={"pattern": DNS_SERVER_PATTERN},
+    )
+    dns_record_type: str = Field(
+        default="A",
+        json_schema_extra={"pattern": f"^$|{caseless(DNS_RECORD_TYPES)}", "description": '"": A'},
+    )
     dns_expected_value: str = Field(default="", max_length=4096)
-    dns_expected_ips: list[str] = Field(default_factory=list, max_length=100)
+    dns_expected_ips: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"items": {"type": "string", "pattern": IP_PATTERN}},
+    )
 
     @field_validator("dns_record_type")
     @classmethod
@@ -374,7 +568,7 @@ class DatabaseSettings(_Part):
 class ScenarioStep(_Part):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
-    url: str = Field(max_length=2048)
+    url: str = Field(max_length=2048, json_schema_extra=_URL_DOC)
     method: str = "GET"
 
     @field_validator("url")
@@ -388,7 +582,11 @@ class ApiScenarioSettings(_Part):
 
 
 class OidcSettings(_Part):
-    url: str = Field(max_length=2048, description="the issuer (its discovery document)")
+    url: str = Field(
+        max_length=2048,
+        description="the issuer (its discovery document)",
+        json_schema_extra=_URL_DOC,
+    )
     ssl_verify: StrictBool = True
     expected_status_codes: list[int] = Field(default_factory=list, max_length=100)
 
@@ -418,17 +616,33 @@ NULLABLE = frozenset({"runbook_url", "escalation_policy_id", "project_id", "org_
 
 
 def _union_fields() -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for settings in CHECK_SETTINGS.values():
-        for name, info in settings.model_fields.items():
-            if name not in CheckCommon.model_fields and name not in fields:
-                fields[name] = (info.annotation | None, Field(default=None))  # type: ignore[operator]
-    return fields
+    """Every type's settings as a field of any value: what each type requires and
+    accepts is in the document's per-type schemas (`openapi_body` below), and a type
+    never looks at the settings of other types."""
+    users: dict[str, list[str]] = {}
+    for kind, settings in CHECK_SETTINGS.items():
+        for name in settings.model_fields:
+            if name not in CheckCommon.model_fields:
+                users.setdefault(name, []).append(kind)
+    return {
+        name: (Any, Field(default=None, description=f"settings of {', '.join(kinds)} checks"))
+        for name, kinds in users.items()
+    }
+
+
+class _CheckDocument(CheckCommon):
+    # The OpenAPI document (api/openapi.py): which settings a check needs and accepts
+    # depends on its `type` (absent or null: uptime); a null anywhere but in NULLABLE
+    # fields means the default (`parse_check`).
+    openapi_body: ClassVar[dict[str, Any]] = {
+        "variants": {"tag": "type", "default": "uptime", "models": CHECK_SETTINGS},
+        "null_is_default": True,
+    }
 
 
 # Documentation of a check body: the common fields plus every type's settings (those
 # of other types are ignored). Validation goes through `parse_check`.
-CheckCreate = create_model("CheckCreate", __base__=CheckCommon, **_union_fields())
+CheckCreate = create_model("CheckCreate", __base__=_CheckDocument, **_union_fields())
 
 
 class _FieldError(ValueError):
@@ -488,6 +702,18 @@ def parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
 
 
 class SloBody(_Part):
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "if": {"properties": {"sli_type": {"const": "latency"}}, "required": ["sli_type"]},
+            "then": {
+                "required": ["latency_threshold_ms"],
+                "properties": {"latency_threshold_ms": {"type": "number"}},
+            },
+        },
+    )
+
     sli_type: Literal["availability", "latency"] = "availability"
     target_percentage: float = Field(gt=0, lt=100)
     window_days: int = Field(default=30, ge=1, le=365)
