@@ -30,8 +30,9 @@ from schemathesis.specs.openapi.checks import (
 
 from conftest import Server
 from tocsin.api import openapi
-from tocsin.api.app import PUBLIC_PREFIXES, create_app
+from tocsin.api.app import create_app
 from tocsin.api.errors import ValidationFailed
+from tocsin.api.paths import PUBLIC_PREFIXES
 from tocsin.api.schemas import CHECK_SETTINGS, SloBody, parse, parse_check
 from tocsin.services import Services
 from tocsin.store import open_store

@@ -32,6 +32,7 @@ from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
 from tocsin.api.errors import handle_unexpected, serialize_error
 from tocsin.api.guard import InputGuardMiddleware
+from tocsin.api.paths import PUBLIC_PREFIXES
 from tocsin.api.ratelimit import RateLimitMiddleware
 
 log = logging.getLogger("tocsin.api")
@@ -51,8 +52,6 @@ AREAS = (
     openapi,
     channels,
 )
-# Routes that need no token: the check's uuid is the secret for pings.
-PUBLIC_PREFIXES = ("/api/ping/",)
 
 
 def dumps(obj: Any) -> bytes:

@@ -429,7 +429,3 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     app.add_route(f"{CHECK}/logs", CheckLogsResource(checks))
     check_figures.register(app, ctx)
     check_exports.register(app, ctx)
-
-
-async def start(ctx: AppContext) -> None:
-    """Nothing to do at start: the server loads the checks into the engine."""

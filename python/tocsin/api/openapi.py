@@ -45,6 +45,7 @@ from pydantic import BaseModel
 
 from tocsin.api.context import AppContext
 from tocsin.api.limits import MAX_BODY, MAX_DEPTH
+from tocsin.api.paths import PUBLIC_PREFIXES
 from tocsin.api.query import parameters
 from tocsin.api.schemas import NOT_BLANK_PATTERN, TIME_ZONE_FORMAT
 
@@ -435,10 +436,4 @@ class OpenAPIResource:
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     """The document is built from the app's router on the first request, when every
     area has added its routes."""
-    from tocsin.api.app import PUBLIC_PREFIXES  # app imports this module
-
     app.add_route("/api/openapi.json", OpenAPIResource(app, PUBLIC_PREFIXES))
-
-
-async def start(ctx: AppContext) -> None:
-    """Nothing to do: the document is built on the first request."""

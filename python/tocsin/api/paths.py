@@ -6,3 +6,5 @@ from __future__ import annotations
 
 ID = "int(min=1, max=9223372036854775807)"
 ORG = f"/api/organizations/{{org_id:{ID}}}"
+# Routes that need no token: the check's uuid is the secret for pings.
+PUBLIC_PREFIXES = ("/api/ping/",)
