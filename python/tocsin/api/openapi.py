@@ -21,8 +21,13 @@ resource and the responders Falcon mapped to each method):
   `null_is_default` = True says a null field means its default (it accepts null);
 - strings marked `format: iana-time-zone` (schemas.TimeZoneName) refer to the
   `TimeZone` schema: the names this server's time zone database has;
-- responses: `response_media_type` on the resource when a route answers something other
-  than JSON, and the API's error model for 4xx (`{"detail": …}`, 422 with a list);
+- responses: the resource's `response_models = {"get": CheckJson, "get_list": list[…],
+  "delete": None}` (keys as for bodies): the typed success body (TypedDicts, the same
+  that type the functions building the answers, or pydantic models), `None` for a
+  `204` with no body; the status is 200 (201, 202… where the resource's
+  `response_status = {"post": 201}` says so); `response_media_type` on the resource
+  when a route answers something other than JSON; and the API's error model for 4xx
+  (`{"detail": …}`, 422 with a list);
 - links: a POST to a collection (`/api/checks`) links to every method of its item route
   (`/api/checks/{check_id}`), the id taken from the response (`/id`, or the pointer in
   the resource's `created_ids = {"post": "/slo/id"}`), the collection's own path
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import typing
 import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,7 +47,8 @@ from typing import Any
 
 import falcon
 import falcon.asgi
-from pydantic import BaseModel
+import typing_extensions
+from pydantic import BaseModel, TypeAdapter
 
 from tocsin.api.context import AppContext
 from tocsin.api.limits import MAX_BODY, MAX_DEPTH
@@ -241,6 +248,27 @@ class _Components:
             self.schemas[name] = schema
         return {"$ref": _REF.format(model=name)}
 
+    def response(self, tp: Any) -> dict[str, Any]:
+        """The schema of a response type: a TypedDict or pydantic model (added to the
+        components by name), a list of one, or a plain type."""
+        origin = typing.get_origin(tp)
+        if origin is list:
+            (item,) = typing.get_args(tp)
+            return {"type": "array", "items": self.response(item)}
+        name = getattr(tp, "__name__", None)
+        if name is None or not (typing_extensions.is_typeddict(tp) or _is_model(tp)):
+            plain: dict[str, Any] = _walk(
+                TypeAdapter(tp).json_schema(ref_template=_REF), self._time_zone
+            )
+            return plain
+        if name not in self.schemas:
+            self.schemas[name] = {}  # taken: a type may refer back to itself
+            schema = TypeAdapter(tp).json_schema(ref_template=_REF, mode="serialization")
+            for sub_name, sub in schema.pop("$defs", {}).items():
+                self.schemas.setdefault(sub_name, _walk(sub, self._time_zone))
+            self.schemas[name] = _walk(schema, self._time_zone)
+        return {"$ref": _REF.format(model=name)}
+
     def _schema(self, model: type[BaseModel]) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template=_REF)
         for name, sub in schema.pop("$defs", {}).items():
@@ -296,7 +324,19 @@ class _Components:
         return clauses
 
 
-def _responses(media: str, public: bool) -> dict[str, Any]:
+_UNTYPED = object()
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _responses(
+    media: str, public: bool, body: dict[str, Any] | object | None, status: int
+) -> dict[str, Any]:
+    """`body`: the success body's schema, None for no body (204), or `_UNTYPED` for a
+    route that declares none (any JSON, any 2xx)."""
+
     def error(ref: str, description: str) -> dict[str, Any]:
         content: dict[str, Any] = {JSON: {"schema": {"$ref": _REF.format(model=ref)}}}
         if media != JSON:
@@ -304,19 +344,27 @@ def _responses(media: str, public: bool) -> dict[str, Any]:
             content[media] = {"schema": {"type": "string"}}
         return {"description": description, "content": content}
 
-    success: dict[str, Any] = {"description": "Success"}
-    if media == JSON:
-        success["content"] = {JSON: {"schema": {}}}
-    else:
-        success["content"] = {media: {"schema": {"type": "string"}}}
-    out = {
-        "2XX": success,
+    out: dict[str, Any] = {}
+    if media != JSON:
+        out[str(status)] = {
+            "description": "Success",
+            "content": {media: {"schema": {"type": "string"}}},
+        }
+    elif body is _UNTYPED:
+        out["2XX"] = {"description": "Success", "content": {JSON: {"schema": {}}}}
         # Deletions and the like answer nothing.
-        "204": {"description": "Done, no content"},
-        "422": error("ValidationError", "Invalid input: every field at fault"),
-        "4XX": error("Error", "Client error"),
-        "503": error("Error", "The database is unavailable"),
-    }
+        out["204"] = {"description": "Done, no content"}
+    elif body is None:
+        out["204"] = {"description": "Done, no content"}
+    else:
+        out[str(status)] = {"description": "Success", "content": {JSON: {"schema": body}}}
+    out.update(
+        {
+            "422": error("ValidationError", "Invalid input: every field at fault"),
+            "4XX": error("Error", "Client error"),
+            "503": error("Error", "The database is unavailable"),
+        }
+    )
     if not public:
         out["401"] = error("Error", "Not authenticated")
     return out
@@ -348,7 +396,13 @@ def _links(routes: list[Route], paths: dict[str, Any]) -> None:
             m = re.fullmatch(re.escape(path) + r"/\{(\w+)\}", item_path)
             if m is None:
                 continue
-            links = post["responses"]["2XX"].setdefault("links", {})
+            success = next(
+                (v for k, v in post["responses"].items() if k.startswith("2") and k != "204"),
+                None,
+            )
+            if success is None:
+                continue
+            links = success.setdefault("links", {})
             for method, op in item.items():
                 if method == "parameters":
                     continue
@@ -381,9 +435,14 @@ def build(routes: list[Route], public_prefixes: tuple[str, ...] = ()) -> dict[st
             key = route.responders.get(method)
             if key is None:
                 continue
+            typed: dict[str, Any] = getattr(route.resource, "response_models", {})
+            body: dict[str, Any] | object | None = _UNTYPED
+            if key in typed:
+                body = None if typed[key] is None else comps.response(typed[key])
+            status = getattr(route.resource, "response_status", {}).get(key, 200)
             op: dict[str, Any] = {
                 "operationId": f"{method}:{path}",
-                "responses": _responses(media, public),
+                "responses": _responses(media, public, body, status),
             }
             doc = (getattr(route.resource, f"on_{key}").__doc__ or "").strip()
             if doc:
