@@ -1,16 +1,12 @@
-"""Shared fixtures: real HTTP targets and real `tocsin serve` processes on loopback."""
+"""Shared fixtures: real HTTP targets, real `tocsin serve` processes on loopback, on
+SQLite or (for tests marked `both_backends`) on each backend in turn, and a throwaway
+PostgreSQL cluster. Helpers that are not fixtures are in helpers.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,57 +14,56 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from helpers import Server, Target, stream_opener
 from pgcluster import PgCluster, new_base_dir
-from tocsin.security import hash_password, hash_token, new_token
-from tocsin.store import Store, open_store
+
+# The backends `tocsin serve` runs on, as `backend` takes them (and test ids show them).
+BACKENDS = ["sqlite", "postgresql"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_backends: run the test once on each backend in BACKENDS (ids [sqlite] and "
+        "[postgresql]); its `server`, and fixtures built on it, follow `backend`.",
+    )
 
 
-class Target:
-    """A real HTTP server on 127.0.0.1 that a test can take down and bring back on the
-    same port. `/` answers 200, `/status/{code}` answers that code, `/slow` sleeps."""
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_backends") is None:
+        return
+    if "backend" not in metafunc.fixturenames:
+        raise TypeError(
+            f"{metafunc.definition.nodeid} is marked both_backends but uses no fixture "
+            "that follows `backend` (such as `server`)"
+        )
+    metafunc.parametrize("backend", BACKENDS)
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.hits = 0
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+@pytest.fixture
+def backend() -> str:
+    """The backend `server` runs on: SQLite, unless the test is marked `both_backends`
+    (then each of BACKENDS in turn)."""
+    return "sqlite"
 
-    async def _root(self, request: web.Request) -> web.Response:
-        self.hits += 1
-        return web.Response(text="ok")
 
-    async def _status(self, request: web.Request) -> web.Response:
-        self.hits += 1
-        return web.Response(status=int(request.match_info["code"]), text="status")
+@pytest.fixture
+def database_args(backend: str, request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The `tocsin serve` arguments that put a server on `backend`: none for SQLite (a
+    file in the data directory), `--database` and a fresh database for PostgreSQL."""
+    if backend == "postgresql":
+        return ("--database", request.getfixturevalue("pg_url"))
+    assert backend == "sqlite", backend
+    return ()
 
-    async def _slow(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(float(request.query.get("s", "5")))
-        return web.Response(text="late")
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/", self._root)
-        app.router.add_get("/status/{code}", self._status)
-        app.router.add_get("/slow", self._slow)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+@pytest.fixture
+def server(tmp_path: Path, database_args: tuple[str, ...]) -> Iterator[Server]:
+    s = Server(tmp_path / "data")
+    s.start(*database_args)
+    yield s
+    s.kill()
 
 
 @pytest.fixture
@@ -79,146 +74,16 @@ async def target() -> AsyncIterator[Target]:
     await t.stop()
 
 
-class Server:
-    """`tocsin serve` as a child process with its own data directory."""
-
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
-        self.data_dir = data_dir
-        self.host = host
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / "serve.log"
-        self.token = ""
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def start(self, *extra: str) -> None:
-        """Start (or restart) it; `extra` CLI arguments are kept for later restarts."""
-        self.extra = extra or getattr(self, "extra", ())
-        extra = self.extra
-        if self.host != "127.0.0.1":
-            extra = ("--host", self.host, *extra)
-        self.log_file = open(self.log, "ab")  # noqa: SIM115  closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tocsin.cli",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                *extra,
-            ],
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tocsin serve exited early:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"tocsin serve did not start:\n{self.log.read_text()}")
-        creds = (self.data_dir / "initial-credentials").read_text()
-        self.token = dict(line.split("=", 1) for line in creds.split())["token"]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.log_file.close()
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.log_file.close()
-            self.proc = None
-
-
-async def api(
-    http: aiohttp.ClientSession,
-    server: Server,
-    method: str,
-    path: str,
-    *,
-    token: str | None = None,
-    **kw: Any,
-) -> tuple[int, Any]:
-    """One API call as the server's admin (or as `token`): (status, JSON or text)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else server.headers
-    headers = {**headers, **kw.pop("headers", {})}
-    async with http.request(method, server.base + path, headers=headers, **kw) as resp:
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
-        return resp.status, body
-
-
-def server_store(server: Server) -> Store:
-    """A store on the running server's own database (SQLite allows a second writer in
-    WAL mode), whichever backend it was started with, with its key."""
-    args = list(server.extra)
-    database = args[args.index("--database") + 1] if "--database" in args else None
-    return open_store(database, server.data_dir)
-
-
-async def other_org_user(
-    server: Server, *, role: str = "OWNER", org_id: int | None = None
-) -> tuple[str, int]:
-    """A second user with a token: in a new organisation of their own, or with `role` in
-    `org_id`. Written straight into the running server's database."""
-    store = server_store(server)
-    await store.open(migrate=False)
-    try:
-        email = f"user-{new_token()[4:12].lower()}@example.test"
-        user_id = await store.create_user(email, hash_password("correct horse battery"))
-        if org_id is None:
-            org_id = int((await store.create_organization(f"Org of {email}"))["id"])
-        await store.add_membership(org_id, user_id, role)
-        token = new_token()
-        await store.create_token(user_id, "test", token[:8], hash_token(token))
-    finally:
-        await store.close()
-    return token, org_id
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "data")
-    s.start()
-    yield s
-    s.kill()
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
 
 
-async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
-    """Poll an async predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
-        await asyncio.sleep(interval)
+@pytest.fixture
+def sse(http: aiohttp.ClientSession) -> Any:
+    """`async with sse(server, "?heartbeat=1", token=…) as stream:` (see helpers.py)."""
+    return stream_opener(http)
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")

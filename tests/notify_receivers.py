@@ -21,7 +21,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from conftest import free_port
+from helpers import free_port
 
 WEBHOOK_SECRET = "s3cret-hmac-key"
 TELEGRAM_TOKEN = "123456:ABC-token"

@@ -15,7 +15,7 @@ from aiohttp import web
 from dnslib import AAAA, CAA, CNAME, MX, NS, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSLabel
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-from conftest import free_port
+from helpers import free_port
 
 
 @dataclass

@@ -26,8 +26,15 @@ import msgpack
 import pytest
 from aiohttp import web
 
-from conftest import Server, api, free_port, other_org_user, wait_for
-from test_api_live import is_event, stream_opener
+from helpers import (
+    Server,
+    api,
+    free_port,
+    is_event,
+    other_org_user,
+    stream_opener,
+    wait_for,
+)
 from tocsin.agent import wire
 from tocsin.security import hash_token
 from tocsin.store import open_store

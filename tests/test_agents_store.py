@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from test_store import BACKENDS, make_store
+from store_helpers import store
 from tocsin.agent import wire
 from tocsin.store.base import NotFoundError
 from tocsin.store.sql import SqlStore
 
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = make_store(request.param, request, tmp_path)
-    await s.open()
-    yield s
-    await s.close()
-
+__all__ = ["store"]  # the fixture
 
 T0 = float(int(time.time()) - 3600)
 

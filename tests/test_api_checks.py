@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import Server, Target, api, free_port, server_store, wait_for
+from helpers import Server, Target, api, free_port, server_store, wait_for
 from tocsin.models import Rollup
 from tocsin.security import hash_token, new_token
 from tocsin.store import Store
@@ -97,6 +97,7 @@ def valid_bodies(target: Target) -> dict[str, dict[str, Any]]:
     }
 
 
+@pytest.mark.both_backends
 async def test_every_check_type_is_created_and_read_back(
     server: Server, target: Target, http: aiohttp.ClientSession
 ) -> None:
@@ -181,6 +182,7 @@ async def test_each_type_refuses_bad_settings_naming_every_bad_field(
     assert (await api(http, server, "GET", "/api/checks/"))[1] == []
 
 
+@pytest.mark.both_backends
 async def test_a_body_with_every_field_of_every_type_at_zero_values_is_accepted(
     server: Server, http: aiohttp.ClientSession, store: Store
 ) -> None:
@@ -264,6 +266,7 @@ async def test_a_body_with_every_field_of_every_type_at_zero_values_is_accepted(
     assert code == 422 and fields(resp) == {"assigned_agent_ids"}
 
 
+@pytest.mark.both_backends
 async def test_put_replaces_patch_changes_only_what_is_sent_and_delete_removes(
     server: Server, target: Target, http: aiohttp.ClientSession
 ) -> None:
@@ -423,6 +426,7 @@ async def _sleep(s: float) -> None:
     await asyncio.sleep(s)
 
 
+@pytest.mark.both_backends
 async def test_filters_and_paging(
     server: Server, target: Target, http: aiohttp.ClientSession
 ) -> None:
@@ -454,6 +458,7 @@ async def test_filters_and_paging(
         assert resp["detail"][0]["loc"][0] == "query"
 
 
+@pytest.mark.both_backends
 async def test_another_organisation_cannot_see_or_change_a_check(
     server: Server, target: Target, http: aiohttp.ClientSession, store: Store
 ) -> None:
@@ -673,6 +678,7 @@ async def test_slo_create_read_replace_delete_with_its_budget(
     assert (await api(http, server, "GET", path))[1]["slo"] is None
 
 
+@pytest.mark.both_backends
 async def test_incidents_and_csv_exports_for_a_date_range(
     server: Server, target: Target, http: aiohttp.ClientSession, store: Store
 ) -> None:

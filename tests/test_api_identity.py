@@ -8,30 +8,12 @@ import stat
 from typing import Any
 
 import aiohttp
+import pytest
 
-from conftest import Server, wait_for
+from helpers import Server, call, new_org, new_user, session, wait_for
 from tocsin.api.auth import LoginThrottle
 
 FORM = "application/x-www-form-urlencoded"
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    server: Server,
-    method: str,
-    path: str,
-    auth: str | None = "admin",
-    **kw: Any,
-) -> tuple[int, Any]:
-    """`auth`: "admin" (the first start's token), None (no credentials) or a bearer token."""
-    headers = dict(kw.pop("headers", {}))
-    if auth == "admin":
-        headers.update(server.headers)
-    elif auth is not None:
-        headers["Authorization"] = f"Bearer {auth}"
-    async with http.request(method, server.base + path, headers=headers, **kw) as resp:
-        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
-        return resp.status, body
 
 
 def admin_password(server: Server) -> str:
@@ -48,30 +30,6 @@ async def login(
     ) as resp:
         await resp.read()
         return resp
-
-
-async def session(http: aiohttp.ClientSession, server: Server, email: str, password: str) -> str:
-    async with http.post(
-        server.base + "/api/auth/token", data={"username": email, "password": password}
-    ) as resp:
-        assert resp.status == 200
-        token: str = (await resp.json())["access_token"]
-    return token
-
-
-async def new_user(http: aiohttp.ClientSession, server: Server, email: str) -> tuple[int, str]:
-    """A user created by the admin; returns (id, session token)."""
-    code, user = await call(
-        http, server, "POST", "/api/users", json={"email": email, "password": "password-" + email}
-    )
-    assert code == 201, user
-    return user["id"], await session(http, server, email, "password-" + email)
-
-
-async def new_org(http: aiohttp.ClientSession, server: Server, name: str, auth: str) -> Any:
-    code, org = await call(http, server, "POST", "/api/organizations/", auth, json={"name": name})
-    assert code == 201, org
-    return org
 
 
 def loc_fields(body: Any) -> list[Any]:
@@ -173,6 +131,7 @@ async def test_login_input_is_validated(server: Server, http: aiohttp.ClientSess
     assert code == 400
 
 
+@pytest.mark.both_backends
 async def test_personal_access_tokens_are_shown_once_and_revoked_at_once(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -397,6 +356,7 @@ async def test_the_only_owner_of_an_organisation_cannot_be_deleted(
 # -- organisations -------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_organisations_are_created_read_renamed_and_deleted_with_confirmation(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -498,6 +458,7 @@ async def join(
     assert code == 200 and joined["role"] == role, joined
 
 
+@pytest.mark.both_backends
 async def test_members_are_added_with_roles_and_each_role_does_only_its_part(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -617,6 +578,7 @@ async def test_members_are_added_with_roles_and_each_role_does_only_its_part(
     assert (await call(http, server, "DELETE", f"{members}/{users['member'][0]}", owner2))[0] == 404
 
 
+@pytest.mark.both_backends
 async def test_one_organisation_cannot_read_change_or_learn_of_anothers(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -676,6 +638,7 @@ async def test_one_organisation_cannot_read_change_or_learn_of_anothers(
 # -- projects ------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_projects_crud_and_the_default_project_stays(
     server: Server, http: aiohttp.ClientSession
 ) -> None:

@@ -15,24 +15,19 @@ import aiohttp
 import jwt
 import pytest
 
-from conftest import Server, api, server_store
+from helpers import Server, api, server_store
 from tocsin.security import password_stamp
 
-BACKENDS = ["sqlite", "postgresql"]
 
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def server(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_args: tuple[str, ...]
 ) -> Iterator[Server]:
     # Many refused requests from one address in a row: not what the rate limits test.
     monkeypatch.setenv("TOCSIN_RATE_LIMIT_PER_TOKEN", "0")
     monkeypatch.setenv("TOCSIN_RATE_LIMIT_PER_ADDRESS", "0")
     s = Server(tmp_path / "data")
-    if request.param == "postgresql":
-        s.start("--database", request.getfixturevalue("pg_url"))
-    else:
-        s.start()
+    s.start(*database_args)
     yield s
     s.kill()
 
@@ -55,6 +50,7 @@ def session(server: Server, **claims: Any) -> str:
     return jwt.encode({"iat": now, "exp": now + 600, **claims}, key, algorithm="HS256")
 
 
+@pytest.mark.both_backends
 async def test_a_session_with_an_odd_subject_is_an_ordinary_401(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -112,6 +108,7 @@ async def test_a_session_with_an_odd_subject_is_an_ordinary_401(
     assert (await api(http, server, "GET", "/api/users/me"))[0] == 200
 
 
+@pytest.mark.both_backends
 async def test_wildcards_in_a_search_match_only_themselves(
     server: Server, http: aiohttp.ClientSession
 ) -> None:

@@ -13,8 +13,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Server, Target, api, free_port, other_org_user, wait_for
-from test_api_live import create_check, is_event, stream_opener
+from helpers import (
+    Server,
+    Target,
+    api,
+    create_check,
+    free_port,
+    is_event,
+    other_org_user,
+    wait_for,
+)
 from tocsin.encryption import SecretBox
 from tocsin.engine import Engine
 from tocsin.events import EventHub
@@ -23,11 +31,6 @@ from tocsin.models import Check, Status, StatusChange
 from tocsin.store.sqlite import SqliteStore
 
 ADMIN_ID = 1
-
-
-@pytest.fixture
-def sse(http: aiohttp.ClientSession) -> Any:
-    return stream_opener(http)
 
 
 async def incidents(
@@ -42,6 +45,7 @@ def kinds(timeline: dict[str, Any]) -> list[str]:
     return [e["kind"] for e in timeline["timeline"]]
 
 
+@pytest.mark.both_backends
 async def test_an_outage_opens_an_incident_acknowledged_annotated_and_resolved_by_recovery(
     server: Server, target: Target, http: aiohttp.ClientSession, sse: Any
 ) -> None:
@@ -151,6 +155,7 @@ async def test_resolving_by_hand_closes_it_until_the_next_outage(
     assert timeline["timeline"][1]["detail"]["automatic"] is False
 
 
+@pytest.mark.both_backends
 async def test_time_filters_and_paging(
     server: Server, http: aiohttp.ClientSession, sse: Any
 ) -> None:
@@ -179,6 +184,7 @@ async def test_time_filters_and_paging(
     assert later["total"] == 0 and later["incidents"] == []
 
 
+@pytest.mark.both_backends
 async def test_other_organisations_and_viewers(
     server: Server, http: aiohttp.ClientSession, sse: Any
 ) -> None:

@@ -6,30 +6,17 @@ an invitation addressed to someone else."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from conftest import Server, server_store
-from test_api_identity import call, new_org, new_user
+from helpers import Server, call, new_org, new_user, server_store
 
-BACKENDS = ["sqlite", "postgresql"]
+pytestmark = pytest.mark.both_backends
+
 DAY = 86_400.0
-
-
-@pytest.fixture(params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "data")
-    if request.param == "postgresql":
-        s.start("--database", request.getfixturevalue("pg_url"))
-    else:
-        s.start()
-    yield s
-    s.kill()
 
 
 def at(iso: str) -> float:

@@ -5,7 +5,6 @@ resumes, heartbeats flow, slow clients are dropped and gone clients cleaned up."
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,17 @@ import aiohttp
 import pytest
 import uvicorn
 
-from conftest import Server, Target, api, free_port, other_org_user, wait_for
+from helpers import (
+    EventStream,
+    Server,
+    Target,
+    api,
+    create_check,
+    free_port,
+    is_event,
+    other_org_user,
+    wait_for,
+)
 from tocsin.api.app import create_app
 from tocsin.encryption import SecretBox
 from tocsin.engine import Engine
@@ -24,106 +33,6 @@ from tocsin.events import EventHub
 from tocsin.server import bootstrap
 from tocsin.services import Services
 from tocsin.store.sqlite import SqliteStore
-
-
-class EventStream:
-    """A Server-Sent Events reader: `next()` gives the next event as a dict (`id`,
-    `event`, `data` parsed from JSON) or a comment as `{"comment": …}`; None at the end
-    of the stream."""
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self.resp = resp
-        self.seen: list[dict[str, Any]] = []
-
-    async def next(self, timeout: float = 20.0) -> dict[str, Any] | None:
-        block: dict[str, Any] = {}
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.resp.content.readline()
-                if not raw:
-                    return None
-                line = raw.decode().rstrip("\n")
-                if line == "":
-                    if block:
-                        self.seen.append(block)
-                        return block
-                    continue
-                if line.startswith(":"):
-                    block["comment"] = line[1:].strip()
-                    continue
-                field, _, value = line.partition(": ")
-                block[field] = json.loads(value) if field == "data" else value
-
-    async def wait(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
-        """The first event (not comment) that satisfies `predicate`, including those
-        read already."""
-        for event in self.seen:
-            if "event" in event and predicate(event):
-                return event
-        return await self.wait_new(predicate, timeout)
-
-    async def wait_new(self, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
-        """The next event (not comment) not read yet that satisfies `predicate`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching event within {timeout} s")
-            event = await self.next(left)
-            if event is None:
-                raise AssertionError("the stream ended")
-            if "event" in event and predicate(event):
-                return event
-
-
-def is_event(kind: str, **data: Any) -> Any:
-    return lambda e: e["event"] == kind and all(e["data"].get(k) == v for k, v in data.items())
-
-
-def stream_opener(http: aiohttp.ClientSession) -> Any:
-    """`async with open_stream(server, "?heartbeat=1", token=…, headers=…) as stream:`"""
-
-    def open_stream(server: Server, query: str = "", *, token: str | None = None, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token or server.token}", **kw.pop("headers", {})}
-        return _stream(http, server.base + "/api/events" + query, headers)
-
-    return open_stream
-
-
-@pytest.fixture
-def sse(http: aiohttp.ClientSession) -> Any:
-    return stream_opener(http)
-
-
-class _stream:
-    def __init__(self, http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
-        self._http, self._url, self._headers = http, url, headers
-        self._resp: aiohttp.ClientResponse | None = None
-
-    async def __aenter__(self) -> EventStream:
-        self._resp = await self._http.get(
-            self._url, headers=self._headers, timeout=aiohttp.ClientTimeout(total=None)
-        )
-        assert self._resp.status == 200, await self._resp.text()
-        assert self._resp.headers["Content-Type"].startswith("text/event-stream")
-        stream = EventStream(self._resp)
-        first = await stream.next(5)
-        assert first == {"comment": "connected"}
-        return stream
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._resp is not None
-        self._resp.close()
-
-
-async def create_check(
-    http: aiohttp.ClientSession, server: Server, url: str, **fields: Any
-) -> dict[str, Any]:
-    body = {"name": "web", "type": "uptime", "url": url, "interval": 1, "timeout": 2, **fields}
-    code, check = await api(http, server, "POST", "/api/checks/", json=body)
-    assert code == 200, check
-    return check  # type: ignore[no-any-return]
-
 
 # -- over a `tocsin serve` process ----------------------------------------------------------
 
@@ -203,6 +112,7 @@ async def test_a_type_filter_passes_only_those_events(
         assert {e["event"] for e in stream.seen if "event" in e} == {"status.change"}
 
 
+@pytest.mark.both_backends
 async def test_another_organisation_sees_none_of_the_events(
     server: Server, target: Target, http: aiohttp.ClientSession, sse: Any
 ) -> None:

@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
-from conftest import Server, Target, api, other_org_user, wait_for
+from helpers import Server, Target, api, other_org_user, wait_for
 
 
 async def uptime_check(http: aiohttp.ClientSession, server: Server, url: str, name: str) -> int:
@@ -35,6 +36,7 @@ def iso_z(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+@pytest.mark.both_backends
 async def test_a_window_is_created_read_listed_changed_and_deleted(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -200,6 +202,7 @@ async def test_bad_windows_are_refused_with_the_field_at_fault(
     assert same == w
 
 
+@pytest.mark.both_backends
 async def test_organisations_cannot_see_or_touch_each_others_windows(
     server: Server, http: aiohttp.ClientSession
 ) -> None:

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import Server
+from helpers import Server
 from tocsin.api import openapi
 from tocsin.api.app import create_app
 from tocsin.api.errors import ValidationFailed

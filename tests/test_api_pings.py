@@ -9,8 +9,9 @@ import io
 from typing import Any
 
 import aiohttp
+import pytest
 
-from conftest import Server, wait_for
+from helpers import Server, wait_for
 from tocsin.encryption import SecretBox
 from tocsin.store.sqlite import SqliteStore
 
@@ -79,6 +80,7 @@ async def becomes(
     await wait_for(reached, timeout=timeout, interval=0.05)
 
 
+@pytest.mark.both_backends
 async def test_pings_drive_a_heartbeat_check_up_late_and_down(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -117,6 +119,7 @@ async def test_pings_drive_a_heartbeat_check_up_late_and_down(
     assert logs[0]["status"] == "UP" and logs[0]["latency_ms"] >= 300
 
 
+@pytest.mark.both_backends
 async def test_ping_answers_are_plain_text_and_need_no_token(
     server: Server, http: aiohttp.ClientSession
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Server
+from helpers import Server
 from tocsin.api.ratelimit import (
     ENV_PER_ADDRESS,
     ENV_PER_TOKEN,

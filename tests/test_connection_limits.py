@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import Server
+from helpers import Server
 from tocsin.api.ratelimit import FAILED_AUTH_BURST
 from tocsin.cli import main
 from tocsin.http_limits import parse_forwarded_allow_ips

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import tocsin
-from conftest import Target
+from helpers import Target
 from tocsin import Check, Engine, ProbeOutcome, ProbeRegistry, Status, StatusChange
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Server, api, server_store, wait_for
+from helpers import Server, api, server_store, wait_for
 from pgcluster import PgCluster
 from tocsin.store import Store
 

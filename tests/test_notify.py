@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Server, Target, api, other_org_user, wait_for
+from helpers import Server, Target, api, create_check, other_org_user, wait_for
 from notify_receivers import (
     OPSGENIE_KEY,
     PD_ROUTING_KEY,
@@ -25,7 +25,6 @@ from notify_receivers import (
     SmtpReceiver,
     settle,
 )
-from test_api_live import create_check
 
 TYPES = ("slack", "discord", "teams", "telegram", "webhook", "pagerduty", "opsgenie", "email")
 

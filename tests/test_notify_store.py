@@ -4,13 +4,11 @@ settling only what is still being sent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from test_store import BACKENDS, make_store, raw_fetch
+from store_helpers import NOW, raw_fetch, store
 from tocsin.engine import Engine
 from tocsin.events import EventHub
 from tocsin.incidents import IncidentManager
@@ -19,15 +17,7 @@ from tocsin.notify.router import Router
 from tocsin.store import ConflictError, NotFoundError
 from tocsin.store.sql import SqlStore
 
-NOW = 1_790_000_000.0
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = make_store(request.param, request, tmp_path)
-    await s.open()
-    yield s
-    await s.close()
+__all__ = ["store"]  # the fixture
 
 
 async def setup(store: SqlStore) -> tuple[int, int, int]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import tocsin
-from conftest import free_port
+from helpers import free_port
 from probe_servers import (
     BIG_TXT,
     DnsServer,

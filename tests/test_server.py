@@ -9,8 +9,9 @@ import stat
 from typing import Any
 
 import aiohttp
+import pytest
 
-from conftest import Server, Target, api, wait_for
+from helpers import Server, Target, api, wait_for
 
 
 async def check_status(
@@ -37,6 +38,7 @@ async def test_initial_credentials_are_private(server: Server) -> None:
     assert server.token.startswith("pat_")
 
 
+@pytest.mark.both_backends
 async def test_a_check_follows_its_target_down_and_up(
     server: Server, target: Target, http: aiohttp.ClientSession
 ) -> None:
@@ -77,6 +79,7 @@ async def test_a_check_follows_its_target_down_and_up(
     assert [r["id"] for r in page1 + page2] == [r["id"] for r in logs[:4]]
 
 
+@pytest.mark.both_backends
 async def test_list_get_delete_and_trailing_slashes(
     server: Server, target: Target, http: aiohttp.ClientSession
 ) -> None:
@@ -103,6 +106,7 @@ async def test_list_get_delete_and_trailing_slashes(
     assert (await api(http, server, "GET", "/api/nowhere"))[0] == 404
 
 
+@pytest.mark.both_backends
 async def test_bad_input_is_refused_with_the_field_and_nothing_is_stored(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
@@ -140,6 +144,7 @@ async def test_bad_input_is_refused_with_the_field_and_nothing_is_stored(
     assert [c["id"] for c in checks] == [resp["id"]]
 
 
+@pytest.mark.both_backends
 async def test_results_survive_a_restart_and_checks_keep_their_phase(
     server: Server, target: Target, http: aiohttp.ClientSession
 ) -> None:

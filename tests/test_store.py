@@ -18,10 +18,6 @@ from tocsin.store import DatabaseTooNewError, UnsupportedDatabaseError, migratio
 from tocsin.store.postgres import PostgresStore
 from tocsin.store.sqlite import SqliteStore
 
-# test_notify_store.py and test_agents_store.py import these from here.
-__all__ = ["BACKENDS", "make_store", "raw_fetch"]
-
-
 # -- migrations --------------------------------------------------------------------------
 
 

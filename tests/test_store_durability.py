@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from conftest import Server, Target, wait_for
+from helpers import Server, Target, wait_for
 from pgcluster import PgCluster
 from tocsin.encryption import SecretBox
 from tocsin.store.postgres import PostgresStore
