@@ -42,6 +42,17 @@ def test_a_good_batch_round_trips_through_msgpack_and_json() -> None:
     assert parse([]).rows == []
 
 
+def test_nul_in_a_rows_text_is_kept_as_u_fffd_not_refused() -> None:
+    """A refused batch would stay in the agent's spool, and PostgreSQL cannot store
+    U+0000: the text is kept with U+FFFD, as every result's is."""
+    batch = parse([good(c5="kind\x00", c6="got \x00 back", c12='{"a": "\\u0000"}')])
+    stored = batch.store_rows(9)[0]
+    assert stored[:3] == (7, 9, "agent:3")
+    assert "kind\ufffd" in stored and "got \ufffd back" in stored
+    assert not any(isinstance(v, str) and "\x00" in v for v in stored)
+    assert batch.verdict_rows()[0][4:] == ("kind\ufffd", "got \ufffd back")
+
+
 @pytest.mark.parametrize(
     ("row", "loc"),
     [

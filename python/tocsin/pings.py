@@ -6,6 +6,7 @@ of the ping rate."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from tocsin.store.base import Ping, Store
 
@@ -28,6 +29,19 @@ class PingRecorder:
         self._queue.append((ping, future))
         self._wake.set()
         return await future
+
+    async def close(self) -> None:
+        """Stop the writer task (pings still queued get the cancellation as their
+        answer, so none is reported stored that was not)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _, future in self._queue:
+            if not future.done():
+                future.cancel()
+        self._queue = []
 
     async def _run(self) -> None:
         while True:

@@ -132,6 +132,7 @@ class Services:
             ("live events", self.live.close),
             ("incidents", self.incidents.close),
             ("agent sweep", self.agents.stop),
+            ("ping writer", self.pings.close),
         ):
             try:
                 await step()

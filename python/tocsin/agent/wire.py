@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 
-from tocsin.models import RESULT_FIELDS, Result, Status
+from tocsin.models import RESULT_FIELDS, RESULT_TEXT_FIELDS, Result, Status, storable_text
 
 AGENT_TOKEN_PREFIX = "agt_"  # noqa: S105  (public prefixes, not secrets)
 REGISTRATION_TOKEN_PREFIX = "reg_"  # noqa: S105
@@ -224,4 +224,17 @@ def parse(
         raise BadBatchError(["results"], f"at most {MAX_ROWS} results per batch")
     if not _well_formed(raw, oldest, newest):
         _explain(raw, oldest, newest)
-    return Batch(seq, source, raw)
+    return Batch(seq, source, _storable(raw))
+
+
+def _storable(raw: list[list[Any]]) -> list[list[Any]]:
+    """The rows with U+0000 in their text as U+FFFD (as every result is stored, see
+    `tocsin.models.storable_text`): a probe's odd reply is kept, not refused (a refused
+    batch would stay in the agent's spool) and cannot fail the store's write."""
+    text_at = [AT[f] for f in RESULT_TEXT_FIELDS]
+    for r in raw:
+        for i in text_at:
+            value = r[i]
+            if value is not None and "\x00" in value:
+                r[i] = storable_text(value)
+    return raw
