@@ -14,7 +14,8 @@ resource and the responders Falcon mapped to each method):
   (keys are responder names without `on_`); the body of a `patch` responder is the model
   with nothing required (only the fields sent change); a PATCH routed to a `put`
   responder takes the PUT body. `body_media_types` lists the accepted media types when
-  it is not only JSON. A model may declare `openapi_body` (a ClassVar dict):
+  it is not only JSON (the JSON one is documented, the others named in the body's
+  description). A model may declare `openapi_body` (a ClassVar dict):
   `variants` = {"tag": field, "models": {value: Model}, "default": value when the tag is
   absent, "under": the field holding the variant's settings (else beside the tag)}
   becomes one `if`/`then` per model (its settings, required ones included), and
@@ -245,6 +246,9 @@ class _Components:
                 schema["allOf"] = [*schema.get("allOf", []), *clauses]
             if partial:
                 _nothing_required(schema)
+            # The component's own name, so generated clients name the class after it
+            # (a model's title would name its Patch variant like the model).
+            schema["title"] = name
             self.schemas[name] = schema
         return {"$ref": _REF.format(model=name)}
 
@@ -377,6 +381,20 @@ def _version() -> str:
         return "0"
 
 
+def operation_id(method: str, path: str) -> str:
+    """`get_api_checks_check_id` for GET /api/checks/{check_id}: what generated clients
+    name their functions after."""
+    return f"{method}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}"
+
+
+def success_response(op: dict[str, Any]) -> dict[str, Any] | None:
+    """An operation's success response with a body (the first 2xx but 204)."""
+    return next(
+        (v for k, v in op["responses"].items() if k[0] == "2" and k != "204"),
+        None,
+    )
+
+
 def _is_patch(responder: str) -> bool:
     return responder == "patch" or responder.startswith("patch_")
 
@@ -396,10 +414,7 @@ def _links(routes: list[Route], paths: dict[str, Any]) -> None:
             m = re.fullmatch(re.escape(path) + r"/\{(\w+)\}", item_path)
             if m is None:
                 continue
-            success = next(
-                (v for k, v in post["responses"].items() if k.startswith("2") and k != "204"),
-                None,
-            )
+            success = success_response(post)
             if success is None:
                 continue
             links = success.setdefault("links", {})
@@ -441,7 +456,7 @@ def build(routes: list[Route], public_prefixes: tuple[str, ...] = ()) -> dict[st
                 body = None if typed[key] is None else comps.response(typed[key])
             status = getattr(route.resource, "response_status", {}).get(key, 200)
             op: dict[str, Any] = {
-                "operationId": f"{method}:{path}",
+                "operationId": operation_id(method, path),
                 "responses": _responses(media, public, body, status),
             }
             doc = (getattr(route.resource, f"on_{key}").__doc__ or "").strip()
@@ -455,10 +470,16 @@ def build(routes: list[Route], public_prefixes: tuple[str, ...] = ()) -> dict[st
             model = bodies.get(key)
             if model is not None:
                 schema = comps.model(model, partial=_is_patch(key))
-                op["requestBody"] = {
-                    "required": True,
-                    "content": {m: {"schema": schema} for m in body_media},
-                }
+                # One media type per body: the JSON one when the route takes several
+                # (generators such as openapi-python-client emit broken code for a body
+                # of two media types); the others are named in the description.
+                main = JSON if JSON in body_media else body_media[0]
+                op["requestBody"] = {"required": True, "content": {main: {"schema": schema}}}
+                others = [m for m in body_media if m != main]
+                if others:
+                    op["requestBody"]["description"] = (
+                        f"Also accepted as {', '.join(others)}, with the same fields."
+                    )
             item[method] = op
     _links(routes, paths)
     return {
