@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import typing
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
@@ -30,25 +31,13 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
+import tocsin._core as _core
 from tocsin import schedules
 from tocsin.api.errors import ValidationFailed
 from tocsin.api.query import caseless
 from tocsin.headers import MAX_HEADERS, MAX_NAME, MAX_VALUE, valid_headers
 from tocsin.heartbeat import MAX_GRACE_S
 
-CHECK_TYPES = (
-    "uptime",
-    "heartbeat",
-    "icmp",
-    "tcp",
-    "udp",
-    "dns",
-    "ftp",
-    "mail",
-    "database",
-    "api_scenario",
-    "oidc",
-)
 CheckType = Literal[
     "uptime",
     "heartbeat",
@@ -62,6 +51,11 @@ CheckType = Literal[
     "api_scenario",
     "oidc",
 ]
+CHECK_TYPES: tuple[str, ...] = typing.get_args(CheckType)
+# The engine's own schedule limits (rust_core/schedule.rs), in the API's seconds.
+MIN_INTERVAL_S = _core.MIN_INTERVAL_MS // 1000
+MAX_INTERVAL_S = _core.MAX_INTERVAL_MS // 1000
+MAX_TIMEOUT_S = _core.MAX_TIMEOUT_MS // 1000
 # Stored encrypted (tocsin.encryption.SECRET_KEYS), answered as MASK.
 SECRET_FIELDS = ("auth_password", "auth_bearer_token", "db_password")
 MASK = "******"
@@ -229,8 +223,8 @@ class CheckCommon(_Part):
     type: CheckType = "uptime"
     description: str = Field(default="", max_length=2000)
     is_active: StrictBool = True
-    interval: int = Field(default=60, ge=1, le=86_400, description="seconds")
-    timeout: int = Field(default=10, ge=1, le=3_600, description="seconds")
+    interval: int = Field(default=60, ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S, description="seconds")
+    timeout: int = Field(default=10, ge=1, le=MAX_TIMEOUT_S, description="seconds")
     grace_period: int = Field(default=60, ge=0, le=MAX_GRACE_S, description="seconds")
     alert_after_failures: int = Field(
         default=1, ge=0, le=64, description="consecutive failures before DOWN; 0 means 1"
