@@ -179,3 +179,30 @@ async def test_a_slow_consumer_loses_the_oldest_events_not_the_engine() -> None:
         assert len(stream._events) == 5
         stream.close()
         assert [e async for e in stream] != []
+
+
+async def test_loading_stored_checks_keeps_out_only_the_ones_refused() -> None:
+    """A chunk holding a check the engine refuses is loaded one by one: the bad ones
+    are kept out with their reasons (field named), every other one is scheduled;
+    `validate` refuses the same without changing anything."""
+    bad_interval = Check(id=1500, type="noop", interval=0.01)
+    bad_port = Check(id=2300, type="tcp", host="127.0.0.1", port=None, interval=60)
+    heartbeat = Check(id=2400, type="heartbeat", options={"schedule": "0 0 30 2 *"})
+    checks = [Check(id=i, type="noop", interval=60) for i in range(1, 2501)]
+    for bad in (bad_interval, bad_port, heartbeat):
+        checks[bad.id - 1] = bad
+    async with Engine() as engine:
+        for bad in (bad_interval, bad_port, heartbeat):
+            with pytest.raises(ValueError):
+                engine.validate([bad])
+        assert engine.get(1) is None
+        refused = engine.load(checks)
+        assert sorted(refused) == [1500, 2300, 2400]
+        assert refused[1500].startswith("interval")
+        assert refused[2400].startswith("schedule: ")
+        assert engine.refusal(2300) == refused[2300]
+        assert engine.get(1499) is not None and engine.get(2500) is not None
+        assert engine.get(1500) is None
+        # A valid change schedules it and clears the refusal.
+        engine.upsert([Check(id=1500, type="noop", interval=60)])
+        assert engine.refusal(1500) is None and engine.get(1500) is not None

@@ -54,6 +54,9 @@ _TransitionTuple = tuple[int, int, int, int, str | None, list[tuple[int, int]], 
 CENTRAL = 0
 # Heartbeat runs started (`/start` pings) and not finished yet, kept at most.
 MAX_OPEN_RUNS = 100_000
+# Stored checks are loaded this many per native call (one by one only in a chunk that
+# holds a check the engine refuses).
+LOAD_CHUNK = 1_000
 _SIGNALS = ("start", "log", "success", "fail")
 # The run id of results `ingest_verdicts` folds in (never handed out by `run_many`): the
 # core folds them without queueing them back (rust_core/engine.rs STORED_RUN).
@@ -347,11 +350,17 @@ class Engine:
         with its reason instead of stopping the rest. Returns {check id: reason} of the
         ones refused; `refusal(id)` answers the same until the check is changed."""
         refused: dict[int, str] = {}
-        for check in checks:
-            try:
-                self.upsert([check])
-            except Exception as exc:  # one bad row must never stop the others
-                refused[check.id] = self.refuse(check.id, exc)
+        checks = list(checks)
+        for start in range(0, len(checks), LOAD_CHUNK):
+            chunk = checks[start : start + LOAD_CHUNK]
+            with contextlib.suppress(Exception):
+                self.upsert(chunk)  # all or nothing: one native call per chunk
+                continue
+            for check in chunk:  # a chunk with a bad check: one by one
+                try:
+                    self.upsert([check])
+                except Exception as exc:  # one bad row must never stop the others
+                    refused[check.id] = self.refuse(check.id, exc)
         return refused
 
     def refuse(self, check_id: int, exc: BaseException) -> str:
