@@ -193,7 +193,7 @@ async def test_loading_stored_checks_keeps_out_only_the_ones_refused() -> None:
         checks[bad.id - 1] = bad
     async with Engine() as engine:
         for bad in (bad_interval, bad_port, heartbeat):
-            with pytest.raises(ValueError):
+            with pytest.raises(tocsin.InvalidCheckError):
                 engine.validate([bad])
         assert engine.get(1) is None
         refused = engine.load(checks)
