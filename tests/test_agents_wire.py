@@ -73,6 +73,7 @@ def test_nul_in_a_rows_text_is_kept_as_u_fffd_not_refused() -> None:
         (good(c5=5), ["results", 1, 5]),
         (good(c6="x" * 2001), ["results", 1, 6]),
         (good(c7=-3), ["results", 1, 7]),
+        (good(c7=2**31), ["results", 1, 7]),
         (good(c7=False), ["results", 1, 7]),
         (good(c8=-0.5), ["results", 1, 8]),
         (good(c11="fast"), ["results", 1, 11]),

@@ -265,7 +265,7 @@ async def test_bad_input(server: Server, http: aiohttp.ClientSession, sse: Any) 
     ]:
         assert (await api(http, server, "GET", path))[0] == 404, path
     code, body = await api(http, server, "GET", f"/api/organizations/1/incidents/page/{iid}/notes")
-    assert code == 422 and body["detail"][0]["loc"] == ["path", "type"]
+    assert code == 422 and body["detail"][0]["loc"] == ["path", "kind"]
 
     notes = f"/api/organizations/1/incidents/check/{iid}/notes"
     code, body = await api(http, server, "POST", notes, data=b'{"body": ')

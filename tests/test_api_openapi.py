@@ -64,6 +64,10 @@ LAST = {
     ("PATCH", "/api/organizations/{org_id}/members/{user_id}"),
     ("DELETE", "/api/organizations/{org_id}/members/{user_id}"),
 }
+# Creations that succeed once per value (an email has one account): the state machine
+# replays its steps while it searches, and a step that answered 201 and then 409 makes
+# hypothesis's generation inconsistent (FlakyStrategyDefinition). Fuzzed on their own.
+UNIQUE = {("POST", "/api/users")}
 _SETTINGS = {
     "derandomize": True,
     "database": None,
@@ -185,7 +189,9 @@ def test_document_covers_every_route(quiet_server: Server, tmp_path: Path) -> No
     assert {json.dumps(link["parameters"]) for link in links.values()} == {
         '{"check_id": "$response.body#/id"}'
     }
-    projects = openapi.success_response(doc["paths"]["/api/organizations/{org_id}/projects"]["post"])
+    projects = openapi.success_response(
+        doc["paths"]["/api/organizations/{org_id}/projects"]["post"]
+    )
     assert projects is not None
     assert projects["links"]["get-project_id"]["parameters"] == {
         "org_id": "$request.path.org_id",
@@ -385,7 +391,7 @@ def test_stateful_links_find_no_server_error(quiet_server: Server) -> None:
     error and only answers the document describes, on resources that exist."""
     doc = requests.get(quiet_server.base + "/api/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(doc).exclude(
-        func=lambda ctx: (ctx.operation.method.upper(), ctx.operation.path) in SKIP | LAST
+        func=lambda ctx: (ctx.operation.method.upper(), ctx.operation.path) in SKIP | LAST | UNIQUE
     )
     server = quiet_server
     followed: dict[str, int] = {}
@@ -488,11 +494,18 @@ def boolean_fields(doc: dict[str, Any], schema: dict[str, Any]) -> Iterator[tupl
     for name, prop in schema.get("properties", {}).items():
         if _boolean(prop):
             yield name, {}
-    for clause in schema.get("allOf", []):
-        condition = clause.get("if", {}).get("properties", {})
-        given = {k: next(v for v in c["enum"] if v is not None) for k, c in condition.items()}
-        for name, context in boolean_fields(doc, clause["then"]):
-            yield name, {**given, **context}
+    for top in schema.get("allOf", []):
+        clause = top
+        while isinstance(clause, dict) and "then" in clause:  # an if/then(/else…) chain
+            condition = clause.get("if", {}).get("properties", {})
+            given = {
+                k: next(v for v in c["enum"] if v is not None)
+                for k, c in condition.items()
+                if "enum" in c
+            }
+            for name, context in boolean_fields(doc, clause["then"]):
+                yield name, {**given, **context}
+            clause = clause.get("else")
 
 
 def test_booleans_in_bodies_are_json_booleans(quiet_server: Server) -> None:

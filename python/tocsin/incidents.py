@@ -12,7 +12,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
+
+from typing_extensions import TypedDict
 
 from tocsin.engine import Engine
 from tocsin.events import EventHub
@@ -25,10 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tocsin.incidents")
 
-OPEN = "OPEN"
-ACKNOWLEDGED = "ACKNOWLEDGED"
-RESOLVED = "RESOLVED"
-INCIDENT_STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED)
+IncidentStatus = Literal["OPEN", "ACKNOWLEDGED", "RESOLVED"]
+OPEN: Final = "OPEN"
+ACKNOWLEDGED: Final = "ACKNOWLEDGED"
+RESOLVED: Final = "RESOLVED"
+INCIDENT_STATUSES: tuple[IncidentStatus, ...] = (OPEN, ACKNOWLEDGED, RESOLVED)
 
 CRITICAL = "critical"
 WARNING = "warning"
@@ -44,7 +47,30 @@ MAX_PENDING = 100_000
 BATCH = 500
 
 
-def incident_json(row: Row) -> dict[str, Any]:
+# `iso` of a time that is never null.
+
+
+class IncidentJson(TypedDict):
+    id: int
+    organization_id: int
+    # null for an incident that is not a check's (kind `inbound`)
+    check_id: int | None
+    kind: str
+    status: IncidentStatus
+    severity: str
+    title: str
+    cause: str | None
+    # each source's status when the incident opened (`central`, `agent:5`, `geo:eu`…)
+    sources: dict[str, Status]
+    started_at: str
+    acknowledged_at: str | None
+    acknowledged_by: int | None
+    resolved_at: str | None
+    resolved_by: int | None
+    duration_s: float | None
+
+
+def incident_json(row: Row) -> IncidentJson:
     started = row["started_at"]
     ended = row["resolved_at"]
     return {
@@ -66,7 +92,15 @@ def incident_json(row: Row) -> dict[str, Any]:
     }
 
 
-def note_json(row: Row) -> dict[str, Any]:
+class NoteJson(TypedDict):
+    id: int
+    incident_id: int
+    author_id: int | None
+    body: str
+    created_at: str
+
+
+def note_json(row: Row) -> NoteJson:
     return {
         "id": row["id"],
         "incident_id": row["incident_id"],
@@ -76,7 +110,17 @@ def note_json(row: Row) -> dict[str, Any]:
     }
 
 
-def timeline_json(row: Row) -> dict[str, Any]:
+class TimelineEventJson(TypedDict):
+    id: int
+    # opened, severity_changed, acknowledged, note, resolved
+    kind: str
+    at: str
+    # null for what the server did by itself
+    actor_id: int | None
+    detail: dict[str, Any]
+
+
+def timeline_json(row: Row) -> TimelineEventJson:
     return {
         "id": row["id"],
         "kind": row["kind"],
@@ -552,7 +596,9 @@ class IncidentManager:
         )
 
     def _publish(self, type_: str, row: Row) -> None:
-        self._events.publish(row["organization_id"], type_, incident_json(row))
+        self._events.publish(
+            row["organization_id"], type_, cast("dict[str, Any]", incident_json(row))
+        )
 
     # -- what users do ------------------------------------------------------------------
 

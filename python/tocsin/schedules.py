@@ -37,14 +37,25 @@ def invalid(field: str, message: str) -> _core.InvalidCheckError:
 
 
 def time_zone(name: str | None, field: str = "timezone") -> zoneinfo.ZoneInfo:
-    """An IANA time zone by name; an empty or unknown name is refused."""
+    """An IANA time zone by name, one of `time_zone_names()`; an empty or unknown name
+    is refused."""
     if not name or not name.strip():
         raise invalid(field, "must be an IANA time zone name such as UTC or Europe/Paris")
     return _zone(name, field)
 
 
+@functools.cache
+def time_zone_names() -> frozenset[str]:
+    """The names this server's time zone database has (what the API's document lists).
+    `ZoneInfo` also opens files that are not such names (`posix/…`, `right/…`,
+    `posixrules`): they are refused."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 @functools.lru_cache(maxsize=1024)
 def _zone(name: str, field: str) -> zoneinfo.ZoneInfo:
+    if name not in time_zone_names():
+        raise invalid(field, f"unknown time zone {name!r}")
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from typing import overload
 
 
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: float | None) -> str | None: ...
 def iso(ts: float | None) -> str | None:
+    """`None` stays `None` (so a time never set answers null)."""
     if ts is None:
         return None
     return _iso(ts)

@@ -58,6 +58,8 @@ _ROW_TO_VERDICT = operator.itemgetter(
 )
 _STATUSES = {s.value: s for s in (Status.UP, Status.DOWN, Status.DEGRADED)}
 MAX_ROWS = 50_000
+# A status code is stored in a 32-bit column.
+MAX_STATUS_CODE = 2**31 - 1
 
 
 class BadBatchError(ValueError):
@@ -109,7 +111,7 @@ def decode(body: bytes, content_type: str | None) -> dict[str, Any]:
 _INT, _FLOAT, _STR, _NONE = int, float, str, type(None)
 _NUM = (_INT, _FLOAT)
 _OPT_NUM = (_INT, _FLOAT, _NONE)
-_MAX_NUM = 1e15
+MAX_NUM = 1e15
 
 
 @dataclass(slots=True)
@@ -153,13 +155,14 @@ def _well_formed(raw: list[Any], oldest: float, newest: float) -> bool:
             return False
         values = [x for x in col if x is not None] if optional else col
         # NaN compares false with itself; inf is above every limit.
-        if values and (min(values) < 0 or max(values) > _MAX_NUM or any(x != x for x in values)):
+        if values and (min(values) < 0 or max(values) > MAX_NUM or any(x != x for x in values)):
             return False
     if min(started) < oldest or max(started) > newest:
         return False
     if not all(type(x) in (_INT, _NONE) for x in codes):
         return False
-    if min((c for c in codes if c is not None), default=0) < 0:
+    present = [c for c in codes if c is not None]
+    if present and (min(present) < 0 or max(present) > MAX_STATUS_CODE):
         return False
     for col, limit in ((kinds, 100), (msgs, 2_000), (cols[12], 20_000)):
         if not all(x is None or (type(x) is _STR and len(x) <= limit) for x in col):
@@ -173,7 +176,7 @@ def _num(v: Any, loc: list[str | int], *, optional: bool = False) -> None:
     if (
         isinstance(v, bool)
         or not isinstance(v, int | float)
-        or not (0 <= v <= _MAX_NUM)  # False for NaN
+        or not (0 <= v <= MAX_NUM)  # False for NaN
     ):
         raise BadBatchError(loc, "must be a non-negative number")
 
@@ -201,7 +204,9 @@ def _explain(raw: list[Any], oldest: float, newest: float) -> None:
         _num(due, [*loc, 4], optional=True)
         _str(kind, [*loc, 5], 100)
         _str(msg, [*loc, 6], 2_000)
-        if type(code) not in (int, type(None)) or (code is not None and code < 0):
+        if type(code) not in (int, type(None)) or (
+            code is not None and not 0 <= code <= MAX_STATUS_CODE
+        ):
             raise BadBatchError([*loc, 7], "must be a status code")
         for j, x in enumerate(phases):
             _num(x, [*loc, 8 + j], optional=True)

@@ -7,22 +7,25 @@ an agent credential, so neither reaches the other's routes."""
 from __future__ import annotations
 
 import hashlib
-import math
 import time
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import falcon
 import falcon.asgi
+from pydantic import BaseModel, Field
+from pydantic.config import JsonDict
+from typing_extensions import TypedDict
 
 from tocsin.agent import wire
 from tocsin.agent.fleet import AgentFleet, source_of
 from tocsin.agent.wire import AT
-from tocsin.api.agents import _opt_str, agent_json
+from tocsin.api.agents import LOCATION_CHARS, AgentBody, AgentJson, agent_json
 from tocsin.api.body import read_bytes, read_json_object
 from tocsin.api.common import iso
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed, field_error
 from tocsin.api.limits import InputError, MalformedJson, check_tree
+from tocsin.api.schemas import MAX_ID, parse
 from tocsin.checks import engine_check
 from tocsin.security import hash_token, new_token
 from tocsin.store.base import Row
@@ -35,6 +38,138 @@ MAX_SEQ_GAP = 1_000_000
 MAX_RESULT_AGE = 14 * 86_400.0
 MAX_CLOCK_AHEAD = 3_600.0
 _CHALLENGE = ['Bearer realm="tocsin-agent"']
+
+
+# -- what agents send -------------------------------------------------------------------
+
+
+class RegisterBody(AgentBody):
+    token: str = Field(
+        description="the one-time registration token (`reg_…`); a missing or wrong one is a 401",
+        json_schema_extra={"pattern": f"^{wire.REGISTRATION_TOKEN_PREFIX}"},
+    )
+    name: str | None = Field(default=None, max_length=200, description='none: "agent"')
+    location: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the geo location it reports from, unless its token names one; none: a"
+        f" private agent. Letters, digits and {LOCATION_CHARS!r}",
+    )
+    version: str | None = Field(default=None, max_length=64)
+
+
+class HeartbeatBody(AgentBody):
+    version: str | None = Field(default=None, max_length=64, description="none: unchanged")
+    load: float | None = Field(default=None, allow_inf_nan=False, description="load average")
+    # At most a PostgreSQL INTEGER (the column).
+    queue_depth: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="batches waiting to be sent"
+    )
+
+
+# NOTE: the limits `wire._well_formed` checks, written again for the document.
+_NUMBER: JsonDict = {"type": "number", "minimum": 0, "maximum": wire.MAX_NUM}
+
+
+def _or_null(schema: JsonDict) -> JsonDict:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _text(limit: int) -> JsonDict:
+    return _or_null({"type": "string", "maxLength": limit})
+
+
+# Each wire field's schema (what `wire.parse` accepts), in the order of `wire.ROW_FIELDS`.
+_ROW_FIELD_SCHEMAS: dict[str, JsonDict] = {
+    "check_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    "status": {"enum": ["UP", "DOWN", "DEGRADED"]},
+    "started_at": {
+        **_NUMBER,
+        "description": f"Unix seconds; at most {MAX_RESULT_AGE / 86_400:g} days old and"
+        f" {MAX_CLOCK_AHEAD:g} seconds ahead of the server's clock",
+    },
+    "latency_ms": _NUMBER,
+    "due_at": _or_null(_NUMBER),
+    "error_kind": _text(100),
+    "message": _text(2_000),
+    "status_code": _or_null({"type": "integer", "minimum": 0, "maximum": wire.MAX_STATUS_CODE}),
+    "dns_ms": _or_null(_NUMBER),
+    "connect_ms": _or_null(_NUMBER),
+    "tls_ms": _or_null(_NUMBER),
+    "first_byte_ms": _or_null(_NUMBER),
+    "details_json": _text(20_000),
+}
+if list(_ROW_FIELD_SCHEMAS) != list(wire.ROW_FIELDS):
+    raise ImportError("_ROW_FIELD_SCHEMAS must describe wire.ROW_FIELDS, in their order")
+_ROW_SCHEMA: JsonDict = {
+    "type": "array",
+    "description": "a result: " + ", ".join(wire.ROW_FIELDS),
+    "prefixItems": list(_ROW_FIELD_SCHEMAS.values()),
+    "minItems": len(wire.ROW_FIELDS),
+    "maxItems": len(wire.ROW_FIELDS),
+}
+
+
+class ResultBatch(BaseModel):
+    """A batch of results (`wire.parse` reads it; this model documents it): msgpack, or
+    JSON, signed in the `X-Tocsin-Signature` header (HMAC-SHA256 keyed by the SHA-256
+    of the agent's credential: `sha256=<hex>`)."""
+
+    seq: int = Field(
+        ge=1,
+        le=MAX_ID,
+        description="the batch's sequence number: a batch at or below the last one stored"
+        " is a duplicate (acknowledged, not stored again)",
+    )
+    results: list[list[Any]] = Field(
+        max_length=wire.MAX_ROWS, json_schema_extra={"items": _ROW_SCHEMA}
+    )
+
+
+# -- what they are answered -------------------------------------------------------------
+
+
+class RegisteredAgentJson(AgentJson):
+    """The new agent and its credential, the only time the credential is shown."""
+
+    agent_id: int
+    credential: str
+    heartbeat_interval: float
+
+
+class HeartbeatAckJson(TypedDict):
+    status: Literal["online"]
+    heartbeat_interval: float
+    last_batch_seq: int
+    server_time: float
+
+
+class CheckSpecJson(TypedDict):
+    """What an agent needs to run a check (its engine's `Check`)."""
+
+    id: int
+    type: str
+    name: str
+    interval: float
+    timeout: float
+    url: str | None
+    host: str | None
+    port: int | None
+    options: dict[str, Any]
+
+
+class AssignmentsJson(TypedDict):
+    """The agent's checks; `version` is the ETag (304 to a matching `If-None-Match`)."""
+
+    version: str
+    source: str
+    checks: list[CheckSpecJson]
+
+
+class BatchAckJson(TypedDict):
+    seq: int
+    accepted: int
+    duplicate: bool
 
 
 async def authenticate(fleet: AgentFleet, req: falcon.asgi.Request) -> Row:
@@ -51,7 +186,7 @@ async def authenticate(fleet: AgentFleet, req: falcon.asgi.Request) -> Row:
     return agent
 
 
-def check_spec(row: Row) -> dict[str, Any]:
+def check_spec(row: Row) -> CheckSpecJson:
     """What an agent needs to run a check (its engine's `Check`)."""
     c = engine_check(row)
     return {
@@ -72,6 +207,9 @@ def check_spec(row: Row) -> dict[str, Any]:
 
 class RegisterResource:
     auth_public = True
+    body_models: ClassVar = {"post": RegisterBody}
+    response_models: ClassVar = {"post": RegisteredAgentJson}
+    response_status: ClassVar = {"post": 201}
 
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
@@ -84,16 +222,14 @@ class RegisterResource:
             raise falcon.HTTPUnauthorized(
                 description="a registration token (reg_…) is required", challenges=_CHALLENGE
             )
-        name = _opt_str(body, "name", 200) or "agent"
-        location = _opt_str(body, "location", 64, "-_.")
-        version = _opt_str(body, "version", 64)
+        form: RegisterBody = parse(RegisterBody, body)
         credential = new_token(wire.AGENT_TOKEN_PREFIX)
         agent = await self._a.store.register_agent(
             hash_token(token),
             {
-                "name": name,
-                "location": location,
-                "version": version,
+                "name": form.name or "agent",
+                "location": form.location,
+                "version": form.version,
                 "credential_hash": hash_token(credential),
             },
             time.time(),
@@ -105,33 +241,26 @@ class RegisterResource:
             )
         self._a.publish_status(agent, "online")
         resp.status = falcon.HTTP_201
-        resp.media = {
+        answer: RegisteredAgentJson = {
             **agent_json(agent),
             "agent_id": agent["id"],
             "credential": credential,
             "heartbeat_interval": self._a.interval,
         }
+        resp.media = answer
 
 
 class HeartbeatResource:
     auth_public = True
+    body_models: ClassVar = {"post": HeartbeatBody}
+    response_models: ClassVar = {"post": HeartbeatAckJson}
 
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         agent = await authenticate(self._a, req)
-        body = await read_json_object(req)
-        version = _opt_str(body, "version", 64)
-        load, depth = body.get("load"), body.get("queue_depth")
-        if load is not None and (
-            isinstance(load, bool) or not isinstance(load, int | float) or not math.isfinite(load)
-        ):
-            raise field_error("load", "must be a number")
-        if depth is not None and (
-            isinstance(depth, bool) or not isinstance(depth, int) or depth < 0
-        ):
-            raise field_error("queue_depth", "must be a non-negative integer")
+        body: HeartbeatBody = parse(HeartbeatBody, await read_json_object(req))
         now = time.time()
         row = await self._a.store.update(
             "agents",
@@ -140,23 +269,25 @@ class HeartbeatResource:
             {
                 "status": "online",
                 "last_heartbeat_at": now,
-                "version": version or agent["version"],
-                "load": load,
-                "queue_depth": depth,
+                "version": body.version or agent["version"],
+                "load": body.load,
+                "queue_depth": body.queue_depth,
             },
         )
         if row is not None and agent["status"] != "online":
             self._a.publish_status(row, "online")
-        resp.media = {
+        ack: HeartbeatAckJson = {
             "status": "online",
             "heartbeat_interval": self._a.interval,
             "last_batch_seq": agent["last_batch_seq"],
             "server_time": now,
         }
+        resp.media = ack
 
 
 class AssignedChecksResource:
     auth_public = True
+    response_models: ClassVar = {"get": AssignmentsJson}
 
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
@@ -174,15 +305,19 @@ class AssignedChecksResource:
             resp.status = falcon.HTTP_304
             return
         rows = await self._a.store.agent_checks(org_id, agent["id"], agent["kind"] == "geo")
-        resp.media = {
+        assignments: AssignmentsJson = {
             "version": etag.strip('"'),
             "source": source_of(agent),
             "checks": [check_spec(r) for r in rows],
         }
+        resp.media = assignments
 
 
 class ResultsResource:
     auth_public = True
+    body_models: ClassVar = {"post": ResultBatch}
+    body_media_types = (wire.MSGPACK, "application/json")
+    response_models: ClassVar = {"post": BatchAckJson}
 
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
@@ -231,11 +366,12 @@ class ResultsResource:
         )
         if stored:
             self._fold(org_id, batch)
-        resp.media = {
+        ack: BatchAckJson = {
             "seq": batch.seq,
             "accepted": len(batch.rows) if stored else 0,
             "duplicate": not stored,
         }
+        resp.media = ack
 
     def _fold(self, org_id: int, batch: wire.Batch) -> None:
         engine = self._a.engine

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
 import falcon
 import falcon.asgi
+from pydantic import ConfigDict, Field, field_validator
+from typing_extensions import TypedDict
 
 from tocsin.agent import wire
 from tocsin.agent.fleet import AgentFleet, source_of
@@ -21,14 +23,69 @@ from tocsin.api.body import read_json_object
 from tocsin.api.checks import NOT_FOUND
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
-from tocsin.api.errors import field_error, query_error
+from tocsin.api.errors import query_error
 from tocsin.api.paths import ID, ORG
+from tocsin.api.schemas import _Part, parse
 from tocsin.models import Status
 from tocsin.security import hash_token, new_token
 from tocsin.store.base import Principal, Row
 
+# Besides letters and digits (any script: str.isalnum), what a location may hold.
+LOCATION_CHARS = "-_."
+MAX_BUCKETS = 10_000
 
-def agent_json(row: Row, assigned: int | None = None) -> dict[str, Any]:
+
+class AgentBody(_Part):
+    """What agents and their administrators send: unknown fields ignored, numbers as
+    JSON numbers, text as sent (not stripped); `""` or null is no value."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    @field_validator("name", "location", "version", check_fields=False)
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+    @field_validator("location", check_fields=False)
+    @classmethod
+    def _location(cls, v: str | None) -> str | None:
+        if v is not None and not all(ch.isalnum() or ch in LOCATION_CHARS for ch in v):
+            raise ValueError(f"may contain letters, digits and {LOCATION_CHARS!r} only")
+        return v
+
+
+class AgentTokenCreate(AgentBody):
+    name: str | None = Field(default=None, max_length=200)
+    location: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the geo location the agent will report from (a geo agent); none: a"
+        f" private agent. Letters, digits and {LOCATION_CHARS!r}",
+    )
+    expires_in: float = Field(
+        default=24 * 3600, ge=60, le=366 * 86400, description="seconds until it expires"
+    )
+
+
+class AgentJson(TypedDict):
+    id: int
+    organization_id: int
+    name: str
+    kind: Literal["private", "geo"]
+    location: str | None
+    source: str
+    status: Literal["online", "offline", "revoked"]
+    version: str | None
+    load: float | None
+    queue_depth: int | None
+    last_heartbeat_at: str | None
+    last_batch_seq: int
+    checks_assigned: int | None
+    revoked_at: str | None
+    created_at: str
+
+
+def agent_json(row: Row, assigned: int | None = None) -> AgentJson:
     return {
         "id": row["id"],
         "organization_id": row["organization_id"],
@@ -51,7 +108,27 @@ def agent_json(row: Row, assigned: int | None = None) -> dict[str, Any]:
 # -- user routes ----------------------------------------------------------------------
 
 
-def _token_json(row: Row) -> dict[str, Any]:
+class RegistrationTokenJson(TypedDict):
+    """A registration token without its secret (`prefix`: its first characters)."""
+
+    id: int
+    organization_id: int
+    name: str
+    prefix: str
+    location: str | None
+    expires_at: str | None
+    used_at: str | None
+    agent_id: int | None
+    created_at: str
+
+
+class NewRegistrationTokenJson(RegistrationTokenJson):
+    """A new token, the only time the token itself is shown."""
+
+    token: str
+
+
+def _token_json(row: Row) -> RegistrationTokenJson:
     return {
         "id": row["id"],
         "organization_id": row["organization_id"],
@@ -65,18 +142,14 @@ def _token_json(row: Row) -> dict[str, Any]:
     }
 
 
-def _opt_str(body: dict[str, Any], field: str, limit: int, pattern: str = "") -> str | None:
-    value = body.get(field)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise field_error(field, f"must be a string of at most {limit} characters")
-    if pattern and not all(ch.isalnum() or ch in pattern for ch in value):
-        raise field_error(field, f"may contain letters, digits and {pattern!r} only")
-    return value
-
-
 class AgentTokensResource:
+    body_models: ClassVar = {"post": AgentTokenCreate}
+    response_models: ClassVar = {
+        "get": list[RegistrationTokenJson],
+        "post": NewRegistrationTokenJson,
+    }
+    response_status: ClassVar = {"post": 201}
+
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
 
@@ -94,33 +167,27 @@ class AgentTokensResource:
     ) -> None:
         """A one-time registration token, shown only in this answer."""
         require_role(principal(req), org_id, "ADMIN")
-        body = await read_json_object(req)
-        name = _opt_str(body, "name", 200) or ""
-        location = _opt_str(body, "location", 64, "-_.")
-        ttl = body.get("expires_in", 24 * 3600)
-        if (
-            isinstance(ttl, bool)
-            or not isinstance(ttl, int | float)
-            or not 60 <= ttl <= 366 * 86400
-        ):
-            raise field_error("expires_in", "must be 60 seconds to a year")
+        body: AgentTokenCreate = parse(AgentTokenCreate, await read_json_object(req))
         token = new_token(wire.REGISTRATION_TOKEN_PREFIX)
         row = await self._a.store.insert(
             "agent_registration_tokens",
             org_id,
             {
-                "name": name,
+                "name": body.name or "",
                 "token_hash": hash_token(token),
                 "prefix": token[:8],
-                "location": location,
-                "expires_at": time.time() + ttl,
+                "location": body.location,
+                "expires_at": time.time() + body.expires_in,
             },
         )
         resp.status = falcon.HTTP_201
-        resp.media = {**_token_json(row), "token": token}
+        answer: NewRegistrationTokenJson = {**_token_json(row), "token": token}
+        resp.media = answer
 
 
 class AgentTokenResource:
+    response_models: ClassVar = {"delete": None}
+
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
 
@@ -154,6 +221,7 @@ AGENTS_LIMIT = query.limit(100, 500)
 
 class AgentListResource:
     query_params: ClassVar = {"get": (AGENTS_LIMIT, query.OFFSET, AGENTS_ORG)}
+    response_models: ClassVar = {"get": list[AgentJson]}
 
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
@@ -171,6 +239,8 @@ class AgentListResource:
 
 
 class AgentResource:
+    response_models: ClassVar = {"get": AgentJson, "delete": None}
+
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
 
@@ -210,7 +280,21 @@ class AgentResource:
         resp.status = falcon.HTTP_204
 
 
+class GeoLocationJson(TypedDict):
+    """A geo location where the caller's organisations have agents."""
+
+    id: str
+    code: str
+    name: str
+    region: str
+    source: str
+    agents_online: int
+    is_active: bool
+
+
 class GeoLocationsResource:
+    response_models: ClassVar = {"get": list[GeoLocationJson]}
+
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
 
@@ -225,7 +309,7 @@ class GeoLocationsResource:
             if a["location"] and not a["revoked_at"]:
                 seen.add(a["location"])
                 online[a["location"]] += a["status"] == "online"
-        out = []
+        out: list[GeoLocationJson] = []
         for loc in await self._a.store.list_geo_locations():
             if loc["code"] not in seen:
                 continue  # another organisation's location
@@ -251,15 +335,40 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 WINDOW = query.Int("window", 86_400, 60, 90 * 86_400, "seconds back from now")
-BUCKET = query.OptInt("bucket", 1, 86_400, "seconds per bucket (default: window / 100, ≥ 60)")
+BUCKET = query.OptInt(
+    "bucket",
+    1,
+    86_400,
+    f"seconds per bucket (default: window / 100, ≥ 60); a window has at most {MAX_BUCKETS:,}"
+    " buckets",
+)
 
 
 def _window(req: falcon.asgi.Request) -> int:
     return WINDOW.get(req)
 
 
+class SourceSummaryJson(TypedDict):
+    status: str
+    runs: int
+    uptime_pct: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    last_checked_at: str | None
+
+
+class GeoSummaryJson(TypedDict):
+    """Per source of the check's results (`agent:<id>`, `geo:<location>`)."""
+
+    check_id: int
+    window_seconds: int
+    sources: dict[str, SourceSummaryJson]
+
+
 class GeoSummaryResource:
     query_params: ClassVar = {"get": (WINDOW,)}
+    response_models: ClassVar = {"get": GeoSummaryJson}
 
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
@@ -279,7 +388,7 @@ class GeoSummaryResource:
             by_source[r["source"]].append(r)
         engine = self._a.engine
         current = engine.sources(check_id) if engine.get(check_id) is not None else {}
-        sources = {}
+        sources: dict[str, SourceSummaryJson] = {}
         for source in sorted(set(by_source) | {s for s in current if s != "central"}):
             runs = by_source.get(source, [])
             up = sum(r["status"] != Status.DOWN.value for r in runs)
@@ -293,11 +402,37 @@ class GeoSummaryResource:
                 "latency_p99_ms": _pct(latencies, 0.99),
                 "last_checked_at": iso(runs[-1]["started_at"]) if runs else None,
             }
-        resp.media = {"check_id": check_id, "window_seconds": window, "sources": sources}
+        summary: GeoSummaryJson = {
+            "check_id": check_id,
+            "window_seconds": window,
+            "sources": sources,
+        }
+        resp.media = summary
+
+
+class GeoPointJson(TypedDict):
+    """A bucket: `t` its start; `status` the worst seen in it."""
+
+    t: str
+    runs: int
+    uptime_pct: float
+    latency_avg_ms: float | None
+    latency_p95_ms: float | None
+    status: str
+
+
+class GeoTimeseriesJson(TypedDict):
+    """Per source of the check's results, its buckets with results, oldest first."""
+
+    check_id: int
+    window_seconds: int
+    bucket_seconds: int
+    sources: dict[str, list[GeoPointJson]]
 
 
 class GeoTimeseriesResource:
     query_params: ClassVar = {"get": (WINDOW, BUCKET)}
+    response_models: ClassVar = {"get": GeoTimeseriesJson}
 
     def __init__(self, agents: AgentFleet) -> None:
         self._a = agents
@@ -310,8 +445,8 @@ class GeoTimeseriesResource:
         p = principal(req)
         window = _window(req)
         bucket = BUCKET.get(req) or max(60, window // 100)
-        if window // bucket > 10_000:
-            raise query_error("bucket", "at most 10000 buckets in the window")
+        if window // bucket > MAX_BUCKETS:
+            raise query_error("bucket", f"at most {MAX_BUCKETS} buckets in the window")
         if await self._a.store.get_check(p.org_ids, check_id) is None:
             raise falcon.HTTPNotFound(description=NOT_FOUND)
         rows = await self._a.store.source_results(p.org_ids, check_id, time.time() - window)
@@ -320,9 +455,9 @@ class GeoTimeseriesResource:
             start = int(r["started_at"] // bucket * bucket)
             grouped[r["source"]][start].append(r)
         rank = {"UP": 0, "DEGRADED": 1, "DOWN": 2}
-        series: dict[str, list[dict[str, Any]]] = {}
+        series: dict[str, list[GeoPointJson]] = {}
         for source, buckets in sorted(grouped.items()):
-            points = []
+            points: list[GeoPointJson] = []
             for start, runs in sorted(buckets.items()):
                 ok = sorted(float(r["latency_ms"]) for r in runs if r["status"] != "DOWN")
                 worst = max(runs, key=lambda r: rank.get(r["status"], 0))["status"]
@@ -337,12 +472,13 @@ class GeoTimeseriesResource:
                     }
                 )
             series[source] = points
-        resp.media = {
+        timeseries: GeoTimeseriesJson = {
             "check_id": check_id,
             "window_seconds": window,
             "bucket_seconds": bucket,
             "sources": series,
         }
+        resp.media = timeseries
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]

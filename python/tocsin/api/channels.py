@@ -6,11 +6,12 @@ channels a check notifies). The router and the outbox worker are services (tocsi
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from typing_extensions import TypedDict
 
 from tocsin.api import query
 from tocsin.api.body import read_json_object
@@ -19,22 +20,34 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed
 from tocsin.api.paths import ID
 from tocsin.api.schemas import MASK, MAX_ID, Id, _validate
-from tocsin.notify.channels import CHANNEL_TYPES, SECRETS, message, validate_config
+from tocsin.notify.channels import CHANNEL_TYPES, CONFIGS, SECRETS, message, validate_config
 from tocsin.notify.router import Router, check_links
 from tocsin.notify.worker import Outbox
 from tocsin.store.base import Principal, Row, Store
 
-DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed", "suppressed")
+DeliveryStatus = Literal["pending", "sending", "delivered", "failed", "suppressed"]
+DELIVERY_STATUSES: tuple[str, ...] = get_args(DeliveryStatus)
+ChannelType = Literal[
+    "email", "slack", "discord", "teams", "telegram", "webhook", "pagerduty", "opsgenie"
+]
+if get_args(ChannelType) != CHANNEL_TYPES:
+    raise ImportError("ChannelType must list notify.channels.CHANNEL_TYPES")
 
 
 class ChannelBody(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # The document (api/openapi.py): `config` holds the settings of the channel's type.
+    openapi_body: ClassVar = {
+        "variants": {"tag": "channel_type", "under": "config", "models": CONFIGS}
+    }
 
     name: str = Field(min_length=1, max_length=200)
-    channel_type: Literal[
-        "email", "slack", "discord", "teams", "telegram", "webhook", "pagerduty", "opsgenie"
-    ]
-    config: dict[str, Any] = Field(default_factory=dict)
+    channel_type: ChannelType
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the settings of the channel's type; in a change, a secret sent as"
+        ' `******` or left out keeps the stored one, `""` clears it',
+    )
     is_default: StrictBool = False
     is_active: StrictBool = True
     # The checks that notify this channel (omitted on update: unchanged).
@@ -48,7 +61,23 @@ class CheckChannelsBody(BaseModel):
     channel_ids: list[Id] = Field(max_length=1000)
 
 
-def channel_json(row: Row, check_ids: list[int]) -> dict[str, Any]:
+class ChannelJson(TypedDict):
+    id: int
+    organization_id: int
+    org_id: int
+    name: str
+    channel_type: ChannelType
+    config: dict[str, Any]
+    is_default: bool
+    is_active: bool
+    check_ids: list[int]
+    created_at: str
+    updated_at: str
+
+
+def channel_json(row: Row, check_ids: list[int]) -> ChannelJson:
+    """The channel, its secrets (and a webhook's header values) shown as `******`, or
+    `""` when not set."""
     config = dict(row["config"])
     for secret in SECRETS.get(row["channel_type"], ()):
         if secret in config:
@@ -71,7 +100,29 @@ def channel_json(row: Row, check_ids: list[int]) -> dict[str, Any]:
     }
 
 
-def delivery_json(row: Row) -> dict[str, Any]:
+class DeliveryJson(TypedDict):
+    """A message in the outbox: to which channel, for which incident and event, and how
+    its sending went."""
+
+    id: int
+    organization_id: int
+    channel_id: int | None
+    incident_id: int | None
+    check_id: int | None
+    event: str
+    dedup_key: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: str | None
+    last_error: str | None
+    response_code: int | None
+    delivered_at: str | None
+    summary: str | None
+    created_at: str
+    updated_at: str
+
+
+def delivery_json(row: Row) -> DeliveryJson:
     payload = row["payload"] or {}
     return {
         "id": row["id"],
@@ -93,6 +144,42 @@ def delivery_json(row: Row) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+
+
+class DeliveriesJson(TypedDict):
+    """A page of deliveries, newest first, and how many there are in all."""
+
+    total: int
+    offset: int
+    limit: int
+    deliveries: list[DeliveryJson]
+
+
+class ChannelTestJson(TypedDict):
+    """A test message's outcome: what the receiver answered."""
+
+    channel_id: int
+    channel_type: ChannelType
+    ok: bool
+    status_code: int | None
+    error: str | None
+    response: str | None
+
+
+class CheckTestAlertJson(TypedDict):
+    check_id: int
+    results: list[ChannelTestJson]
+
+
+class CheckChannelsJson(TypedDict):
+    """The channels a check notifies (besides its organisation's defaults)."""
+
+    check_id: int
+    channel_ids: list[int]
+
+
+def check_channels_json(check_id: int, channel_ids: list[int]) -> CheckChannelsJson:
+    return {"check_id": check_id, "channel_ids": channel_ids}
 
 
 def parse_channel(body: dict[str, Any], stored: Row | None) -> tuple[ChannelBody, dict[str, Any]]:
@@ -186,11 +273,11 @@ class Channels:
             await self.store.link("check_channels", org_id, cid, channel_id)
         self.router.invalidate()
 
-    async def json(self, row: Row) -> dict[str, Any]:
+    async def json(self, row: Row) -> ChannelJson:
         checks = await self.store.channel_checks([row["organization_id"]], row["id"])
         return channel_json(row, checks)
 
-    async def test(self, channel: Row, check: Row | None, user: str | None) -> dict[str, Any]:
+    async def test(self, channel: Row, check: Row | None, user: str | None) -> ChannelTestJson:
         now = time.time()
         check_id = check["id"] if check is not None else None
         m = message(
@@ -214,12 +301,21 @@ class Channels:
         )
         key = f"test:{channel['id']}:{int(now * 1000)}"
         out = await self.outbox.sender.send(channel["channel_type"], channel["config"], m, key)
-        return {"channel_id": channel["id"], "channel_type": channel["channel_type"], **out.json()}
+        return {
+            "channel_id": channel["id"],
+            "channel_type": channel["channel_type"],
+            "ok": out.ok,
+            "status_code": out.status_code,
+            "error": out.error,
+            "response": out.response,
+        }
 
 
 class ChannelsResource:
     body_models: ClassVar = {"post": ChannelBody}
     query_params: ClassVar = {"get": (CHANNELS_LIMIT, query.OFFSET, CHANNELS_ORG, CHANNEL_TYPE)}
+    response_models: ClassVar = {"get": list[ChannelJson], "post": ChannelJson}
+    response_status: ClassVar = {"post": 201}
 
     def __init__(self, c: Channels) -> None:
         self._c = c
@@ -274,6 +370,7 @@ class ChannelsResource:
 
 class ChannelResource:
     body_models: ClassVar = {"put": ChannelBody}
+    response_models: ClassVar = {"get": ChannelJson, "put": ChannelJson, "delete": None}
 
     def __init__(self, c: Channels) -> None:
         self._c = c
@@ -325,6 +422,8 @@ class ChannelResource:
 
 
 class ChannelTestResource:
+    response_models: ClassVar = {"post": ChannelTestJson}
+
     def __init__(self, c: Channels) -> None:
         self._c = c
 
@@ -350,6 +449,7 @@ class DeliveriesResource:
             DELIVERY_STATUS,
         ),
     }
+    response_models: ClassVar = {"get": DeliveriesJson, "get_channel": DeliveriesJson}
 
     def __init__(self, c: Channels) -> None:
         self._c = c
@@ -385,12 +485,13 @@ class DeliveriesResource:
                 offset=offset,
                 newest_first=True,
             )
-        resp.media = {
+        page: DeliveriesJson = {
             "total": total,
             "offset": offset,
             "limit": limit,
             "deliveries": [delivery_json(r) for r in rows],
         }
+        resp.media = page
 
     async def on_get_channel(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, channel_id: int
@@ -399,6 +500,8 @@ class DeliveriesResource:
 
 
 class CheckTestAlertResource:
+    response_models: ClassVar = {"post": CheckTestAlertJson}
+
     def __init__(self, c: Channels) -> None:
         self._c = c
 
@@ -411,12 +514,16 @@ class CheckTestAlertResource:
         check = await self._c.check(p, check_id, "MEMBER")
         org_id = int(check["organization_id"])
         channels = await self._c.router.channels_for(org_id, check_id)
-        results = [await self._c.test(ch, check, p.email) for ch in channels]
-        resp.media = {"check_id": check_id, "results": results}
+        answer: CheckTestAlertJson = {
+            "check_id": check_id,
+            "results": [await self._c.test(ch, check, p.email) for ch in channels],
+        }
+        resp.media = answer
 
 
 class CheckChannelsResource:
     body_models: ClassVar = {"put": CheckChannelsBody}
+    response_models: ClassVar = {"get": CheckChannelsJson, "put": CheckChannelsJson}
 
     def __init__(self, c: Channels) -> None:
         self._c = c
@@ -427,7 +534,7 @@ class CheckChannelsResource:
         p = principal(req)
         check = await self._c.check(p, check_id)
         ids = await self._c.store.linked("check_channels", [check["organization_id"]], check_id)
-        resp.media = {"check_id": check_id, "channel_ids": ids}
+        resp.media = check_channels_json(check_id, ids)
 
     async def on_put(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
@@ -459,7 +566,7 @@ class CheckChannelsResource:
                 await self._c.store.link("check_channels", org_id, check_id, cid)
         self._c.router.invalidate()
         ids = await self._c.store.linked("check_channels", [org_id], check_id)
-        resp.media = {"check_id": check_id, "channel_ids": ids}
+        resp.media = check_channels_json(check_id, ids)
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]

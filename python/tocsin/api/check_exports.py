@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar
 
 import falcon
@@ -22,8 +22,8 @@ from tocsin.incidents import incident_json
 from tocsin.store.base import Store
 
 EXPORT_PAGE = 1000
-EXPORT_FROM = query.Time("from", "from this time (default: the beginning)")
-EXPORT_TO = query.Time("to", "up to this time (default: now)")
+EXPORT_FROM = query.Time("from", "from this time (default: the beginning); must not be after `to`")
+EXPORT_TO = query.Time("to", "up to this time (default: now); must not be before `from`")
 
 
 def _range(req: falcon.asgi.Request) -> tuple[float, float]:
@@ -106,7 +106,7 @@ async def incident_lines(
         chunk = []
         for r in rows:
             if start <= r["started_at"] < end:
-                j = incident_json(r)
+                j: Mapping[str, object] = incident_json(r)
                 chunk.append(_csv_line(j[c] for c in INCIDENT_COLUMNS))
         if chunk:
             yield b"".join(chunk)

@@ -8,15 +8,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, overload
 
 import falcon
 import falcon.asgi
+from typing_extensions import TypedDict
 
 from tocsin.api import query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, writable_org
 from tocsin.api.context import AppContext
+from tocsin.api.incidents import IncidentPageJson
 from tocsin.api.paths import ID
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import SloBody, parse
@@ -28,7 +30,7 @@ from tocsin.store.tables import ROLLUP_TIERS
 
 MINUTE, HOUR, DAY = (ROLLUP_TIERS[t] for t in ("minute", "hour", "day"))
 WINDOWS = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
-SLO_FIELDS = tuple(SloBody.model_fields)
+# `iso` of a time that is never null.
 
 
 def _floor(ms: int, span: int) -> int:
@@ -90,6 +92,12 @@ class History:
         return dataclasses.replace(r, start_ms=begin, span_ms=r.start_ms + r.span_ms - begin)
 
 
+@overload
+def _seconds(ms: float) -> float: ...
+@overload
+def _seconds(ms: None) -> None: ...
+@overload
+def _seconds(ms: float | None) -> float | None: ...
 def _seconds(ms: float | None) -> float | None:
     return None if ms is None else round(ms / 1000.0, 3)
 
@@ -136,8 +144,71 @@ class Figures:
         }
 
 
+class StatsWindowJson(TypedDict):
+    """A window's figures; null when it holds no counted time (or no successful run)."""
+
+    uptime_pct: float | None
+    runs: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class SlaWindowJson(TypedDict):
+    uptime_pct: float | None
+    total_s: float
+    downtime_s: float
+    incidents: int
+    mttr_s: float | None
+    mtbf_s: float | None
+    apdex: float | None
+    runs: int
+
+
+class _StatsFields(TypedDict):
+    check_id: int
+    windows: dict[str, StatsWindowJson]
+
+
+class _SlaFields(TypedDict):
+    check_id: int
+    apdex_t_ms: float
+    windows: dict[str, SlaWindowJson]
+
+
+def _per_window(name: str, tp: Any) -> Any:
+    """A TypedDict with a field of type `tp` for each window of WINDOWS."""
+    # (mypy reads only the functional syntax with a literal dict of fields)
+    return TypedDict(name, dict.fromkeys(WINDOWS, tp))  # type: ignore[operator]
+
+
+if TYPE_CHECKING:
+    # To mypy, the fixed keys; the `uptime_<window>` keys and the windows' names exist
+    # at run time only (tests/test_api_answer_types.py checks them against the answers).
+    StatsJson = _StatsFields
+    SlaJson = _SlaFields
+else:
+    # The answers of `/stats` (each window's uptime at the top: `uptime_24h`, …) and
+    # `/sla`, with a field per window of WINDOWS.
+    StatsJson = TypedDict(
+        "StatsJson",
+        {
+            "check_id": int,
+            **{f"uptime_{name}": float | None for name in WINDOWS},
+            "windows": _per_window("StatsWindows", StatsWindowJson),
+        },
+    )
+    _SlaWindows = _per_window("SlaWindows", SlaWindowJson)
+
+    class SlaJson(TypedDict):
+        check_id: int
+        apdex_t_ms: float
+        windows: _SlaWindows
+
+
 class StatsResource:
     query_params: ClassVar = {"get": (APDEX_T,)}
+    response_models: ClassVar = {"get": StatsJson}
 
     def __init__(self, f: Figures) -> None:
         self._f = f
@@ -146,7 +217,7 @@ class StatsResource:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
     ) -> None:
         _, figures_of = await self._f.windows(req, check_id)
-        windows = {}
+        windows: dict[str, StatsWindowJson] = {}
         for name, s in figures_of.items():
             windows[name] = {
                 "uptime_pct": _round(s["uptime_pct"]),
@@ -155,15 +226,21 @@ class StatsResource:
                 "p95_ms": _round(s["p95_ms"], 3),
                 "p99_ms": _round(s["p99_ms"], 3),
             }
-        resp.media = {
-            "check_id": check_id,
-            **{f"uptime_{name}": w["uptime_pct"] for name, w in windows.items()},
-            "windows": windows,
-        }
+        resp.media = stats_json(check_id, windows)
+
+
+def stats_json(check_id: int, windows: dict[str, StatsWindowJson]) -> StatsJson:
+    answer: StatsJson = {"check_id": check_id, "windows": windows}
+    # Each window's uptime at the top (StatsJson's `uptime_<window>` keys), in place.
+    cast("dict[str, Any]", answer).update(
+        {f"uptime_{name}": w["uptime_pct"] for name, w in windows.items()}
+    )
+    return answer
 
 
 class SlaResource:
     query_params: ClassVar = {"get": (APDEX_T,)}
+    response_models: ClassVar = {"get": SlaJson}
 
     def __init__(self, f: Figures) -> None:
         self._f = f
@@ -172,7 +249,7 @@ class SlaResource:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int
     ) -> None:
         apdex_t, figures_of = await self._f.windows(req, check_id)
-        windows = {}
+        windows: dict[str, SlaWindowJson] = {}
         for name, s in figures_of.items():
             windows[name] = {
                 "uptime_pct": _round(s["uptime_pct"]),
@@ -184,11 +261,13 @@ class SlaResource:
                 "apdex": _round(s["apdex"]),
                 "runs": s["runs"],
             }
-        resp.media = {"check_id": check_id, "apdex_t_ms": apdex_t, "windows": windows}
+        answer: SlaJson = {"check_id": check_id, "apdex_t_ms": apdex_t, "windows": windows}
+        resp.media = answer
 
 
 class IncidentsResource:
     query_params: ClassVar = {"get": (INCIDENTS_LIMIT, OFFSET)}
+    response_models: ClassVar = {"get": IncidentPageJson}
 
     def __init__(self, f: Figures) -> None:
         self._f = f
@@ -205,18 +284,53 @@ class IncidentsResource:
             "incidents", org, where=where, limit=limit, offset=offset, newest_first=True
         )
         total = await self._f.store.count("incidents", org, where=where)
-        resp.media = {
+        page: IncidentPageJson = {
             "total": total,
             "offset": offset,
             "limit": limit,
             "incidents": [incident_json(r) for r in rows],
         }
+        resp.media = page
 
 
 # -- SLO ------------------------------------------------------------------------------
 
 
-async def slo_json(store: Store, org_ids: list[int], check: Row, s: Row) -> dict[str, Any]:
+class SloJson(TypedDict):
+    """An SLO: its settings (SloBody's fields) and its state now."""
+
+    id: int
+    check_id: int
+    sli_type: Literal["availability", "latency"]
+    target_percentage: float
+    window_days: int
+    latency_threshold_ms: float | None
+    notify_on_budget_warn: bool
+    budget_warn_pct: float
+    notify_on_budget_exhausted: bool
+    burn_rate_alert_enabled: bool
+    burn_rate_threshold: float
+    burn_rate_window_minutes: int
+    current_sli_pct: float
+    error_budget_remaining_pct: float
+    # null when it is not finite
+    burn_rate: float | None
+    budget_warning: bool
+    budget_exhausted: bool
+    burn_rate_alert: bool
+    window_start: str
+    created_at: str
+    updated_at: str
+
+
+class SloAnswer(TypedDict):
+    """A check's SLO (null when it has none)."""
+
+    check_id: int
+    slo: SloJson | None
+
+
+async def slo_json(store: Store, org_ids: list[int], check: Row, s: Row) -> SloJson:
     now_ms = round(time.time() * 1000)
     h = History(now_ms, round(check["created_at"] * 1000))
     await h.load(store, org_ids, check["id"], s["window_days"])
@@ -241,7 +355,16 @@ async def slo_json(store: Store, org_ids: list[int], check: Row, s: Row) -> dict
     return {
         "id": s["id"],
         "check_id": s["check_id"],
-        **{k: s[k] for k in SLO_FIELDS},
+        "sli_type": s["sli_type"],
+        "target_percentage": s["target_percentage"],
+        "window_days": s["window_days"],
+        "latency_threshold_ms": s["latency_threshold_ms"],
+        "notify_on_budget_warn": s["notify_on_budget_warn"],
+        "budget_warn_pct": s["budget_warn_pct"],
+        "notify_on_budget_exhausted": s["notify_on_budget_exhausted"],
+        "burn_rate_alert_enabled": s["burn_rate_alert_enabled"],
+        "burn_rate_threshold": s["burn_rate_threshold"],
+        "burn_rate_window_minutes": s["burn_rate_window_minutes"],
         "current_sli_pct": round(state.sli * 100, 4),
         "error_budget_remaining_pct": round(state.budget_remaining * 100, 4),
         "burn_rate": round(state.burn_rate, 4) if math.isfinite(state.burn_rate) else None,
@@ -258,6 +381,17 @@ class SloResource:
     """One SLO per check: `/slo` and `/slo/{slo_id}` address the same one."""
 
     body_models: ClassVar = {"post": SloBody, "put": SloBody, "put_item": SloBody}
+    response_models: ClassVar = {
+        "get": SloAnswer,
+        "post": SloAnswer,
+        "put": SloAnswer,
+        "delete": None,
+        "get_item": SloAnswer,
+        "put_item": SloAnswer,
+        "delete_item": None,
+    }
+    # The SLO's id is inside the answer.
+    created_ids: ClassVar = {"post": "/slo/id"}
 
     def __init__(self, f: Figures) -> None:
         self._f = f
@@ -274,10 +408,11 @@ class SloResource:
     async def _answer(
         self, resp: falcon.asgi.Response, p: Principal, row: Row, s: Row | None
     ) -> None:
-        resp.media = {
+        answer: SloAnswer = {
             "check_id": row["id"],
             "slo": None if s is None else await slo_json(self._f.store, p.org_ids, row, s),
         }
+        resp.media = answer
 
     async def on_get(
         self,

@@ -4,11 +4,13 @@ probe one now, and read its results. Every write reaches the engine at once."""
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from types import NoneType
+from typing import TYPE_CHECKING, Any, ClassVar, Union, get_type_hints
 
 import falcon
 import falcon.asgi
 from pydantic import BaseModel
+from typing_extensions import TypedDict
 
 from tocsin.api import check_exports, check_figures, query
 from tocsin.api.body import read_json_object
@@ -25,6 +27,7 @@ from tocsin.api.schemas import (
     SECRET_FIELDS,
     CheckCommon,
     CheckCreate,
+    CheckType,
     parse_check,
 )
 from tocsin.checks import engine_check, probed_remotely, runnable, scheduled_check
@@ -56,25 +59,118 @@ def _union_defaults() -> dict[str, Any]:
 _CONFIG_DEFAULTS = _union_defaults()
 
 
-def check_json(row: Row, engine: Engine | None = None) -> dict[str, Any]:
+def _config_types() -> dict[str, Any]:
+    """The type of each setting in answers: what the types that have it store (a check
+    of another type shows `_CONFIG_DEFAULTS`' value, null where a type requires it)."""
+    kinds: dict[str, list[Any]] = {}
+    for model in CHECK_SETTINGS.values():
+        for name, info in model.model_fields.items():
+            if name not in COLUMN_SETTINGS and info.annotation not in kinds.get(name, []):
+                kinds.setdefault(name, []).append(info.annotation)
+    for name, default in _CONFIG_DEFAULTS.items():
+        if default is None:
+            kinds[name].append(NoneType)
+    return {name: Union[tuple(types)] for name, types in kinds.items()}  # noqa: UP007
+
+
+# `iso` of a time that is never null.
+
+
+class TimingsJson(TypedDict):
+    """Time spent in each phase of a probe (ms); null where the phase does not apply."""
+
+    dns_ms: float | None
+    connect_ms: float | None
+    tls_ms: float | None
+    first_byte_ms: float | None
+
+
+class LastResultJson(TypedDict):
+    status: Status
+    started_at: str
+    latency_ms: float
+    error_kind: str | None
+    message: str | None
+    status_code: int | None
+    source: str
+    timings: TimingsJson
+    details: dict[str, Any]
+
+
+class CheckFields(TypedDict):
+    """The fields every check's answer has; beside them, every type's settings."""
+
+    id: int
+    uuid: str
+    name: str
+    type: CheckType
+    description: str
+    url: str | None
+    host: str | None
+    port: int | None
+    interval: int
+    timeout: int
+    grace_period: int
+    alert_after_failures: int
+    runbook_url: str | None
+    escalation_policy_id: int | None
+    is_active: bool
+    tags: list[str]
+    assigned_agent_ids: list[int]
+    geo_monitoring_enabled: bool
+    check_source_critical: dict[str, bool]
+    agent_location_statuses: dict[str, Status]
+    schedule_error: str | None
+    organization_id: int
+    project_id: int
+    status: Status
+    status_changed_at: str | None
+    last_checked_at: str | None
+    last_ping_at: str | None
+    last_result: LastResultJson | None
+    created_at: str
+    updated_at: str
+
+
+def _check_type() -> Any:
+    fields = get_type_hints(CheckFields, include_extras=True)
+    settings = _config_types()
+    clash = sorted(fields.keys() & settings.keys())
+    if clash:
+        raise TypeError(f"check settings {clash} clash with a check's own fields")
+    # (mypy reads only the functional syntax with a literal dict of fields)
+    return TypedDict("CheckJson", {**fields, **settings})  # type: ignore[operator]
+
+
+if TYPE_CHECKING:
+    # To mypy, the fields every check has (`check_json` builds exactly those); the
+    # settings exist at run time only (tests/test_api_answer_types.py checks them).
+    CheckJson = CheckFields
+else:
+    # A check's answer: CheckFields and every type's settings (`config`), typed from
+    # CHECK_SETTINGS as `check_json` fills them (the OpenAPI document's `CheckJson`).
+    CheckJson = _check_type()
+
+
+def check_json(row: Row, engine: Engine | None = None) -> CheckJson:
     last = row["last_result"]
     if last is not None:
+        # The store builds it (`_last_result`: LastResultJson's keys); its time as text.
         last = {**last, "started_at": iso(last["started_at"])}
-    status = row["status"] if row["is_active"] else Status.PAUSED.value
-    config = {**_CONFIG_DEFAULTS, **row["config"]}
+    status = row["status"] if row["is_active"] else Status.PAUSED
+    # Any: its keys are CheckJson's settings, which mypy does not see.
+    config: Any = {**_CONFIG_DEFAULTS, **row["config"]}
     for secret in SECRET_FIELDS:
         config[secret] = MASK if config.get(secret) else ""
     if config.get("http_headers"):
         # Header values carry credentials (Authorization, API keys): names shown only.
         config["http_headers"] = dict.fromkeys(config["http_headers"], MASK)
-    sources: dict[str, str] = {}
+    sources: dict[str, Status] = {}
     if engine is not None and engine.get(row["id"]) is not None:
         sources = {
-            name: status.value
-            for name, status in engine.sources(row["id"]).items()
-            if name != "central"
+            name: status for name, status in engine.sources(row["id"]).items() if name != "central"
         }
-    return {
+    answer: CheckJson = {
         "id": row["id"],
         "uuid": row["uuid"],
         "name": row["name"],
@@ -98,7 +194,6 @@ def check_json(row: Row, engine: Engine | None = None) -> dict[str, Any]:
         # Why the engine could not schedule the stored check at start-up, if it could
         # not (e.g. a rule refused since it was stored); cleared by a valid change.
         "schedule_error": engine.refusal(row["id"]) if engine is not None else None,
-        **config,
         "organization_id": row["organization_id"],
         "project_id": row["project_id"],
         "status": status,
@@ -109,9 +204,27 @@ def check_json(row: Row, engine: Engine | None = None) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+    # The settings of every type (CheckJson's other keys), in place.
+    answer.update(config)
+    return answer
 
 
-def result_json(row: Row) -> dict[str, Any]:
+class ResultJson(TypedDict):
+    id: int
+    check_id: int
+    source: str
+    status: Status
+    started_at: str
+    due_at: str | None
+    latency_ms: float
+    error_kind: str | None
+    message: str | None
+    status_code: int | None
+    timings: TimingsJson
+    details: dict[str, Any]
+
+
+def result_json(row: Row) -> ResultJson:
     return {
         "id": row["id"],
         "check_id": row["check_id"],
@@ -133,12 +246,27 @@ def result_json(row: Row) -> dict[str, Any]:
     }
 
 
-def run_json(r: Result) -> dict[str, Any]:
+class RunJson(TypedDict):
+    """A probe run on demand (recorded like a scheduled one)."""
+
+    check_id: int
+    source: str
+    status: Status
+    started_at: str
+    latency_ms: float
+    error_kind: str | None
+    message: str | None
+    status_code: int | None
+    timings: TimingsJson
+    details: dict[str, Any]
+
+
+def run_json(r: Result) -> RunJson:
     t = r.timings
     return {
         "check_id": r.check_id,
         "source": r.source,
-        "status": r.status.value,
+        "status": r.status,
         "started_at": iso(r.started_at),
         "latency_ms": round(r.latency_ms, 3),
         "error_kind": r.error_kind,
@@ -264,6 +392,7 @@ LOGS_BEFORE = query.OptInt("before", 1, query.MAX_ID, "results older than this i
 
 class ChecksResource:
     body_models: ClassVar = {"post": CheckCreate}
+    response_models: ClassVar = {"get": list[CheckJson], "post": CheckJson}
     query_params: ClassVar = {
         "get": (LIST_LIMIT, OFFSET, ORG_ID, TYPE, STATUS, TAG, SEARCH, SEARCH_ALIAS)
     }
@@ -313,6 +442,12 @@ class ChecksResource:
 
 class CheckResource:
     body_models: ClassVar = {"put": CheckCreate, "patch": CheckCreate}
+    response_models: ClassVar = {
+        "get": CheckJson,
+        "put": CheckJson,
+        "patch": CheckJson,
+        "delete": None,
+    }
 
     def __init__(self, checks: Checks) -> None:
         self._c = checks
@@ -375,6 +510,8 @@ class CheckResource:
 
 
 class CheckRunNowResource:
+    response_models: ClassVar = {"post": RunJson}
+
     def __init__(self, checks: Checks) -> None:
         self._c = checks
 
@@ -401,6 +538,7 @@ class CheckRunNowResource:
 
 class CheckLogsResource:
     query_params: ClassVar = {"get": (LOGS_LIMIT, LOGS_BEFORE)}
+    response_models: ClassVar = {"get": list[ResultJson]}
 
     def __init__(self, checks: Checks) -> None:
         self._c = checks

@@ -1,22 +1,31 @@
 """What the identity areas share (api/sessions.py, api/users.py, api/organizations.py,
-api/members.py): the base of their request bodies and its field rules, the page size of
-their lists, password hashing off the event loop, and the organisation path prefix."""
+api/members.py): the base of their request bodies and its field rules, the roles, the
+page size of their lists, timestamps that are never null, and password hashing off the
+event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 from tocsin import schedules
 from tocsin.api import query
+from tocsin.api.schemas import EMAIL_PATTERN
 from tocsin.security import burn_password_check, hash_password, verify_password
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-# An organisation's routes; the segment must be the same in every area (Falcon's router).
+_EMAIL = re.compile(EMAIL_PATTERN)
 PAGE_LIMIT = query.limit(100, 500)
+# An organisation member's role (tocsin.store.base.ROLES), strongest first.
+Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
+_ROLES: dict[str, Role] = {r: r for r in get_args(Role)}
+
+
+def role(value: str) -> Role:
+    """A stored role, typed (KeyError for what the store never holds)."""
+    return _ROLES[value]
 
 
 def valid_email(v: str) -> str:
@@ -34,11 +43,10 @@ def time_zone(v: str) -> str:
     return v
 
 
-def not_null(v: Any) -> Any:
-    # Optional in the body, but an explicit null is not a value for these fields.
-    if v is None:
-        raise ValueError("may not be null")
-    return v
+# The default of an update's optional field: it marks the field as left out (`changes`
+# holds only what was sent); typed Any so the field's type can say that null is not a
+# value a client may send.
+LEFT_OUT: Any = None
 
 
 class Body(BaseModel):

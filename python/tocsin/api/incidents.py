@@ -8,25 +8,31 @@ from typing import Any, ClassVar
 import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
 from tocsin.api import query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import principal, require_role
 from tocsin.api.context import AppContext
-from tocsin.api.errors import ValidationFailed
 from tocsin.api.paths import ID, ORG
 from tocsin.api.schemas import parse
 from tocsin.incidents import (
     INCIDENT_STATUSES,
+    IncidentJson,
     IncidentManager,
+    NoteJson,
+    TimelineEventJson,
     incident_json,
     note_json,
     timeline_json,
 )
 from tocsin.store.base import Row, Store
 
-# `{type}` in the organisation routes: incidents of checks, or from inbound events.
+# `{kind}` in the organisation routes: incidents of checks, or from inbound events.
 INCIDENT_TYPES = {"check": "check", "inbound": "inbound"}
+KIND = query.PathChoice(
+    "kind", tuple(INCIDENT_TYPES), "incidents of checks, or from inbound events"
+)
 _SCAN_PAGE = 500
 
 
@@ -44,6 +50,21 @@ UNTIL = query.Time("until", "only incidents started before this time")
 NOTES_LIMIT = query.limit(100, 500)
 
 
+class IncidentPageJson(TypedDict):
+    """A page of incidents, newest first; `total` counts every one that matches."""
+
+    total: int
+    offset: int
+    limit: int
+    incidents: list[IncidentJson]
+
+
+class TimelineJson(TypedDict):
+    incident: IncidentJson
+    # oldest first
+    timeline: list[TimelineEventJson]
+
+
 class IncidentsResource:
     query_params: ClassVar = {
         "get": (
@@ -56,6 +77,7 @@ class IncidentsResource:
             UNTIL,
         )
     }
+    response_models: ClassVar = {"get": IncidentPageJson}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -84,12 +106,13 @@ class IncidentsResource:
             )
         else:
             total, rows = await self._scan(org_ids, where, since, until, limit, offset)
-        resp.media = {
+        page: IncidentPageJson = {
             "total": total,
             "offset": offset,
             "limit": limit,
             "incidents": [incident_json(r) for r in rows],
         }
+        resp.media = page
 
     async def _scan(
         self,
@@ -131,6 +154,8 @@ async def check_incident(store: Store, req: falcon.asgi.Request, check_id: int, 
 
 
 class AckResource:
+    response_models: ClassVar = {"post": IncidentJson}
+
     def __init__(self, store: Store, manager: IncidentManager) -> None:
         self._store = store
         self._manager = manager
@@ -143,6 +168,8 @@ class AckResource:
 
 
 class ResolveResource:
+    response_models: ClassVar = {"post": IncidentJson}
+
     def __init__(self, store: Store, manager: IncidentManager) -> None:
         self._store = store
         self._manager = manager
@@ -159,16 +186,7 @@ async def org_incident(
 ) -> Row:
     p = principal(req)
     require_role(p, org_id, role)
-    if kind not in INCIDENT_TYPES:
-        raise ValidationFailed(
-            [
-                {
-                    "loc": ["path", "type"],
-                    "msg": f"must be one of {', '.join(INCIDENT_TYPES)}",
-                    "type": "enum",
-                }
-            ]
-        )
+    KIND.check(kind)
     row = await store.get("incidents", [org_id], ref)
     if row is None or row["kind"] != INCIDENT_TYPES[kind]:
         raise falcon.HTTPNotFound(description="Incident not found")
@@ -176,8 +194,11 @@ async def org_incident(
 
 
 class NotesResource:
+    path_params = (KIND,)
     body_models: ClassVar = {"post": NoteCreate}
     query_params: ClassVar = {"get": (NOTES_LIMIT, query.OFFSET)}
+    response_models: ClassVar = {"get": list[NoteJson], "post": NoteJson}
+    response_status: ClassVar = {"post": 201}
 
     def __init__(self, store: Store, manager: IncidentManager) -> None:
         self._store = store
@@ -214,6 +235,9 @@ class NotesResource:
 
 
 class TimelineResource:
+    path_params = (KIND,)
+    response_models: ClassVar = {"get": TimelineJson}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -239,10 +263,11 @@ class TimelineResource:
             if len(page) < _SCAN_PAGE:
                 break
         events.sort(key=lambda e: (e["at"], e["id"]))
-        resp.media = {
+        answer: TimelineJson = {
             "incident": incident_json(row),
             "timeline": [timeline_json(e) for e in events],
         }
+        resp.media = answer
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]

@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from tocsin import schedules
 from tocsin.api import query
@@ -22,7 +24,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
-from tocsin.api.schemas import MAX_ID, Id, parse
+from tocsin.api.schemas import MAX_ID, Id, TimeZoneName, parse
 from tocsin.maintenance import MIN_PERIOD_S, MaintenanceWindow
 from tocsin.store.base import Row, Store
 from tocsin.windows import KIND, WindowBook, engine_window
@@ -34,13 +36,20 @@ MAX_DURATION_S = 366 * 86_400
 MAX_EPOCH = 32_503_680_000
 # A body whose keys are all these is a Checkstack plugin call, not a new window.
 PLUGIN_PROCEDURES = frozenset({"getWindows", "scheduleWindow"})
-
 Time = float | str | None
 
 
+def _json_number(v: Any) -> Any:
+    """Numbers are JSON numbers, as the document says (`integer`: 3 or 3.0, not "3" or
+    true): pydantic's lax mode would read true as 1 and parse text."""
+    if isinstance(v, bool | str):
+        raise PydanticCustomError("number_type", "Input should be a JSON number")
+    return v
+
+
 class WindowBody(BaseModel):
-    """A window as clients send it. Every field is optional here: a create needs `name`
-    and a start, an update changes only what it sends."""
+    """A window's fields as clients send them; a change (PUT) changes only what it
+    sends."""
 
     # Clients send extra fields (and the plugin surface shares this path): ignored.
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
@@ -55,13 +64,90 @@ class WindowBody(BaseModel):
     end_time: Time = Field(default=None, description="alias of ends_at")
     rrule: str | None = Field(default=None, max_length=500, description="e.g. FREQ=WEEKLY;BYDAY=SU")
     cron: str | None = Field(default=None, max_length=200)
-    timezone: str | None = Field(default=None, max_length=64, description="IANA name")
+    timezone: TimeZoneName | None = Field(default=None, max_length=64)
     is_active: StrictBool | None = None
     organization_id: int | None = Field(default=None, ge=0, le=MAX_ID)
     org_id: int | None = Field(default=None, ge=0, le=MAX_ID)
 
+    @field_validator("duration", "organization_id", "org_id", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        return _json_number(v)
 
-def window_json(row: Row, book: WindowBook | None = None) -> dict[str, Any]:
+    @field_validator("check_ids", mode="before")
+    @classmethod
+    def _ids(cls, v: Any) -> Any:
+        for item in v if isinstance(v, list) else ():
+            _json_number(item)
+        return v
+
+    @field_validator("starts_at", "start_time", "ends_at", "end_time", mode="before")
+    @classmethod
+    def _times(cls, v: Any) -> Any:
+        """A time is Unix seconds (a JSON number, or its text) or ISO 8601 text: not a
+        boolean."""
+        if isinstance(v, bool):
+            raise PydanticCustomError(
+                "time_type", "Input should be Unix seconds (a number) or an ISO 8601 date-time"
+            )
+        return v
+
+
+def _one_of(*fields: str) -> dict[str, Any]:
+    """At least one of `fields` is sent, and not null."""
+    return {
+        "anyOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]
+    }
+
+
+class WindowCreate(WindowBody):
+    """A new window: a name, a start (`starts_at` or `start_time`) and a length
+    (`duration`, `ends_at` or `end_time`). A body of only Checkstack plugin procedures
+    (`getWindows`, `scheduleWindow`) is answered 501: that surface is not served yet."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "allOf": [
+                _one_of("starts_at", "start_time"),
+                _one_of("duration", "ends_at", "end_time"),
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=200)
+
+
+# `iso` of a time that is never null.
+
+
+class WindowJson(TypedDict):
+    id: int
+    organization_id: int
+    name: str
+    description: str
+    check_ids: list[int]
+    # the first occurrence (both names say the same)
+    starts_at: str
+    start_time: str
+    ends_at: str
+    end_time: str
+    # seconds
+    duration: int
+    rrule: str | None
+    cron: str | None
+    is_recurring: bool
+    timezone: str
+    is_active: bool
+    created_by: int | None
+    # why the stored window could not be loaded at start (null when it was)
+    schedule_error: str | None
+    created_at: str
+    updated_at: str
+
+
+def window_json(row: Row, book: WindowBook | None = None) -> WindowJson:
     start, duration = row["starts_at"], row["duration_s"]
     return {
         "id": row["id"],
@@ -229,7 +315,8 @@ ACTIVE = query.Bool("is_active", "only enabled (true) or disabled (false) window
 
 
 class WindowsResource:
-    body_models: ClassVar = {"post": WindowBody}
+    body_models: ClassVar = {"post": WindowCreate}
+    response_models: ClassVar = {"get": list[WindowJson], "post": WindowJson}
     query_params: ClassVar = {
         "get": (query.limit(100, 500), query.OFFSET, query.ORGANIZATION_ID, ACTIVE)
     }
@@ -259,11 +346,12 @@ class WindowsResource:
         resp.set_header("X-Total-Count", str(total))
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """Create a window (a Checkstack plugin call is answered 501: see WindowCreate)."""
         p = principal(req)
         raw = await read_json_object(req)
         if raw and set(raw) <= PLUGIN_PROCEDURES:
             raise falcon.HTTPError(falcon.HTTP_501, description="plugin surface not available yet")
-        body: WindowBody = parse(WindowBody, raw)
+        body: WindowCreate = parse(WindowCreate, raw)
         org_id = body.organization_id or body.org_id or p.default_org_id
         if org_id is None:
             raise falcon.HTTPForbidden(description="you belong to no organisation")
@@ -278,6 +366,7 @@ class WindowsResource:
 
 class WindowResource:
     body_models: ClassVar = {"put": WindowBody}
+    response_models: ClassVar = {"get": WindowJson, "put": WindowJson, "delete": None}
 
     def __init__(self, ctx: AppContext, book: WindowBook) -> None:
         self._store = ctx.store
@@ -324,8 +413,24 @@ class WindowResource:
         resp.status = falcon.HTTP_204
 
 
+class CurrentWindowJson(TypedDict):
+    id: int
+    name: str
+    ends_at: str
+
+
+class CheckMaintenanceJson(TypedDict):
+    check_id: int
+    in_maintenance: bool
+    # the open window that ends last (null when none is open)
+    current_window: CurrentWindowJson | None
+    next_window_start: str | None
+
+
 class CheckMaintenanceResource:
     """Whether a check is in maintenance now, and when its next window opens."""
+
+    response_models: ClassVar = {"get": CheckMaintenanceJson}
 
     def __init__(self, ctx: AppContext, book: WindowBook) -> None:
         self._store = ctx.store
@@ -349,7 +454,7 @@ class CheckMaintenanceResource:
             nxt = next_start(window, now)
             if nxt is not None:
                 starts.append(nxt)
-        resp.media = {
+        answer: CheckMaintenanceJson = {
             "check_id": check_id,
             "in_maintenance": self._engine.in_maintenance(check_id),
             "current_window": None
@@ -357,6 +462,7 @@ class CheckMaintenanceResource:
             else {"id": current["id"], "name": current["name"], "ends_at": iso(current["_ends"])},
             "next_window_start": iso(min(starts)) if starts else None,
         }
+        resp.media = answer
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]

@@ -5,23 +5,23 @@ account's side of them (`/api/users/me/invitations`: accept or decline)."""
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import falcon
 import falcon.asgi
-from pydantic import Field, field_validator
+from pydantic import Field, RootModel, field_validator
+from typing_extensions import TypedDict
 
 from tocsin.api import auth
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
-from tocsin.api.identity_common import Body, valid_email
+from tocsin.api.identity_common import Body, Role, role, valid_email
 from tocsin.api.paths import ID, ORG
-from tocsin.api.schemas import parse
+from tocsin.api.schemas import EmailAddress, parse
 from tocsin.store.base import Principal, Row, Store
 
-Role = Literal["OWNER", "ADMIN", "MEMBER", "VIEWER"]
 # How long an invitation waits for its answer, by default (days).
 INVITATION_DAYS = 7
 
@@ -30,7 +30,7 @@ INVITATION_DAYS = 7
 
 
 class MemberAdd(Body):
-    email: str = Field(max_length=254)
+    email: EmailAddress = Field(max_length=254)
     role: Role = "MEMBER"
 
     @field_validator("email")
@@ -44,7 +44,7 @@ class MemberUpdate(Body):
 
 
 class InvitationCreate(Body):
-    email: str = Field(max_length=254)
+    email: EmailAddress = Field(max_length=254)
     role: Role = "MEMBER"
     expires_in_days: int = Field(default=INVITATION_DAYS, ge=1, le=30)
 
@@ -57,7 +57,37 @@ class InvitationCreate(Body):
 # -- responses ----------------------------------------------------------------------------
 
 
-def invitation_json(row: Row) -> dict[str, Any]:
+class MemberJson(TypedDict):
+    """A member of an organisation (the store's `list_members` row)."""
+
+    user_id: int
+    email: str
+    full_name: str
+    role: Role
+
+
+def member_json(row: Row) -> MemberJson:
+    return {
+        "user_id": row["user_id"],
+        "email": row["email"],
+        "full_name": row["full_name"],
+        "role": role(row["role"]),
+    }
+
+
+class InvitationJson(TypedDict):
+    id: int
+    organization_id: int
+    email: str
+    role: Role
+    status: Literal["invited"]
+    invited_by: int
+    created_at: str
+    updated_at: str
+    expires_at: str
+
+
+def invitation_json(row: Row) -> InvitationJson:
     """An invitation as its organisation sees it. A declined one still reads "invited"
     until it expires: only an existing account can decline, so showing it would tell
     the organisation that the email has an account."""
@@ -65,7 +95,7 @@ def invitation_json(row: Row) -> dict[str, Any]:
         "id": row["id"],
         "organization_id": row["organization_id"],
         "email": row["email"],
-        "role": row["role"],
+        "role": role(row["role"]),
         "status": "invited",
         "invited_by": row["invited_by"],
         "created_at": iso(row["created_at"]),
@@ -74,13 +104,41 @@ def invitation_json(row: Row) -> dict[str, Any]:
     }
 
 
-def my_invitation_json(row: Row) -> dict[str, Any]:
+class InvitationSentJson(TypedDict):
+    """The same answer for every email: nothing is told about accounts."""
+
+    organization_id: int
+    email: str
+    role: Role
+    status: Literal["invited"]
+    expires_at: str
+
+
+class MemberAddedJson(RootModel[MemberJson | InvitationSentJson]):
+    """`POST …/members`: the member a superuser added (201; 200 when the account was
+    a member already, its role changed), or for everyone else the invitation sent
+    (202)."""
+
+
+class MyInvitationJson(TypedDict):
+    id: int
+    organization_id: int
+    organization_name: str
+    role: Role
+    status: Literal["invited"]
+    invited_by_email: str
+    created_at: str
+    updated_at: str
+    expires_at: str
+
+
+def my_invitation_json(row: Row) -> MyInvitationJson:
     """An invitation as the invited account sees it."""
     return {
         "id": row["id"],
         "organization_id": row["organization_id"],
         "organization_name": row["organization_name"],
-        "role": row["role"],
+        "role": role(row["role"]),
         "status": "invited",
         "invited_by_email": row["invited_by_email"],
         "created_at": iso(row["created_at"]),
@@ -89,11 +147,34 @@ def my_invitation_json(row: Row) -> dict[str, Any]:
     }
 
 
+class AcceptedJson(TypedDict):
+    """An accepted invitation: the caller's role in the organisation now (a member
+    already keeps the role it had)."""
+
+    id: int
+    organization_id: int
+    role: Role
+    status: Literal["accepted"]
+
+
+def accepted_json(joined: Row) -> AcceptedJson:
+    return {
+        "id": joined["id"],
+        "organization_id": joined["organization_id"],
+        "role": role(joined["role"]),
+        "status": "accepted",
+    }
+
+
 # -- /api/organizations/{id}/members ------------------------------------------------------
 
 
 class MembersResource:
     body_models: ClassVar = {"post": MemberAdd}
+    response_models: ClassVar = {"get": list[MemberJson], "post": MemberAddedJson}
+    # 200, 201 or 202 (see on_post).
+    response_status: ClassVar = {"post": "2XX"}
+    created_ids: ClassVar = {"post": "/user_id"}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -103,7 +184,7 @@ class MembersResource:
     ) -> None:
         p = principal(req)
         require_role(p, org_id, "VIEWER")
-        resp.media = await self._store.list_members([org_id], org_id)
+        resp.media = [member_json(m) for m in await self._store.list_members([org_id], org_id)]
 
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
@@ -137,16 +218,18 @@ class MembersResource:
         else:
             await self._store.set_member_role([org_id], org_id, user["id"], body.role)
         auth.forget_user(user["id"])
-        resp.media = {
+        added: MemberJson = {
             "user_id": user["id"],
             "email": user["email"],
             "full_name": user["full_name"],
             "role": body.role,
         }
+        resp.media = added
 
 
 class MemberResource:
     body_models: ClassVar = {"put": MemberUpdate}
+    response_models: ClassVar = {"put": MemberJson, "delete": None}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -169,7 +252,8 @@ class MemberResource:
         await self._store.set_member_role([org_id], org_id, user_id, body.role)
         auth.forget_user(user_id)
         member = next(m for m in members if m["user_id"] == user_id)
-        resp.media = {**member, "role": body.role}
+        changed: MemberJson = {**member_json(member), "role": body.role}
+        resp.media = changed
 
     on_patch = on_put
 
@@ -203,8 +287,8 @@ def _may_grant(p: Principal, org_id: int, role: str, current: str | None) -> Non
 
 
 async def _invite(
-    store: Store, p: Principal, org_id: int, email: str, role: str, days: int = INVITATION_DAYS
-) -> dict[str, Any]:
+    store: Store, p: Principal, org_id: int, email: str, role: Role, days: int = INVITATION_DAYS
+) -> InvitationSentJson:
     """Invite `email` (or refresh its pending invitation); the answer is the same for
     every email: nothing is looked up about accounts."""
     now = time.time()
@@ -226,6 +310,8 @@ class InvitationsResource:
     """`/api/organizations/{id}/invitations`: an organisation's pending invitations."""
 
     body_models: ClassVar = {"post": InvitationCreate}
+    response_models: ClassVar = {"get": list[InvitationJson], "post": InvitationSentJson}
+    response_status: ClassVar = {"post": 202}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -256,6 +342,8 @@ class InvitationsResource:
 
 
 class InvitationResource:
+    response_models: ClassVar = {"delete": None}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -286,6 +374,8 @@ class InvitationResource:
 class MyInvitationsResource:
     """`/api/users/me/invitations`: the invitations addressed to the caller's email."""
 
+    response_models: ClassVar = {"get": list[MyInvitationJson]}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -297,6 +387,8 @@ class MyInvitationsResource:
 class MyInvitationResource:
     """`POST /api/users/me/invitations/{id}/accept` and `…/decline`. Another account's
     invitation is not found, whatever its id."""
+
+    response_models: ClassVar = {"post_accept": AcceptedJson, "post_decline": None}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -310,7 +402,7 @@ class MyInvitationResource:
         if joined is None:
             raise falcon.HTTPNotFound(description="Invitation not found")
         auth.forget_user(p.user_id)
-        resp.media = {**joined, "status": "accepted"}
+        resp.media = accepted_json(joined)
 
     async def on_post_decline(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, invitation_id: int

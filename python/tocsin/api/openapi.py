@@ -41,7 +41,6 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import typing
-import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +50,7 @@ import falcon.asgi
 import typing_extensions
 from pydantic import BaseModel, TypeAdapter
 
+from tocsin import schedules
 from tocsin.api.context import AppContext
 from tocsin.api.limits import MAX_BODY, MAX_DEPTH
 from tocsin.api.paths import PUBLIC_PREFIXES
@@ -191,9 +191,11 @@ def _nothing_required(schema: dict[str, Any]) -> None:
     `then` (the stored value may satisfy it); conditions still apply to what is sent."""
     schema.pop("required", None)
     for clause in [schema, *schema.get("allOf", [])]:
-        then = clause.get("then")
-        if isinstance(then, dict) and "$ref" not in then:
-            then.pop("required", None)
+        while isinstance(clause, dict):
+            then = clause.get("then")
+            if isinstance(then, dict) and "$ref" not in then:
+                then.pop("required", None)
+            clause = clause.get("else")
 
 
 class _Components:
@@ -291,7 +293,7 @@ class _Components:
             TIME_ZONE,
             {
                 "type": "string",
-                "enum": sorted(zoneinfo.available_timezones()),
+                "enum": sorted(schedules.time_zone_names()),
                 "description": "An IANA time zone name, as this server's time zone database"
                 " has it (e.g. UTC, Europe/Paris)",
             },
@@ -325,7 +327,15 @@ class _Components:
                 if not partial and any(f.is_required() for f in variant.model_fields.values()):
                     then["required"] = [under]
             clauses.append({"if": when, "then": then})
-        return clauses
+        if under is None:
+            return clauses
+        # One if/then/else chain, which says the same (the tag's values are distinct):
+        # schema-driven generators (schemathesis) give up on seven or more separate
+        # conditions that each name a nested field.
+        chain = clauses[-1]
+        for clause in reversed(clauses[:-1]):
+            chain = {**clause, "else": chain}
+        return [chain]
 
 
 _UNTYPED = object()

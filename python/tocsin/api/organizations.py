@@ -5,21 +5,29 @@ api/members.py."""
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import falcon
 import falcon.asgi
 from pydantic import ConfigDict, Field, field_validator
+from typing_extensions import TypedDict
 
 from tocsin.api import auth, query
 from tocsin.api.body import read_json_object
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error, query_error
-from tocsin.api.identity_common import PAGE_LIMIT, Body, not_null, time_zone
+from tocsin.api.identity_common import (
+    LEFT_OUT,
+    PAGE_LIMIT,
+    Body,
+    Role,
+    role,
+    time_zone,
+)
 from tocsin.api.paths import ID, ORG
 from tocsin.api.query import OFFSET
-from tocsin.api.schemas import parse
+from tocsin.api.schemas import TimeZoneName, parse
 from tocsin.store.base import Principal, Row, Store
 
 CONFIRM = query.Text("confirm", "the organisation's name, to confirm its deletion")
@@ -36,7 +44,7 @@ class OrganizationSettings(Body):
     # Unknown keys are kept: a client may store its own preferences here.
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
 
-    timezone: str = Field(default="UTC", max_length=64)
+    timezone: TimeZoneName = Field(default="UTC", max_length=64)
 
     @field_validator("timezone")
     @classmethod
@@ -50,30 +58,46 @@ class ProjectCreate(Body):
 
 
 class ProjectUpdate(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    description: str | None = Field(default=None, max_length=2000)
-
-    @field_validator("name", "description")
-    @classmethod
-    def _present(cls, v: Any) -> Any:
-        return not_null(v)
+    name: str = Field(default=LEFT_OUT, min_length=1, max_length=100)
+    description: str = Field(default=LEFT_OUT, max_length=2000)
 
 
 # -- responses ----------------------------------------------------------------------------
 
 
-def org_json(row: Row, role: str) -> dict[str, Any]:
+class OrganizationJson(TypedDict):
+    """An organisation and the caller's role in it."""
+
+    id: int
+    name: str
+    role: Role
+    default_project_id: int | None
+    created_at: str
+    updated_at: str | None
+
+
+def org_json(row: Row, caller_role: str) -> OrganizationJson:
     return {
         "id": row["id"],
         "name": row["name"],
-        "role": role,
+        "role": role(caller_role),
         "default_project_id": row["default_project_id"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
 
 
-def project_json(row: Row) -> dict[str, Any]:
+class ProjectJson(TypedDict):
+    id: int
+    organization_id: int
+    name: str
+    description: str
+    is_default: bool
+    created_at: str
+    updated_at: str | None
+
+
+def project_json(row: Row) -> ProjectJson:
     return {
         "id": row["id"],
         "organization_id": row["organization_id"],
@@ -85,8 +109,43 @@ def project_json(row: Row) -> dict[str, Any]:
     }
 
 
-def settings_json(stored: dict[str, Any]) -> dict[str, Any]:
-    return OrganizationSettings.model_validate(stored).model_dump()
+class OrganizationSettingsJson(TypedDict):
+    """The settings (OrganizationSettings), defaults filled in; the keys a client stored
+    beside them are answered too."""
+
+    timezone: str
+
+
+def settings_json(stored: dict[str, Any]) -> OrganizationSettingsJson:
+    # Not validated again: what is stored was valid when it was written, and a rule made
+    # stricter since (a time zone alias now refused) must not make reading it fail.
+    known: OrganizationSettingsJson = {"timezone": str(stored.get("timezone") or "UTC")}
+    extra = {k: v for k, v in stored.items() if k not in OrganizationSettings.model_fields}
+    # NOTE: a TypedDict cannot say "and any other key" to mypy; the known ones are
+    # checked above.
+    return cast(OrganizationSettingsJson, {**known, **extra})
+
+
+class UsageJson(TypedDict):
+    """What the organisation holds: how many of each."""
+
+    organization_id: int
+    checks: int
+    results_stored: int
+    agents: int
+    projects: int
+    members: int
+
+
+def usage_json(org_id: int, counts: Row) -> UsageJson:
+    return {
+        "organization_id": org_id,
+        "checks": counts["checks"],
+        "results_stored": counts["results_stored"],
+        "agents": counts["agents"],
+        "projects": counts["projects"],
+        "members": counts["members"],
+    }
 
 
 async def _org(store: Store, p: Principal, org_id: int, role: str) -> Row:
@@ -102,6 +161,8 @@ async def _org(store: Store, p: Principal, org_id: int, role: str) -> Row:
 
 class OrganizationsResource:
     body_models: ClassVar = {"post": OrganizationCreate}
+    response_models: ClassVar = {"get": list[OrganizationJson], "post": OrganizationJson}
+    response_status: ClassVar = {"post": 201}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -123,8 +184,8 @@ class OrganizationsResource:
 
 class OrganizationResource:
     query_params: ClassVar = {"delete": (CONFIRM,)}
-
     body_models: ClassVar = {"put": OrganizationCreate}
+    response_models: ClassVar = {"get": OrganizationJson, "put": OrganizationJson, "delete": None}
 
     def __init__(self, ctx: AppContext) -> None:
         self._store = ctx.store
@@ -172,6 +233,8 @@ class OrganizationResource:
 
 
 class UsageResource:
+    response_models: ClassVar = {"get": UsageJson}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -183,11 +246,12 @@ class UsageResource:
         usage = await self._store.organization_usage([org_id], org_id)
         if usage is None:
             raise falcon.HTTPNotFound(description="Organization not found")
-        resp.media = {"organization_id": org_id, **usage}
+        resp.media = usage_json(org_id, usage)
 
 
 class SettingsResource:
     body_models: ClassVar = {"put": OrganizationSettings}
+    response_models: ClassVar = {"get": OrganizationSettingsJson, "put": OrganizationSettingsJson}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -219,6 +283,8 @@ class SettingsResource:
 class ProjectsResource:
     body_models: ClassVar = {"post": ProjectCreate}
     query_params: ClassVar = {"get": (PAGE_LIMIT, OFFSET)}
+    response_models: ClassVar = {"get": list[ProjectJson], "post": ProjectJson}
+    response_status: ClassVar = {"post": 201}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -245,6 +311,7 @@ class ProjectsResource:
 
 class ProjectResource:
     body_models: ClassVar = {"put": ProjectUpdate}
+    response_models: ClassVar = {"get": ProjectJson, "put": ProjectJson, "delete": None}
 
     def __init__(self, store: Store) -> None:
         self._store = store

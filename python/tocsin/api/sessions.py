@@ -3,12 +3,13 @@ cookie), logout, and the session cookie itself (set again by a password change).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs
 
 import falcon
 import falcon.asgi
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from tocsin.api import auth
 from tocsin.api.body import read_bytes, read_json_object
@@ -26,6 +27,17 @@ _FORM_LIMIT = 16 * 1024
 class LoginForm(Body):
     username: str = Field(min_length=1, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
+
+
+class AccessTokenJson(TypedDict):
+    """A session token, as OAuth2 password clients read it."""
+
+    access_token: str
+    token_type: Literal["bearer"]
+
+
+def access_token_json(token: str) -> AccessTokenJson:
+    return {"access_token": token, "token_type": "bearer"}
 
 
 def set_session_cookie(req: falcon.asgi.Request, resp: falcon.asgi.Response, jwt: str) -> None:
@@ -67,6 +79,7 @@ class TokenLoginResource:
 
     body_models: ClassVar = {"post": LoginForm}
     body_media_types = ("application/x-www-form-urlencoded", "application/json")
+    response_models: ClassVar = {"post": AccessTokenJson}
 
     def __init__(self, store: Store, key: bytes, throttle: auth.LoginThrottle) -> None:
         self._store = store
@@ -94,7 +107,7 @@ class TokenLoginResource:
         token = issue_session(self._key, user["id"], password_stamp(user["password_hash"]))
         set_session_cookie(req, resp, token)
         resp.set_header("Cache-Control", "no-store")
-        resp.media = {"access_token": token, "token_type": "bearer"}
+        resp.media = access_token_json(token)
 
 
 class LogoutResource:
@@ -102,6 +115,7 @@ class LogoutResource:
     it expires or the password changes)."""
 
     auth_public = True
+    response_models: ClassVar = {"post": None}
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.unset_cookie(auth.SESSION_COOKIE, path="/")

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
-from pydantic import Field, StrictBool, ValidationInfo, field_validator
+from pydantic import Field, StrictBool, field_validator
+from typing_extensions import TypedDict
 
 from tocsin.api import auth
 from tocsin.api.body import read_json_object
@@ -18,17 +19,25 @@ from tocsin.api.common import iso, principal
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.identity_common import (
+    LEFT_OUT,
     PAGE_LIMIT,
     Body,
+    Role,
     new_password_hash,
-    not_null,
     password_ok,
+    role,
     time_zone,
     valid_email,
 )
 from tocsin.api.paths import ID
 from tocsin.api.query import OFFSET
-from tocsin.api.schemas import parse
+from tocsin.api.schemas import (
+    TIME_OF_DAY_PATTERN,
+    EmailAddress,
+    TimeOfDay,
+    TimeZoneName,
+    parse,
+)
 from tocsin.api.sessions import set_session_cookie
 from tocsin.security import (
     TOKEN_PREFIX,
@@ -39,7 +48,7 @@ from tocsin.security import (
 )
 from tocsin.store.base import Principal, Row, Store
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(TIME_OF_DAY_PATTERN)
 
 
 # -- request bodies -----------------------------------------------------------------------
@@ -51,7 +60,7 @@ class TokenCreate(Body):
 
 
 class UserCreate(Body):
-    email: str = Field(max_length=254)
+    email: EmailAddress = Field(max_length=254)
     password: str = Field(min_length=8, max_length=1024)
     full_name: str = Field(default="", max_length=200)
     is_superuser: StrictBool = False
@@ -63,30 +72,28 @@ class UserCreate(Body):
 
 
 class UserMeUpdate(Body):
-    full_name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=254)
-    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    full_name: str = Field(default=LEFT_OUT, max_length=200)
+    email: EmailAddress = Field(default=LEFT_OUT, max_length=254)
+    password: str = Field(default=LEFT_OUT, min_length=8, max_length=1024)
     current_password: str | None = Field(default=None, max_length=1024)
 
-    @field_validator("full_name", "email", "password")
+    @field_validator("email")
     @classmethod
-    def _present(cls, v: Any, info: ValidationInfo) -> Any:
-        v = not_null(v)
-        return valid_email(v) if info.field_name == "email" else v
+    def _email(cls, v: str) -> str:
+        return valid_email(v)
 
 
 class UserAdminUpdate(Body):
-    full_name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=254)
-    password: str | None = Field(default=None, min_length=8, max_length=1024)
-    is_active: StrictBool | None = None
-    is_superuser: StrictBool | None = None
+    full_name: str = Field(default=LEFT_OUT, max_length=200)
+    email: EmailAddress = Field(default=LEFT_OUT, max_length=254)
+    password: str = Field(default=LEFT_OUT, min_length=8, max_length=1024)
+    is_active: StrictBool = LEFT_OUT
+    is_superuser: StrictBool = LEFT_OUT
 
-    @field_validator("full_name", "email", "password", "is_active", "is_superuser")
+    @field_validator("email")
     @classmethod
-    def _present(cls, v: Any, info: ValidationInfo) -> Any:
-        v = not_null(v)
-        return valid_email(v) if info.field_name == "email" else v
+    def _email(cls, v: str) -> str:
+        return valid_email(v)
 
 
 class NotificationPreferences(Body):
@@ -95,9 +102,9 @@ class NotificationPreferences(Body):
     notify_on_degraded: StrictBool = True
     notify_on_recovery: StrictBool = True
     notify_on_incident_ack: StrictBool = False
-    quiet_hours_start: str | None = Field(default=None, description="HH:MM")
-    quiet_hours_end: str | None = Field(default=None, description="HH:MM")
-    timezone: str = Field(default="UTC", max_length=64)
+    quiet_hours_start: TimeOfDay | None = Field(default=None, description="HH:MM")
+    quiet_hours_end: TimeOfDay | None = Field(default=None, description="HH:MM")
+    timezone: TimeZoneName = Field(default="UTC", max_length=64)
 
     @field_validator("quiet_hours_start", "quiet_hours_end")
     @classmethod
@@ -115,7 +122,17 @@ class NotificationPreferences(Body):
 # -- responses ----------------------------------------------------------------------------
 
 
-def user_json(row: Row) -> dict[str, Any]:
+class UserJson(TypedDict):
+    id: int
+    email: str
+    full_name: str
+    is_active: bool
+    is_superuser: bool
+    created_at: str
+    updated_at: str | None
+
+
+def user_json(row: Row) -> UserJson:
     # APPSEC: an explicit list, so the password hash can never leak into a response.
     return {
         "id": row["id"],
@@ -128,7 +145,47 @@ def user_json(row: Row) -> dict[str, Any]:
     }
 
 
-def token_json(row: Row) -> dict[str, Any]:
+class MyOrganizationJson(TypedDict):
+    id: int
+    name: str
+    role: Role
+
+
+class MeJson(UserJson):
+    """The caller's account and the organisations it belongs to, with its role."""
+
+    organizations: list[MyOrganizationJson]
+
+
+def me_json(user: Row, organizations: list[Row], p: Principal) -> MeJson:
+    return {
+        **user_json(user),
+        "organizations": [
+            {"id": o["id"], "name": o["name"], "role": role(p.roles[o["id"]])}
+            for o in organizations
+        ],
+    }
+
+
+class ApiTokenJson(TypedDict):
+    """A personal access token without its secret (`prefix`: its first characters)."""
+
+    id: int
+    name: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class NewApiTokenJson(ApiTokenJson):
+    """A new token, the only time the token itself is shown."""
+
+    token: str
+
+
+def token_json(row: Row) -> ApiTokenJson:
     return {
         "id": row["id"],
         "name": row["name"],
@@ -140,8 +197,35 @@ def token_json(row: Row) -> dict[str, Any]:
     }
 
 
-def preferences_json(stored: dict[str, Any]) -> dict[str, Any]:
-    return NotificationPreferences.model_validate(stored).model_dump()
+class PreferencesJson(TypedDict):
+    """The notification preferences (NotificationPreferences), defaults filled in."""
+
+    email_enabled: bool
+    notify_on_down: bool
+    notify_on_degraded: bool
+    notify_on_recovery: bool
+    notify_on_incident_ack: bool
+    quiet_hours_start: str | None
+    quiet_hours_end: str | None
+    timezone: str
+
+
+def preferences_json(stored: dict[str, Any]) -> PreferencesJson:
+    # Not validated again: what is stored was valid when it was written, and a rule made
+    # stricter since (a time zone alias now refused) must not make reading it fail.
+    prefs = NotificationPreferences.model_construct(
+        **{k: v for k, v in stored.items() if k in NotificationPreferences.model_fields}
+    )
+    return {
+        "email_enabled": prefs.email_enabled,
+        "notify_on_down": prefs.notify_on_down,
+        "notify_on_degraded": prefs.notify_on_degraded,
+        "notify_on_recovery": prefs.notify_on_recovery,
+        "notify_on_incident_ack": prefs.notify_on_incident_ack,
+        "quiet_hours_start": prefs.quiet_hours_start,
+        "quiet_hours_end": prefs.quiet_hours_end,
+        "timezone": prefs.timezone,
+    }
 
 
 # -- /api/users/me ------------------------------------------------------------------------
@@ -149,6 +233,7 @@ def preferences_json(stored: dict[str, Any]) -> dict[str, Any]:
 
 class MeResource:
     body_models: ClassVar = {"patch": UserMeUpdate}
+    response_models: ClassVar = {"get": MeJson, "patch": UserJson}
 
     def __init__(self, store: Store, key: bytes) -> None:
         self._store = store
@@ -159,13 +244,7 @@ class MeResource:
         user = await self._store.get_user(p.user_id)
         if user is None:
             raise falcon.HTTPNotFound(description="User not found")
-        orgs = await self._store.list_organizations(p.org_ids)
-        resp.media = {
-            **user_json(user),
-            "organizations": [
-                {"id": o["id"], "name": o["name"], "role": p.roles[o["id"]]} for o in orgs
-            ],
-        }
+        resp.media = me_json(user, await self._store.list_organizations(p.org_ids), p)
 
     async def on_patch(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
@@ -203,6 +282,7 @@ class MeResource:
 
 class PreferencesResource:
     body_models: ClassVar = {"put": NotificationPreferences}
+    response_models: ClassVar = {"get": PreferencesJson, "put": PreferencesJson}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -230,6 +310,8 @@ class PreferencesResource:
 
 class TokensResource:
     body_models: ClassVar = {"post": TokenCreate}
+    response_models: ClassVar = {"get": list[ApiTokenJson], "post": NewApiTokenJson}
+    response_status: ClassVar = {"post": 201}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -256,10 +338,13 @@ class TokensResource:
         resp.status = falcon.HTTP_201
         resp.set_header("Cache-Control", "no-store")
         # The only time the token is shown: only its hash is stored.
-        resp.media = {**token_json(row), "token": token}
+        answer: NewApiTokenJson = {**token_json(row), "token": token}
+        resp.media = answer
 
 
 class TokenResource:
+    response_models: ClassVar = {"delete": None}
+
     def __init__(self, store: Store) -> None:
         self._store = store
 
@@ -285,6 +370,8 @@ async def _superuser(store: Store, p: Principal) -> None:
 class UsersResource:
     body_models: ClassVar = {"post": UserCreate}
     query_params: ClassVar = {"get": (PAGE_LIMIT, OFFSET)}
+    response_models: ClassVar = {"get": list[UserJson], "post": UserJson}
+    response_status: ClassVar = {"post": 201}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -313,6 +400,7 @@ class UsersResource:
 
 class UserResource:
     body_models: ClassVar = {"patch": UserAdminUpdate}
+    response_models: ClassVar = {"get": UserJson, "patch": UserJson, "delete": None}
 
     def __init__(self, store: Store) -> None:
         self._store = store

@@ -24,7 +24,14 @@ from typing import Any, Literal
 import aiohttp
 import aiosmtplib
 import yarl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 from tocsin.headers import valid_headers
 
@@ -152,7 +159,7 @@ class EmailConfig(_Config):
     smtp_host: str = Field(min_length=1, max_length=253)
     smtp_port: int = Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "tls", "none"] = "starttls"
-    tls_verify: bool = True
+    tls_verify: StrictBool = True
     smtp_username: str = Field(default="", max_length=200)
     smtp_password: str = Field(default="", max_length=500)
     from_address: str
