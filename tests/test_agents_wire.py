@@ -98,6 +98,12 @@ def test_undecodable_bodies_and_signatures() -> None:
         wire.decode(b"\xc1", wire.MSGPACK)
     with pytest.raises(wire.BadBatchError):
         wire.decode(wire.encode(1, [])[:-1], wire.MSGPACK)
+    # Text neither database can store, and a document nested a thousand levels deep.
+    for bad in (b'{"seq": 1, "results": [["\\ud800"]]}', b"[" * 1000 + b"]" * 1000):
+        with pytest.raises(wire.BadBatchError):
+            wire.decode(bad, "application/json")
+    with pytest.raises(wire.BadBatchError):
+        wire.decode(b"\x91" * 1000 + b"\x90", wire.MSGPACK)  # msgpack arrays, as deep
     key = wire.signing_key("abc")
     body = wire.encode(1, [good()])
     assert wire.signature_ok(key, body, wire.sign(key, body))

@@ -24,7 +24,6 @@ from tocsin.api.body import read_bytes, read_json_object
 from tocsin.api.common import iso
 from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed, field_error
-from tocsin.api.limits import InputError, MalformedJson, check_tree
 from tocsin.api.schemas import MAX_ID, parse
 from tocsin.checks import engine_check
 from tocsin.security import hash_token, new_token
@@ -342,8 +341,9 @@ class ResultsResource:
             )
         source = source_of(agent)
         try:
+            # Text: msgpack decodes strict UTF-8 and JSON is parsed by orjson (neither
+            # lets an unpaired surrogate through); `parse` keeps U+0000 as U+FFFD.
             data = wire.decode(body, req.content_type)
-            check_tree(data, ["body"])
             now = time.time()
             batch = wire.parse(
                 data, source, oldest=now - MAX_RESULT_AGE, newest=now + MAX_CLOCK_AHEAD
@@ -352,10 +352,6 @@ class ResultsResource:
             if not exc.loc:
                 raise falcon.HTTPBadRequest(description=str(exc)) from None
             raise field_error(exc.loc, str(exc)) from None
-        except MalformedJson as exc:
-            raise falcon.HTTPBadRequest(description=str(exc)) from None
-        except InputError as exc:
-            raise ValidationFailed([{"loc": exc.loc, "msg": exc.msg, "type": exc.kind}]) from None
         if batch.seq > agent["last_batch_seq"] + MAX_SEQ_GAP:
             # An agent's numbers only skip the batches it set aside; a jump this far
             # would make every batch it still holds look like an old duplicate.
