@@ -29,6 +29,7 @@ from tocsin.live import LiveBridge
 from tocsin.notify.router import Router
 from tocsin.notify.worker import Outbox
 from tocsin.pings import PingRecorder
+from tocsin.ratelimits import RateLimits
 from tocsin.security import session_key
 from tocsin.store import Retention, Store, StoreUnavailableError
 from tocsin.windows import WindowBook
@@ -54,6 +55,8 @@ class Services:
     live: LiveBridge
     # Signs and checks session tokens (DATA_DIR/jwt.key, created on first use).
     session_key: bytes
+    # Request budgets per token, per client address, and for failed authentication.
+    limits: RateLimits
     retention: Retention = field(default_factory=Retention)
     retention_interval: float = 3600.0
     _retention_task: asyncio.Task[None] | None = None
@@ -91,6 +94,7 @@ class Services:
             agents=AgentFleet(store, engine, events),
             live=LiveBridge(store, engine, events),
             session_key=session_key(data_dir),
+            limits=RateLimits.from_env(),
             retention=retention or Retention(),
             retention_interval=retention_interval,
         )

@@ -67,7 +67,7 @@ def dumps(obj: Any) -> bytes:
 def create_app(ctx: AppContext) -> falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]:
     auth = AuthMiddleware(ctx.store, public_prefixes=PUBLIC_PREFIXES, session_key=ctx.session_key)
     # After auth: the limit is per token for authenticated routes.
-    limits = RateLimitMiddleware.from_env()
+    limits = RateLimitMiddleware(ctx.limits)
     # The guard first: refused input never reaches authentication or a handler.
     app = falcon.asgi.App(middleware=(InputGuardMiddleware(), auth, limits))
     # Clients call both `/api/checks` and `/api/checks/`; neither may redirect.
