@@ -16,7 +16,9 @@ keep-alive, `--connections` connections, `--duration` seconds each, one after an
 - `GET /api/checks/?limit=100` with the token;
 - `POST /api/ping/{uuid}` (empty body), no credentials;
 - `GET /api/no-such-route` with the token (a 404): the cost of the HTTP server, the
-  framework, auth and rate limiting alone, the ceiling of any route in this process.
+  framework, the input guard and rate limiting alone, the ceiling of any route in this
+  process (authentication is skipped for a path that matches no route, so the token is
+  not looked up: an authenticated 404 of a missing check costs more, see bench/micro).
 Each row: requests/s, latency p50/p99 (wrk --latency), socket errors and non-2xx answers.
 
 Engine: the engine's counters are not exposed over HTTP, so after the runs the server is
