@@ -43,6 +43,7 @@ fn engine_error(py: Python<'_>, err: &EngineError) -> PyErr {
     // The reason alone, without the check and field the other attributes carry.
     let reason = match &err {
         EngineError::Config { error, .. } => error.message.clone(),
+        EngineError::Schedule(e) => e.reason(),
         other => other.to_string(),
     };
     let exc = InvalidCheckError::new_err(err.to_string());

@@ -96,6 +96,21 @@ impl std::fmt::Display for ScheduleError {
 
 impl std::error::Error for ScheduleError {}
 
+impl ScheduleError {
+    /// What is wrong, without the check and the field (which callers carry apart).
+    pub fn reason(&self) -> String {
+        match self {
+            ScheduleError::IntervalOutOfRange { interval_ms, .. } => {
+                format!("{interval_ms} ms is outside {MIN_INTERVAL_MS}..={MAX_INTERVAL_MS} ms")
+            }
+            ScheduleError::TimeoutOutOfRange { timeout_ms, .. } => {
+                format!("{timeout_ms} ms is outside 1..={MAX_TIMEOUT_MS} ms")
+            }
+            ScheduleError::UnknownKind(k) => format!("unknown probe kind {k}"),
+        }
+    }
+}
+
 impl CheckSpec {
     pub fn validate(&self) -> Result<(), ScheduleError> {
         if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&self.interval_ms) {
@@ -325,6 +340,22 @@ mod tests {
             kind: ProbeKind::Python,
             active: true,
         }
+    }
+
+    #[test]
+    fn a_refusal_names_its_reason_apart_from_the_check() {
+        let err = spec(1500, 10).validate().unwrap_err();
+        assert_eq!(err.reason(), "10 ms is outside 1000..=86400000 ms");
+        assert_eq!(
+            err.to_string(),
+            "check 1500: interval 10 ms is outside 1000..=86400000 ms"
+        );
+        let mut slow = spec(7, 1_000);
+        slow.timeout_ms = 0;
+        assert_eq!(
+            slow.validate().unwrap_err().reason(),
+            "0 ms is outside 1..=3600000 ms"
+        );
     }
 
     #[test]
