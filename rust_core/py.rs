@@ -44,7 +44,7 @@ fn engine_error(py: Python<'_>, err: &EngineError) -> PyErr {
     let reason = match &err {
         EngineError::Config { error, .. } => error.message.clone(),
         EngineError::Schedule(e) => e.reason(),
-        other => other.to_string(),
+        other @ EngineError::Startup(_) => other.to_string(),
     };
     let exc = InvalidCheckError::new_err(err.to_string());
     let value = exc.value(py);
