@@ -53,6 +53,14 @@ def test_nul_in_a_rows_text_is_kept_as_u_fffd_not_refused() -> None:
     assert batch.verdict_rows()[0][4:] == ("kind\ufffd", "got \ufffd back")
 
 
+def test_details_that_are_not_a_json_object_are_left_out() -> None:
+    """Readers parse a result's details: text that is not a JSON object would make
+    every read of the check fail, so it is left out (the result is kept)."""
+    rows = [good(c12=d) for d in ('{"a": 1}', "{not json", "[1, 2]", '"x"')]
+    stored = [r[-1] for r in parse(rows).store_rows(9)]
+    assert stored == ['{"a": 1}', None, None, None]
+
+
 @pytest.mark.parametrize(
     ("row", "loc"),
     [

@@ -19,6 +19,7 @@ from tocsin.store import Store
 
 NEVER = "0 0 30 2 *"  # the 30th of February
 URL = "http://127.0.0.1:1/"
+SOURCES = [f"geo:n{i}" for i in range(201)]  # one over the limit
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -162,6 +163,8 @@ async def test_a_schedule_patched_to_never_match_is_refused_and_the_check_keeps_
         ({"rrule": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"}, "rrule"),
         ({"rrule": "FREQ=DAILY;BYHOUR=25"}, "rrule"),
         ({"rrule": "FREQ=MINUTELY"}, "rrule"),
+        # Would take minutes to search (a fine frequency that never matches).
+        ({"rrule": "FREQ=SECONDLY;BYHOUR=1;BYMONTH=2;BYMONTHDAY=31;BYSETPOS=1"}, "rrule"),
         ({"cron": "0 3 * * *", "timezone": ""}, "timezone"),
         ({"cron": "0 3 * * *", "timezone": "Nowhere/Land"}, "timezone"),
     ],
@@ -277,6 +280,9 @@ async def test_nul_and_lone_surrogates_are_refused_on_every_kind_of_route(
     assert code == 422, err
     code, _ = await api(http, server, "GET", "/api/checks/%00")
     assert code == 404
+    # An integer of thousands of digits (Python refuses to convert it).
+    code, err = await api(http, server, "GET", "/api/checks?limit=" + "9" * 5000)
+    assert code == 422 and locs(err) == [["query", "limit"]], err
     # Routes without credentials.
     status, _, err = await raw(
         http,
@@ -409,6 +415,10 @@ async def test_check_header_values_are_secrets_and_urls_carry_no_credentials(
         ({"http_headers": {"X-A": "a\r\nX-Injected: 1"}}, "http_headers"),
         ({"http_headers": {"X-A": "a\nb"}}, "http_headers"),
         ({"http_headers": {"Bad Name": "x"}}, "http_headers"),
+        (
+            {"check_source_critical": {f"geo:n{i}": True for i in range(201)}},
+            "check_source_critical",
+        ),
     ]:
         code, err = await api(http, server, "PATCH", f"/api/checks/{check['id']}", json=bad)
         assert code == 422, (bad, err)
@@ -422,6 +432,18 @@ async def test_check_header_values_are_secrets_and_urls_carry_no_credentials(
             "name": "hook",
             "channel_type": "webhook",
             "config": {"url": "http://127.0.0.1:9/", "headers": {"X-A": "a\r\nX-B: c"}},
+        },
+    )
+    assert code == 422, err
+    code, err = await api(
+        http,
+        server,
+        "POST",
+        "/api/notification-channels",
+        json={
+            "name": "hook",
+            "channel_type": "webhook",
+            "config": {"url": "http://t0ken@127.0.0.1:9/"},
         },
     )
     assert code == 422, err

@@ -47,9 +47,6 @@ MAX_PENDING = 100_000
 BATCH = 500
 
 
-# `iso` of a time that is never null.
-
-
 class IncidentJson(TypedDict):
     id: int
     organization_id: int

@@ -69,21 +69,27 @@ class LiveBridge:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Taken out before the lookup: batches queued meanwhile (or dropped as the
+            # oldest) are not confused with these.
             batches = list(self._pending)
+            self._pending.clear()
             ids = {r.check_id for rs, _ in batches for r in rs}
             ids.update(c.check_id for _, cs in batches for c in cs)
             try:
                 await self._directory.learn(ids)
             except StoreUnavailableError as exc:
                 log.warning("live events wait for the database: %s", exc)
+                self._pending.extendleft(reversed(batches))
+                while len(self._pending) > MAX_PENDING_BATCHES:
+                    self._pending.popleft()
+                    self.dropped += 1
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             except Exception:
                 log.exception("live events: owner lookup failed; publishing what is known")
             backoff = 0.1
-            for _ in range(len(batches)):
-                results, changes = self._pending.popleft()
+            for results, changes in batches:
                 try:
                     self._publish(results, changes)
                 except Exception:

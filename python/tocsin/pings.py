@@ -57,6 +57,13 @@ class PingRecorder:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            except asyncio.CancelledError:
+                # Closed while writing: whether it committed is unknown, so no caller
+                # is told it did (they see the cancellation, not an OK).
+                for _, future in batch:
+                    if not future.done():
+                        future.cancel()
+                raise
             for (_, future), ok in zip(batch, kept, strict=True):
                 if not future.done():
                     future.set_result(ok)

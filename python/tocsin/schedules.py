@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import math
+import re
 import zoneinfo
 
 from croniter import croniter
@@ -25,6 +27,9 @@ CRON_FIELDS = 5
 # How many occurrences are computed to learn a rule's shortest period.
 SAMPLE = 10
 MAX_RULE_LENGTH = 500
+_FREQ = re.compile(r"FREQ=([A-Z]+)")
+# The period of an RRULE frequency (at INTERVAL=1), for the ones finer than a day.
+_FREQ_SECONDS = {"SECONDLY": 1, "MINUTELY": 60}
 
 
 def invalid(field: str, message: str) -> _core.InvalidCheckError:
@@ -157,6 +162,13 @@ def recurrence(
         cron(cron_expr, tz, field="cron", min_period_s=min_period_s)
         _min_period("cron", cron_starts(cron_expr, first, tz), min_period_s)
     elif rrule:
+        freq = _FREQ.search(rrule.upper())
+        if freq is not None and _FREQ_SECONDS.get(freq.group(1), math.inf) < min_period_s:
+            # Refused before any evaluation: a rule with a fine frequency that rarely
+            # matches takes minutes to search (dateutil walks every period).
+            raise invalid(
+                "rrule", f"FREQ={freq.group(1)} recurs more often than {_span(min_period_s)}"
+            )
         _min_period("rrule", rrule_starts(rrule, first, tz), min_period_s)
 
 

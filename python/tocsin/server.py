@@ -79,6 +79,10 @@ async def serve(
     `X-Forwarded-Proto` are believed only from peers in `forwarded_allow_ips` (see
     `tocsin.http_limits.parse_forwarded_allow_ips`), from none by default."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240  (start-up)
+    # An existing directory open to others is closed too (database, keys, credentials).
+    if data_dir.stat().st_mode & 0o077:  # noqa: ASYNC240
+        log.warning("data directory %s was open to other users: now 0700", data_dir)
+        data_dir.chmod(0o700)  # noqa: ASYNC240
     store = open_store(database, data_dir)
     await store.open()
     try:

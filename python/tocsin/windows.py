@@ -5,15 +5,42 @@ reason (`refused`), and the others load."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from tocsin import schedules
 from tocsin.engine import Engine
-from tocsin.maintenance import MaintenanceWindow
+from tocsin.maintenance import MIN_PERIOD_S, MaintenanceWindow
 from tocsin.store.base import Row, Store
 
 log = logging.getLogger("tocsin.maintenance")
 
 KIND = "maintenance_windows"
+RULE_SECONDS = 5.0
+
+
+async def check_rule(row: Row) -> None:
+    """A window's recurrence as `tocsin.schedules.recurrence` checks it (at most
+    `RULE_SECONDS` of evaluation, in a thread: a rule that matches rarely takes a
+    moment to search); `InvalidCheckError` naming `cron`, `rrule` or `timezone`."""
+    if not (row.get("rrule") or row.get("cron")):
+        return
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(
+                schedules.recurrence,
+                rrule=row.get("rrule") or None,
+                cron_expr=row.get("cron") or None,
+                first=float(row["starts_at"]),
+                tz=row.get("timezone") or "UTC",
+                min_period_s=MIN_PERIOD_S,
+            ),
+            RULE_SECONDS,
+        )
+    except TimeoutError:
+        raise schedules.invalid(
+            "cron" if row.get("cron") else "rrule", "takes too long to evaluate"
+        ) from None
 
 
 def engine_window(row: Row) -> MaintenanceWindow:
@@ -72,6 +99,9 @@ class WindowBook:
             )
             for row in rows:
                 try:
+                    # The API's own check of the rule (it matches, at most hourly), so a
+                    # row stored by other means cannot stall the engine's evaluation.
+                    await check_rule(row)
                     self._windows[row["id"]] = (row, engine_window(row))
                 except Exception as exc:  # one bad row must not stop the others
                     log.error("maintenance window %s not loaded: %s", row["id"], exc)

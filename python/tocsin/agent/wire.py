@@ -236,12 +236,24 @@ def parse(
 
 def _storable(raw: list[list[Any]]) -> list[list[Any]]:
     """The rows with U+0000 in their text as U+FFFD (as every result is stored, see
-    `tocsin.models.storable_text`): a probe's odd reply is kept, not refused (a refused
-    batch would stay in the agent's spool) and cannot fail the store's write."""
+    `tocsin.models.storable_text`), and details that are not a JSON object left out: a
+    probe's odd reply is kept, not refused (a refused batch would stay in the agent's
+    spool), and cannot fail the store's write or a reader's parse."""
     text_at = [AT[f] for f in RESULT_TEXT_FIELDS]
+    details_at = AT["details_json"]
     for r in raw:
         for i in text_at:
             value = r[i]
             if value is not None and "\x00" in value:
                 r[i] = storable_text(value)
+        details = r[details_at]
+        if details is not None and not _json_object(details):
+            r[details_at] = None  # readers parse it: it must be a JSON object
     return raw
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False

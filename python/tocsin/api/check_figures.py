@@ -30,7 +30,6 @@ from tocsin.store.tables import ROLLUP_TIERS
 
 MINUTE, HOUR, DAY = (ROLLUP_TIERS[t] for t in ("minute", "hour", "day"))
 WINDOWS = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
-# `iso` of a time that is never null.
 
 
 def _floor(ms: int, span: int) -> int:

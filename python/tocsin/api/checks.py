@@ -73,9 +73,6 @@ def _config_types() -> dict[str, Any]:
     return {name: Union[tuple(types)] for name, types in kinds.items()}  # noqa: UP007
 
 
-# `iso` of a time that is never null.
-
-
 class TimingsJson(TypedDict):
     """Time spent in each phase of a probe (ms); null where the phase does not apply."""
 
@@ -355,7 +352,9 @@ class Checks:
         is stored: the engine's own validation, without scheduling."""
         if not runnable(fields["type"]):
             return
-        row = {"id": check_id, **fields}
+        # Critical sources left out: mapping them would intern their names in the engine
+        # for a check that may yet be refused (they are ids the engine always takes).
+        row = {"id": check_id, **fields, "check_source_critical": {}}
         try:
             self.engine.validate([scheduled_check(row, self.engine)])
         except ValueError as exc:
@@ -503,8 +502,9 @@ class CheckResource:
     ) -> None:
         p = principal(req)
         row = await self._c.writable(p, check_id)
-        self._c.engine.remove([check_id])
+        # Stored first: a refused delete (the database unavailable) leaves it scheduled.
         await self._c.store.delete_check([row["organization_id"]], check_id)
+        self._c.engine.remove([check_id])
         self._c.publish(row, "deleted")
         resp.status = falcon.HTTP_204
 

@@ -3,7 +3,6 @@ in the store and pushed to the engine (which flags their checks while they are o
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import math
@@ -25,9 +24,9 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
 from tocsin.api.schemas import MAX_ID, Id, TimeZoneName, parse
-from tocsin.maintenance import MIN_PERIOD_S, MaintenanceWindow
+from tocsin.maintenance import MaintenanceWindow
 from tocsin.store.base import Row, Store
-from tocsin.windows import KIND, WindowBook, engine_window
+from tocsin.windows import KIND, WindowBook, check_rule, engine_window
 
 log = logging.getLogger("tocsin.api.maintenance")
 
@@ -117,9 +116,6 @@ class WindowCreate(WindowBody):
     )
 
     name: str = Field(min_length=1, max_length=200)
-
-
-# `iso` of a time that is never null.
 
 
 class WindowJson(TypedDict):
@@ -282,25 +278,10 @@ def _refusal(exc: ValueError, default_field: str) -> Exception:
 
 async def check_recurrence(fields: dict[str, Any]) -> None:
     """A recurring window must match at some time and recur at most hourly: the same
-    check (tocsin.schedules) the engine makes when it loads the window."""
-    key = "cron" if fields["cron"] else "rrule" if fields["rrule"] else None
-    if key is None:
-        return
+    check (`windows.check_rule`) the engine's window book makes when it loads it."""
+    key = "cron" if fields["cron"] else "rrule"
     try:
-        # NOTE: a thread, as a rule that matches rarely takes a moment to search.
-        await asyncio.wait_for(
-            asyncio.to_thread(
-                schedules.recurrence,
-                rrule=fields["rrule"],
-                cron_expr=fields["cron"],
-                first=fields["starts_at"],
-                tz=fields["timezone"],
-                min_period_s=MIN_PERIOD_S,
-            ),
-            5,
-        )
-    except TimeoutError:
-        raise field_error(key, "takes too long to evaluate") from None
+        await check_rule(fields)
     except ValueError as exc:
         raise _refusal(exc, key) from None
 

@@ -225,8 +225,9 @@ class OrganizationResource:
             check_ids += [c["id"] for c in page]
             if len(page) < 500:
                 break
-        self._engine.remove(check_ids)
+        # Stored first: a refused delete (the database unavailable) leaves them scheduled.
         await self._store.delete_organization([org_id], org_id)
+        self._engine.remove(check_ids)
         for m in members:
             auth.forget_user(m["user_id"])
         resp.status = falcon.HTTP_204

@@ -146,6 +146,10 @@ class PingResource:
         except KeyError:
             # Deleted (or changed type) since it was looked up: stored, nothing to judge.
             self._known.pop(uuid, None)
+        except ValueError as exc:
+            # Its schedule changed since `_accepting` (a racing PATCH): the ping is stored,
+            # so the answer stays OK; the new schedule takes over from here.
+            log.warning("ping for check %s stored, not judged: %s", check_id, exc)
         if body:
             self._ctx.events.publish(
                 org_id,

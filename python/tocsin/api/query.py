@@ -24,7 +24,8 @@ from tocsin.api.errors import ValidationFailed, query_error
 
 MAX_ID = 2**63 - 1
 MAX_TEXT = 500
-_INTEGER = re.compile(r"-?[0-9]+")
+# At most 20 digits: beyond a BIGINT anyway, and int() of thousands is refused by Python.
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 _NUMBER = r"-?[0-9]+(\.[0-9]+)?"
 _YEAR = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
 # Days per month; 29 February of a common year is the one date it lets through.

@@ -259,6 +259,7 @@ class CheckCommon(_Part):
     geo_monitoring_enabled: StrictBool = False
     check_source_critical: dict[str, StrictBool] = Field(
         default_factory=dict,
+        max_length=200,
         json_schema_extra={"propertyNames": {"pattern": _SOURCE_KEY.pattern}},
     )
     project_id: int | None = Field(default=None, ge=0, le=MAX_ID)

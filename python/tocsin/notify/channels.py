@@ -67,8 +67,8 @@ USER_AGENT = "tocsin-notify/1"
 
 def _http_url(v: str) -> str:
     v = v.strip()
-    if not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", v):
-        raise ValueError("must be an http:// or https:// URL")
+    if not re.match(r"^https?://[^/\s:@]+(:\d+)?(/\S*)?$", v):
+        raise ValueError("must be an http:// or https:// URL, without credentials")
     return v.rstrip("/") if v.count("/") == 2 else v
 
 
