@@ -6,6 +6,7 @@ break would inject headers of its own)."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 MAX_HEADERS = 50
 MAX_NAME = 100
@@ -27,3 +28,17 @@ def valid_headers(headers: dict[str, str]) -> dict[str, str]:
         if _BAD_VALUE.search(value):
             raise ValueError(f"the value of header {name} holds a line break or control character")
     return headers
+
+
+def merge_masked(sent: dict[str, Any], stored: dict[str, str], mask: str) -> dict[str, Any]:
+    """Headers sent back over stored ones whose values are answered masked: a value
+    equal to `mask` keeps the stored value (dropped if there is none), `""` removes the
+    header, anything else replaces it."""
+    out: dict[str, Any] = {}
+    for name, value in sent.items():
+        if value == mask:
+            if name in stored:
+                out[name] = stored[name]
+        elif value != "":
+            out[name] = value
+    return out

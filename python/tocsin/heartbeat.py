@@ -12,7 +12,7 @@ from croniter import croniter
 from tocsin.schedules import cron as valid_cron
 from tocsin.schedules import cron_next, invalid, time_zone
 
-__all__ = ["MAX_GRACE_S", "HeartbeatSchedule", "invalid"]
+__all__ = ["MAX_GRACE_S", "HeartbeatSchedule"]
 
 MAX_GRACE_S = 31 * 86_400
 

@@ -20,6 +20,7 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import ValidationFailed
 from tocsin.api.paths import ID
 from tocsin.api.schemas import MASK, MAX_ID, Id, _validate
+from tocsin.headers import merge_masked
 from tocsin.notify.channels import CHANNEL_TYPES, CONFIGS, SECRETS, message, validate_config
 from tocsin.notify.router import Router, check_links
 from tocsin.notify.worker import Outbox
@@ -200,11 +201,8 @@ def parse_channel(body: dict[str, Any], stored: Row | None) -> tuple[ChannelBody
                     raw.pop(secret, None)
         headers = raw.get("headers")
         if isinstance(headers, dict):
-            # A header value sent back as `******` keeps the stored one.
-            stored_headers = kept.get("headers") or {}
-            raw["headers"] = {
-                k: stored_headers.get(k, "") if v == MASK else v for k, v in headers.items()
-            }
+            # `******` keeps a stored value, `""` removes the header (as for checks).
+            raw["headers"] = merge_masked(headers, kept.get("headers") or {}, MASK)
         if isinstance(body.get("config", {}), dict):
             config, more = validate_config(kind, raw)
             errors += more

@@ -33,6 +33,7 @@ from tocsin.api.schemas import (
 from tocsin.checks import engine_check, probed_remotely, runnable, scheduled_check
 from tocsin.engine import Engine
 from tocsin.events import EventHub
+from tocsin.headers import merge_masked
 from tocsin.models import Result, Status
 from tocsin.store.base import Principal, Row, Store
 
@@ -290,17 +291,7 @@ def _with_secrets(body: dict[str, Any], stored: dict[str, Any] | None) -> dict[s
             out[secret] = kept
     headers = out.get("http_headers")
     if isinstance(headers, dict):
-        kept_headers = (stored or {}).get("http_headers") or {}
-        merged = {}
-        for name, value in headers.items():
-            if value == MASK:
-                value = kept_headers.get(name)
-                if value is None:
-                    continue  # nothing stored to keep
-            elif value == "":
-                continue
-            merged[name] = value
-        out["http_headers"] = merged
+        out["http_headers"] = merge_masked(headers, (stored or {}).get("http_headers") or {}, MASK)
     return out
 
 

@@ -11,8 +11,7 @@ import falcon.asgi
 
 from tocsin.api.errors import ValidationFailed
 from tocsin.api.limits import text_problem
-
-PLAIN_PREFIXES = ("/api/ping/",)
+from tocsin.api.paths import PING_PREFIX
 
 
 class InputGuardMiddleware:
@@ -23,7 +22,7 @@ class InputGuardMiddleware:
             problem = text_problem(unquote(req.query_string, errors="surrogateescape"))
         if problem is None:
             return
-        if req.path.startswith(PLAIN_PREFIXES):
+        if req.path.startswith(PING_PREFIX):
             resp.status = falcon.HTTP_400
             resp.content_type = falcon.MEDIA_TEXT
             resp.text = f"the {where} {problem}"

@@ -6,5 +6,7 @@ from __future__ import annotations
 
 ID = "int(min=1, max=9223372036854775807)"
 ORG = f"/api/organizations/{{org_id:{ID}}}"
-# Routes that need no token: the check's uuid is the secret for pings.
-PUBLIC_PREFIXES = ("/api/ping/",)
+# Heartbeat pings: public (the check's uuid is the secret), answered in plain text.
+PING_PREFIX = "/api/ping/"
+# Routes that need no token.
+PUBLIC_PREFIXES = (PING_PREFIX,)

@@ -12,6 +12,7 @@ import falcon
 import falcon.asgi
 
 from tocsin.api.auth import SESSION_COOKIE
+from tocsin.api.paths import PING_PREFIX
 from tocsin.ratelimits import (
     ENV_PER_ADDRESS,
     ENV_PER_TOKEN,
@@ -29,8 +30,6 @@ __all__ = [
     "TokenBuckets",
 ]
 
-_PING_PREFIX = "/api/ping/"
-
 
 class RateLimitMiddleware:
     """Register after `AuthMiddleware`: it keys authenticated requests by the credential
@@ -44,7 +43,7 @@ class RateLimitMiddleware:
         self._failures = limits.failures
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        if self._failures is None or req.path.startswith(_PING_PREFIX):
+        if self._failures is None or req.path.startswith(PING_PREFIX):
             return
         if req.get_header("Authorization") is None and not req.cookies:
             return
@@ -76,7 +75,7 @@ class RateLimitMiddleware:
             if wait:
                 _refuse_json(resp, wait)
         elif self._addresses is not None:
-            ping = req.path.startswith(_PING_PREFIX)
+            ping = req.path.startswith(PING_PREFIX)
             wait = self._addresses.take(("ping" if ping else "addr", req.remote_addr))
             if wait:
                 if ping:
