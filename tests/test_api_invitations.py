@@ -352,3 +352,27 @@ async def test_a_superuser_still_adds_an_existing_account_directly(
     # A superuser lists every account anyway: an unknown email is a field error.
     code, resp = await call(http, server, "POST", members, json={"email": "nobody@x"})
     assert code == 422 and resp["detail"][0]["loc"] == ["body", "email"]
+
+
+async def test_an_account_that_takes_an_invited_address_cannot_accept_for_its_owner(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    """Emails are not verified: an account that changes its email to an address with a
+    pending invitation (whose owner has no account yet) finds no invitation to accept."""
+    oid, users = await team(http, server, "mallory")
+    assert (await invite(http, server, oid, "admin", "newhire@x", "ADMIN"))[0] == 202
+    assert len(await pending(http, server, oid, "admin")) == 1
+    mallory = users["mallory"][1]
+    code, me = await call(
+        http,
+        server,
+        "PATCH",
+        "/api/users/me",
+        mallory,
+        json={"email": "newhire@x", "current_password": "password-mallory@x"},
+    )
+    assert code == 200 and me["email"] == "newhire@x", me
+    assert await mine(http, server, mallory) == []
+    assert await pending(http, server, oid, "admin") == []
+    code, orgs = await call(http, server, "GET", "/api/organizations", mallory)
+    assert oid not in [o["id"] for o in orgs]

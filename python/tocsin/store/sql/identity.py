@@ -93,7 +93,14 @@ class IdentitySql(SqlBase):
         values["updated_at"] = time.time()
         sets = ", ".join(f"{k} = ?" for k in values)
         async with self._unique("a user with that email"), self._write() as c:
+            old = await c.fetchval("SELECT email FROM users WHERE id = ?", user_id)
             n = await c.execute(f"UPDATE users SET {sets} WHERE id = ?", *values.values(), user_id)
+            if n and "email" in values and values["email"] != old:
+                # APPSEC: invitations are addressed to an email, and emails are not
+                # verified: an account that takes an address (a new one, unverified)
+                # must not accept what was sent to whoever owns it. The organisation
+                # may invite again.
+                await c.execute("DELETE FROM invitations WHERE email = ?", values["email"])
         return await self.get_user(user_id) if n else None
 
     # -- memberships --
