@@ -37,6 +37,7 @@ from tocsin.models import (
     storable_text,
 )
 from tocsin.probes import PYTHON_KIND, ProbeRegistry, default_registry
+from tocsin.schedules import refusal_text
 
 log = logging.getLogger("tocsin.engine")
 
@@ -365,9 +366,7 @@ class Engine:
 
     def refuse(self, check_id: int, exc: BaseException) -> str:
         """Note that a stored check could not be scheduled, and why (returned)."""
-        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-        field = getattr(exc, "field", None)
-        self._refused[check_id] = text = f"{field}: {reason}" if field else reason
+        self._refused[check_id] = text = refusal_text(exc)
         return text
 
     def refusal(self, check_id: int) -> str | None:

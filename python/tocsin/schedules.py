@@ -41,6 +41,14 @@ def invalid(field: str, message: str) -> _core.InvalidCheckError:
     return exc
 
 
+def refusal_text(exc: BaseException) -> str:
+    """How a refusal reads where it is shown (`schedule_error`, logs): `field: reason`
+    when the error names its field, else its message."""
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    field = getattr(exc, "field", None)
+    return f"{field}: {reason}" if field else reason
+
+
 def time_zone(name: str | None, field: str = "timezone") -> zoneinfo.ZoneInfo:
     """An IANA time zone by name, one of `time_zone_names()`; an empty or unknown name
     is refused."""

@@ -104,10 +104,8 @@ class WindowBook:
                     await check_rule(row)
                     self._windows[row["id"]] = (row, engine_window(row))
                 except Exception as exc:  # one bad row must not stop the others
-                    log.error("maintenance window %s not loaded: %s", row["id"], exc)
-                    field = getattr(exc, "field", None)
-                    reason = getattr(exc, "reason", None) or str(exc)
-                    self.refused[row["id"]] = f"{field}: {reason}" if field else reason
+                    self.refused[row["id"]] = text = schedules.refusal_text(exc)
+                    log.error("maintenance window %s not loaded: %s", row["id"], text)
             if len(rows) < page:
                 break
             offset += page

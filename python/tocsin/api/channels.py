@@ -21,18 +21,20 @@ from tocsin.api.errors import ValidationFailed
 from tocsin.api.paths import ID
 from tocsin.api.schemas import MASK, MAX_ID, Id, _validate
 from tocsin.headers import merge_masked
-from tocsin.notify.channels import CHANNEL_TYPES, CONFIGS, SECRETS, message, validate_config
+from tocsin.notify.channels import (
+    CHANNEL_TYPES,
+    CONFIGS,
+    SECRETS,
+    ChannelType,
+    message,
+    validate_config,
+)
 from tocsin.notify.router import Router, check_links
 from tocsin.notify.worker import Outbox
 from tocsin.store.base import Principal, Row, Store
 
 DeliveryStatus = Literal["pending", "sending", "delivered", "failed", "suppressed"]
 DELIVERY_STATUSES: tuple[str, ...] = get_args(DeliveryStatus)
-ChannelType = Literal[
-    "email", "slack", "discord", "teams", "telegram", "webhook", "pagerduty", "opsgenie"
-]
-if get_args(ChannelType) != CHANNEL_TYPES:
-    raise ImportError("ChannelType must list notify.channels.CHANNEL_TYPES")
 
 
 class ChannelBody(BaseModel):

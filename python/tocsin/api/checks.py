@@ -366,7 +366,8 @@ class Checks:
 
 
 def _engine_refusal(exc: ValueError) -> Exception:
-    return field_error(getattr(exc, "field", None) or "type", getattr(exc, "reason", str(exc)))
+    reason = getattr(exc, "reason", None) or str(exc)
+    return field_error(getattr(exc, "field", None) or "type", reason)
 
 
 LIST_LIMIT = query.limit(100, 500)

@@ -167,12 +167,13 @@ class PingResource:
             )
 
     async def _accepting(self, uuid: str) -> tuple[int, int]:
-        """The check a ping is for, once it is known the engine will take the ping (so
-        nothing is stored for a ping that is then refused)."""
+        """The check a ping is for, once it is known the engine has it as a heartbeat
+        check (so nothing is stored for a ping that is then refused; its schedule was
+        validated when it was scheduled)."""
         check_id, org_id = await self._lookup(uuid)
         engine = self._ctx.engine
         try:
-            schedule = engine.heartbeat(check_id)
+            engine.heartbeat(check_id)
         except KeyError:
             # The engine no longer has it as a heartbeat check: deleted or changed.
             self._known.pop(uuid, None)
@@ -181,15 +182,11 @@ class PingResource:
             if refusal is not None:
                 raise _Reply(falcon.HTTP_409, f"the check cannot be scheduled: {refusal}") from None
             try:
-                schedule = engine.heartbeat(check_id)
+                engine.heartbeat(check_id)
             except KeyError:
                 log.warning("heartbeat check %s is not scheduled", check_id)
                 self._known.pop(uuid, None)
                 raise _Reply(falcon.HTTP_503, "check is not scheduled") from None
-        try:
-            schedule.next_due(time.time())
-        except ValueError as exc:
-            raise _Reply(falcon.HTTP_409, f"the check's schedule has no next time: {exc}") from None
         return check_id, org_id
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, uuid: str) -> None:

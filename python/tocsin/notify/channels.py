@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import aiohttp
 import aiosmtplib
@@ -35,16 +35,10 @@ from pydantic import (
 
 from tocsin.headers import valid_headers
 
-CHANNEL_TYPES = (
-    "email",
-    "slack",
-    "discord",
-    "teams",
-    "telegram",
-    "webhook",
-    "pagerduty",
-    "opsgenie",
-)
+ChannelType = Literal[
+    "email", "slack", "discord", "teams", "telegram", "webhook", "pagerduty", "opsgenie"
+]
+CHANNEL_TYPES: tuple[str, ...] = get_args(ChannelType)
 # Secret config keys per type (all in tocsin.encryption.SECRET_KEYS: stored encrypted).
 SECRETS: dict[str, tuple[str, ...]] = {
     "email": ("smtp_password",),
