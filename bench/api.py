@@ -122,7 +122,7 @@ class Serve:
         self.log = data_dir.parent / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         env = {
             **os.environ,
             "TOCSIN_RATE_LIMIT_PER_TOKEN": "0",
@@ -140,6 +140,7 @@ class Serve:
                     str(self.data_dir),
                     "--port",
                     str(self.port),
+                    *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -263,7 +264,9 @@ def wrk(
     }
 
 
-def engine_runs(db: Path, tcp_ids: list[int], lo_ms: int, hi_ms: int) -> dict[str, Any]:
+def engine_runs(
+    db: Path, tcp_ids: list[int], lo_ms: int, hi_ms: int, interval_s: int = TCP_INTERVAL_S
+) -> dict[str, Any]:
     """Stored runs of the TCP checks due in (lo, hi] against their schedule grid."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -282,10 +285,10 @@ def engine_runs(db: Path, tcp_ids: list[int], lo_ms: int, hi_ms: int) -> dict[st
         if check_id in ids and lo_ms < due <= hi_ms:
             seen[(check_id, due)] = seen.get((check_id, due), 0) + 1
             not_up += status != "UP"
-    expected = expected_runs(sorted(ids), TCP_INTERVAL_S * 1000, lo_ms, hi_ms)
+    expected = expected_runs(sorted(ids), interval_s * 1000, lo_ms, hi_ms)
     return {
         "tcp_checks": len(ids),
-        "interval_s": TCP_INTERVAL_S,
+        "interval_s": interval_s,
         "window_s": round((hi_ms - lo_ms) / 1000, 1),
         "expected_runs": expected,
         "stored_runs": len(seen),

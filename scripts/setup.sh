@@ -25,7 +25,8 @@ apt_install() {
 }
 
 if command -v dpkg-query >/dev/null; then
-    need=(pkg-config)
+    # Pango and a font: WeasyPrint renders PDF reports with them.
+    need=(pkg-config libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
     command -v cc >/dev/null || need+=(build-essential)
     "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need+=("python3-venv")
     # Callers that need more system packages (scripts/test.sh: the PostgreSQL server for

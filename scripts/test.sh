@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The PostgreSQL server binaries: the store tests start a private cluster from them
 # (tests/pgcluster.py); no running system service is needed. iproute2 (`ip`): the agents
-# test puts one agent in a network namespace of its own.
-TOCSIN_APT_EXTRA="postgresql iproute2 ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
+# test puts one agent in a network namespace of its own. chromium: the status pages are
+# opened in a real browser (driven by Playwright); prometheus: it scrapes the metrics.
+# poppler-utils (`pdftotext`): the text of the PDF reports.
+TOCSIN_APT_EXTRA="postgresql iproute2 chromium prometheus poppler-utils ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 

@@ -397,6 +397,9 @@ def fuzz(server: Server, op: Any) -> None:
     run()
 
 
+# Every operation in one test (so the admin's last operations run last): more than the
+# default per-test timeout on a loaded 2-core machine.
+@pytest.mark.timeout(600)
 def test_schemathesis_finds_no_server_error(quiet_server: Server) -> None:
     doc = requests.get(quiet_server.base + "/api/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(doc)
@@ -500,6 +503,7 @@ def _resources(server: Server) -> dict[str, int]:
     )
     user = post("/api/users", {"email": "other@example.test", "password": "long enough pw"})
     project = post("/api/organizations/1/projects", {"name": "p"})
+    page = post("/api/status-pages", {"name": "Status", "slug": "booleans", "is_public": False})
     return {
         "check_id": check["id"],
         "slo_id": slo["slo"]["id"],
@@ -508,6 +512,8 @@ def _resources(server: Server) -> dict[str, int]:
         "user_id": user["id"],
         "org_id": 1,
         "project_id": project["id"],
+        "page_id": page["id"],
+        "slug": page["slug"],
     }
 
 
@@ -570,4 +576,5 @@ def test_booleans_in_bodies_are_json_booleans(quiet_server: Server) -> None:
     assert ("POST", "/api/checks", "is_active") in tried
     assert ("PATCH", "/api/checks/{check_id}", "content_match_enabled") in tried
     assert ("PUT", "/api/checks/{check_id}/slo/{slo_id}", "burn_rate_alert_enabled") in tried
+    assert ("PUT", "/api/status-pages/{page_id}", "is_public") in tried
     assert len(tried) > 30

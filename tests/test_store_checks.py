@@ -180,6 +180,49 @@ async def test_minute_rollups_merge_into_hours_and_days(store: SqlStore) -> None
         await store.list_rollups([org], check, "week", since_ms=0)
 
 
+async def test_checks_by_ids_in_one_read_match_one_by_one(store: SqlStore) -> None:
+    org = (await store.create_organization("o"))["id"]
+    other = (await store.create_organization("x"))["id"]
+    mine = [(await store.create_check(org, check_fields(f"c{i}")))["id"] for i in range(3)]
+    foreign = (await store.create_check(other, check_fields("f")))["id"]
+    rows = await store.get_checks([org], [mine[2], foreign, mine[0], 10**9])
+    assert [r["id"] for r in rows] == [mine[0], mine[2]]
+    for row in rows:
+        assert row == await store.get_check([org], row["id"])
+    assert await store.get_checks([org], []) == []
+
+
+async def test_rollups_of_many_checks_in_one_read_match_one_by_one(store: SqlStore) -> None:
+    org = (await store.create_organization("o"))["id"]
+    other = (await store.create_organization("x"))["id"]
+    checks = [(await store.create_check(org, check_fields(f"c{i}")))["id"] for i in range(3)]
+    foreign = (await store.create_check(other, check_fields("f")))["id"]
+    base = 1_789_948_800_000
+    await store.write_batch(
+        [],
+        [],
+        [
+            rollup(cid, base + k * 86_400_000, up=k + 1, down=i)
+            for i, cid in enumerate([*checks, foreign])
+            for k in range(3)
+        ],
+    )
+    asked = [*checks, foreign, 10**9]
+    since, until = base + 86_400_000, base + 3 * 86_400_000
+    many = await store.list_rollups_of([org], asked, "day", since_ms=since, until_ms=until)
+    one_by_one = [
+        r
+        for cid in sorted(checks)
+        for r in await store.list_rollups([org], cid, "day", since_ms=since, until_ms=until)
+    ]
+    assert many == one_by_one and len(many) == 6
+    assert await store.list_rollups_of([org], [foreign], "day", since_ms=0) == []
+    assert await store.list_rollups_of([org], [], "day", since_ms=0) == []
+    assert await store.list_rollups_of([org], checks, "day", since_ms=until, until_ms=since) == []
+    with pytest.raises(ValueError, match="tier"):
+        await store.list_rollups_of([org], checks, "week", since_ms=0)
+
+
 async def test_retention_removes_what_it_should_and_nothing_else(store: SqlStore) -> None:
     org = (await store.create_organization("o"))["id"]
     check = (await store.create_check(org, check_fields("c")))["id"]

@@ -48,6 +48,37 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "--extra-ca-file", type=Path, default=None, help="PEM file of extra trusted CAs"
     )
+    p_serve.add_argument(
+        "--operational-metrics-token",
+        default=os.environ.get("TOCSIN_OPERATIONAL_METRICS_TOKEN"),
+        help="serve the server's own metrics at GET /metrics to this bearer token"
+        " (default: $TOCSIN_OPERATIONAL_METRICS_TOKEN; off when unset)",
+    )
+
+    mail = p_serve.add_argument_group(
+        "mail", "the server's own mails: status page subscribers (docs/subscriptions.md)"
+    )
+    mail.add_argument(
+        "--smtp-url",
+        default=os.environ.get("TOCSIN_SMTP_URL"),
+        metavar="URL",
+        help="smtp://[USER[:PASSWORD]@]HOST[:PORT] (STARTTLS if offered; ?starttls=1 requires"
+        " it, ?starttls=0 never), smtps://… (implicit TLS), ?tls_verify=0"
+        " (default: $TOCSIN_SMTP_URL, else no mails)",
+    )
+    mail.add_argument(
+        "--smtp-from",
+        default=os.environ.get("TOCSIN_SMTP_FROM"),
+        metavar="ADDRESS",
+        help="the sender of the server's mails (default: $TOCSIN_SMTP_FROM, else tocsin@HOST)",
+    )
+    mail.add_argument(
+        "--public-url",
+        default=os.environ.get("TOCSIN_PUBLIC_URL"),
+        metavar="URL",
+        help="the server's address as people reach it, the base of links in mails"
+        " (default: $TOCSIN_PUBLIC_URL, else http://HOST:PORT)",
+    )
 
     from tocsin import http_limits as hl
 
@@ -187,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     from tocsin.encryption import SecretKeyError
+    from tocsin.notify.subscribers import SmtpSettings, parse_public_url
     from tocsin.server import serve
     from tocsin.store import (
         DatabaseTooNewError,
@@ -227,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             max_connections=args.max_connections,
         )
         forwarded_allow_ips = hl.parse_forwarded_allow_ips(args.forwarded_allow_ips)
+        smtp = SmtpSettings.parse(args.smtp_url, args.smtp_from) if args.smtp_url else None
+        public_url = parse_public_url(args.public_url) if args.public_url else None
     except ValueError as exc:
         parser.error(str(exc))
     # Before anything opens a descriptor, and before the default --max-connections is
@@ -255,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 connection_limits=connection_limits,
                 forwarded_allow_ips=forwarded_allow_ips,
+                operational_metrics_token=args.operational_metrics_token,
+                smtp=smtp,
+                public_url=public_url,
             )
         )
     except refusals as exc:

@@ -9,7 +9,7 @@ import collections
 import contextlib
 import itertools
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 EVENT_TYPES = (
@@ -71,10 +71,24 @@ class EventHub:
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
         self._subs: set[Subscription] = set()
         self._queue_size = queue_size
+        # In-process observers by event type (e.g. the public cache hears of incidents).
+        self._observers: dict[str, list[Callable[[int, str, dict[str, Any]], None]]] = {}
+
+    def add_observer(
+        self, fn: Callable[[int, str, dict[str, Any]], None], types: Collection[str]
+    ) -> None:
+        """Call `fn(org_id, type, data)` on the loop for every event of these types
+        published from now on (before subscribers get it). `fn` must not raise."""
+        for t in types:
+            if t not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {t!r}")
+            self._observers.setdefault(t, []).append(fn)
 
     def publish(self, org_id: int, type: str, data: dict[str, Any]) -> Event:
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
+        for observe in self._observers.get(type, ()):
+            observe(org_id, type, data)
         event = Event(next(self._ids), org_id, type, data)
         self._history.append(event)
         for sub in list(self._subs):

@@ -22,6 +22,7 @@ import uvicorn
 
 from tocsin import http_limits
 from tocsin.api.app import create_app
+from tocsin.notify.subscribers import SmtpSettings
 from tocsin.security import hash_password, hash_token, new_password, new_token
 from tocsin.services import Services
 from tocsin.store import Retention, Store, open_store
@@ -71,13 +72,19 @@ async def serve(
     retention_interval: float = 3600.0,
     connection_limits: http_limits.ConnectionLimits | None = None,
     forwarded_allow_ips: list[str] | tuple[str, ...] = (),
+    operational_metrics_token: str | None = None,
+    smtp: SmtpSettings | None = None,
+    public_url: str | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM. `engine_options` go to `tocsin.Engine` (limits, probe
     threads, extra trusted CAs); `retention` says how long each data tier is kept,
     enforced every `retention_interval` seconds. `connection_limits` bound the HTTP
     server's connections (see `tocsin.http_limits`); `X-Forwarded-For` and
     `X-Forwarded-Proto` are believed only from peers in `forwarded_allow_ips` (see
-    `tocsin.http_limits.parse_forwarded_allow_ips`), from none by default."""
+    `tocsin.http_limits.parse_forwarded_allow_ips`), from none by default. `smtp` sends
+    the server's own mails (status page subscribers; none without it), with links to
+    `public_url` (default `http://{host}:{port}`; also the base of channels' links when
+    given)."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240  (start-up)
     # An existing directory open to others is closed too (database, keys, credentials).
     if data_dir.stat().st_mode & 0o077:  # noqa: ASYNC240
@@ -100,6 +107,9 @@ async def serve(
             retention_interval,
             connection_limits or http_limits.ConnectionLimits(),
             list(forwarded_allow_ips),
+            operational_metrics_token=operational_metrics_token,
+            smtp=smtp,
+            public_url=public_url,
         )
     finally:
         await store.close()
@@ -133,6 +143,9 @@ async def _run(
     retention_interval: float,
     connection_limits: http_limits.ConnectionLimits,
     forwarded_allow_ips: list[str],
+    operational_metrics_token: str | None = None,
+    smtp: SmtpSettings | None = None,
+    public_url: str | None = None,
 ) -> None:
     sock = listen_socket(host, port)
     try:
@@ -142,7 +155,15 @@ async def _run(
             engine_options=engine_options,
             retention=retention,
             retention_interval=retention_interval,
+            smtp=smtp,
+            public_url=public_url or f"http://{host}:{port}",
         )
+        if public_url:
+            services.router.public_url = public_url
+        if smtp is not None:
+            log.info("subscriber mails via %s", smtp.describe())
+        # `GET /metrics` (the server's own metrics): off unless a token is given.
+        services.operational_metrics_token = operational_metrics_token or None
     except BaseException:
         sock.close()
         raise

@@ -27,10 +27,14 @@ from tocsin.incidents import IncidentManager
 from tocsin.ingest import ResultWriter
 from tocsin.live import LiveBridge
 from tocsin.notify.router import Router
+from tocsin.notify.subscribers import SmtpSettings, SubscriberMail
 from tocsin.notify.worker import Outbox
 from tocsin.pings import PingRecorder
 from tocsin.ratelimits import RateLimits
+from tocsin.reports import ReportBuilder
 from tocsin.security import session_key
+from tocsin.statuspages.cache import PublicCache
+from tocsin.statuspages.invalidation import Invalidation
 from tocsin.store import Retention, Store, StoreUnavailableError
 from tocsin.windows import WindowBook
 
@@ -57,8 +61,16 @@ class Services:
     session_key: bytes
     # Request budgets per token, per client address, and for failed authentication.
     limits: RateLimits
+    # Builds accepted reports in the background (tocsin/reports/).
+    reports: ReportBuilder
+    # Public status pages (and badges), built once until what they show changes.
+    public_cache: PublicCache
+    # Status page subscriptions and their mails (notify/subscribers.py).
+    subscribers: SubscriberMail
     retention: Retention = field(default_factory=Retention)
     retention_interval: float = 3600.0
+    # Enables `GET /metrics` (the server's own metrics) for this bearer token; None: off.
+    operational_metrics_token: str | None = None
     _retention_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -72,6 +84,8 @@ class Services:
         events: EventHub | None = None,
         retention: Retention | None = None,
         retention_interval: float = 3600.0,
+        smtp: SmtpSettings | None = None,
+        public_url: str | None = None,
     ) -> Services:
         """The services over an opened `store`. The engine is made from
         `engine_options` (see `tocsin.Engine`) and the event hub with its defaults,
@@ -79,6 +93,12 @@ class Services:
         engine = engine if engine is not None else Engine(**(engine_options or {}))
         events = events if events is not None else EventHub()
         router = Router(store, engine)
+        windows = WindowBook(store, engine)
+        outbox = Outbox(store, router)
+        key = session_key(data_dir)
+        subscribers = SubscriberMail(store, windows, key, smtp=smtp, public_url=public_url)
+        router.subscribers = outbox.subscribers = subscribers
+        subscribers.on_queued.append(outbox.wake)
         return cls(
             store=store,
             engine=engine,
@@ -87,14 +107,17 @@ class Services:
             writer=ResultWriter(store),
             pings=PingRecorder(store),
             router=router,
-            outbox=Outbox(store, router),
+            outbox=outbox,
             # Every incident change plans its notifications in its own transaction.
             incidents=IncidentManager(store, engine, events, router),
-            windows=WindowBook(store, engine),
+            windows=windows,
             agents=AgentFleet(store, engine, events),
             live=LiveBridge(store, engine, events),
-            session_key=session_key(data_dir),
+            session_key=key,
             limits=RateLimits.from_env(),
+            reports=ReportBuilder(store),
+            public_cache=PublicCache(max_age=30.0),
+            subscribers=subscribers,
             retention=retention or Retention(),
             retention_interval=retention_interval,
         )
@@ -115,7 +138,11 @@ class Services:
         self.incidents.start()
         await self.windows.load()
         self.live.start()
+        Invalidation(self.public_cache).attach(self.engine, self.events, self.windows)
         self.outbox.start()
+        await self.subscribers.refresh()
+        self.subscribers.start()
+        self.reports.start()
         await load_checks(self.store, self.engine)
 
     def close_streams(self) -> int:
@@ -132,6 +159,8 @@ class Services:
                 await self._retention_task
             self._retention_task = None
         for name, step in (
+            ("reports", self.reports.close),
+            ("status page subscribers", self.subscribers.close),
             ("notification outbox", self.outbox.close),
             ("live events", self.live.close),
             ("incidents", self.incidents.close),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from tocsin import schedules
 from tocsin.engine import Engine
@@ -64,18 +65,33 @@ class WindowBook:
         self._windows: dict[int, tuple[Row, MaintenanceWindow]] = {}
         # window id -> why it could not be loaded at start (until it is changed)
         self.refused: dict[int, str] = {}
+        # Told the checks of every window put or dropped (e.g. the public cache).
+        self._listeners: list[Callable[[frozenset[int]], None]] = []
+
+    def add_listener(self, fn: Callable[[frozenset[int]], None]) -> None:
+        """Call `fn(check_ids)` with the checks a window covered or covers, whenever
+        one is put or dropped."""
+        self._listeners.append(fn)
+
+    def _changed(self, *rows: Row | None) -> None:
+        ids = frozenset(int(c) for r in rows if r is not None for c in r["check_ids"])
+        for fn in self._listeners:
+            fn(ids)
 
     def put(self, row: Row) -> None:
         self.refused.pop(row["id"], None)
-        self._windows.pop(row["id"], None)
+        old = self._windows.pop(row["id"], None)
         if row["is_active"]:
             self._windows[row["id"]] = (row, engine_window(row))
         self._push()
+        self._changed(row, old[0] if old else None)
 
     def drop(self, window_id: int) -> None:
         self.refused.pop(window_id, None)
-        if self._windows.pop(window_id, None) is not None:
+        old = self._windows.pop(window_id, None)
+        if old is not None:
             self._push()
+            self._changed(old[0])
 
     def of_check(self, org_id: int, check_id: int) -> list[tuple[Row, MaintenanceWindow]]:
         return [
@@ -83,6 +99,10 @@ class WindowBook:
             for row, w in self._windows.values()
             if row["organization_id"] == org_id and check_id in w.check_ids
         ]
+
+    def snapshot(self) -> list[tuple[Row, MaintenanceWindow]]:
+        """Every active window (row, window), e.g. for announcing occurrences."""
+        return list(self._windows.values())
 
     def _push(self) -> None:
         self._engine.set_windows(w for _, w in self._windows.values())

@@ -16,16 +16,22 @@ import orjson
 from tocsin.api import (
     agent_wire,
     agents,
+    badges,
     channels,
     checks,
     incidents,
     live,
     maintenance,
     members,
+    metrics,
     openapi,
     organizations,
     pings,
+    reports,
     sessions,
+    status_pages,
+    status_public,
+    status_subscriptions,
     users,
 )
 from tocsin.api.auth import AuthMiddleware
@@ -51,6 +57,12 @@ AREAS = (
     live,
     openapi,
     channels,
+    status_pages,
+    status_public,
+    status_subscriptions,
+    badges,
+    reports,
+    metrics,
 )
 
 

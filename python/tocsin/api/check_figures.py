@@ -5,7 +5,6 @@ check's history are api/check_exports.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, overload
@@ -22,7 +21,7 @@ from tocsin.api.incidents import IncidentPageJson
 from tocsin.api.paths import ID
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import SloBody, parse
-from tocsin.figures import figures, slo
+from tocsin.figures import apdex_t_of, ceil_ms, clip, figures, floor_ms, sli_counts, slo
 from tocsin.incidents import incident_json
 from tocsin.models import Rollup
 from tocsin.store.base import Principal, Row, Store
@@ -32,12 +31,7 @@ MINUTE, HOUR, DAY = (ROLLUP_TIERS[t] for t in ("minute", "hour", "day"))
 WINDOWS = {"24h": 1, "7d": 7, "30d": 30, "90d": 90}
 
 
-def _floor(ms: int, span: int) -> int:
-    return ms - ms % span
-
-
-def _ceil(ms: int, span: int) -> int:
-    return -(-ms // span) * span
+_floor, _ceil = floor_ms, ceil_ms
 
 
 class History:
@@ -85,10 +79,7 @@ class History:
         return [self.clip(r) for r in picked if r.start_ms + r.span_ms > self.created_ms]
 
     def clip(self, r: Rollup) -> Rollup:
-        if r.start_ms >= self.created_ms:
-            return r
-        begin = _floor(self.created_ms, MINUTE)
-        return dataclasses.replace(r, start_ms=begin, span_ms=r.start_ms + r.span_ms - begin)
+        return clip(r, self.created_ms, MINUTE)
 
 
 @overload
@@ -128,7 +119,7 @@ class Figures:
 
     def apdex_t(self, req: falcon.asgi.Request, row: Row) -> float:
         chosen = APDEX_T.get(req)
-        return float(chosen or row["config"].get("degraded_threshold_ms") or 500)
+        return float(chosen) if chosen else apdex_t_of(row["config"])
 
     async def windows(
         self, req: falcon.asgi.Request, check_id: int
@@ -339,11 +330,7 @@ async def slo_json(store: Store, org_ids: list[int], check: Row, s: Row) -> SloJ
     counts = []
     for rollups in (h.window(s["window_days"]), [h.clip(r) for r in burn]):
         f = figures(rollups, apdex_t_ms=500.0, latency_threshold_ms=threshold)
-        if threshold is None:
-            total, down = float(f["total_ms"] or 0), float(f["downtime_ms"] or 0)
-            counts.append((max(total - down, 0.0), total))
-        else:
-            counts.append((float(f["runs_within_threshold"] or 0), float(f["runs"] or 0)))
+        counts.append(sli_counts(f, threshold))
     state = slo(
         s["target_percentage"],
         counts[0],

@@ -305,6 +305,7 @@ class WindowsResource:
     def __init__(self, ctx: AppContext, book: WindowBook) -> None:
         self._store = ctx.store
         self._book = book
+        self._subscribers = ctx.subscribers
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
@@ -342,6 +343,12 @@ class WindowsResource:
         await _own_checks(self._store, org_id, fields["check_ids"])
         row = await self._store.insert(KIND, org_id, {**fields, "created_by": p.user_id})
         self._book.put(row)
+        # Status page subscribers hear of it (if this fails, the subscribers' watcher
+        # announces windows created in the last day: notify/subscribers.py).
+        try:
+            await self._subscribers.window_scheduled(row)
+        except Exception:
+            log.exception("announcing maintenance window %s to subscribers failed", row["id"])
         resp.media = window_json(row, self._book)
 
 

@@ -8,5 +8,17 @@ ID = "int(min=1, max=9223372036854775807)"
 ORG = f"/api/organizations/{{org_id:{ID}}}"
 # Heartbeat pings: public (the check's uuid is the secret), answered in plain text.
 PING_PREFIX = "/api/ping/"
+# Public status pages (JSON, feed, subscriptions) and their HTML side, by slug.
+STATUS_PUBLIC_PREFIX = "/api/status-pages/public/"
+STATUS_HTML_PREFIX = "/status/"
+# Badges (by check uuid) and metrics (the metrics key is in the path).
+BADGE_PREFIX = "/api/badges/"
+METRICS_PREFIX = "/api/metrics/"
 # Routes that need no token.
-PUBLIC_PREFIXES = (PING_PREFIX,)
+PUBLIC_PREFIXES = (
+    PING_PREFIX,
+    STATUS_PUBLIC_PREFIX,
+    STATUS_HTML_PREFIX,
+    BADGE_PREFIX,
+    METRICS_PREFIX,
+)

@@ -659,33 +659,65 @@ class Sender:
         msg["Message-ID"] = email.utils.make_msgid(domain="tocsin")
         msg["X-Tocsin-Event"] = m["event"]
         msg.set_content(text(m) + "\n")
-        tls_context = None
-        if c["security"] != "none" and not c.get("tls_verify", True):
-            tls_context = ssl.create_default_context()
-            tls_context.check_hostname = False
-            tls_context.verify_mode = ssl.CERT_NONE
-        try:
-            errors, answer = await aiosmtplib.send(
-                msg,
-                recipients=recipients,
-                hostname=c["smtp_host"],
-                port=c["smtp_port"],
-                username=c.get("smtp_username") or None,
-                password=c.get("smtp_password") or None,
-                use_tls=c["security"] == "tls",
-                start_tls=c["security"] == "starttls",
-                tls_context=tls_context,
-                timeout=self._timeout,
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            # 4xx: try again later; 5xx: the server refuses for good.
-            return Outcome(
-                False, exc.code, f"SMTP {exc.code}: {exc.message}"[:500], retry=exc.code < 500
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            return Outcome(False, None, f"recipients refused: {exc}"[:500], retry=False)
-        except aiosmtplib.SMTPException as exc:
-            return Outcome(False, None, f"SMTP: {exc}"[:500], retry=True)
-        if errors:
-            return Outcome(False, None, f"some recipients refused: {errors}"[:500], retry=False)
-        return Outcome(True, 250, response=answer[:500])
+        return await send_mail(
+            msg,
+            recipients,
+            host=c["smtp_host"],
+            port=c["smtp_port"],
+            username=c.get("smtp_username") or None,
+            password=c.get("smtp_password") or None,
+            security=c["security"],
+            tls_verify=c.get("tls_verify", True),
+            send_timeout=self._timeout,
+        )
+
+
+async def send_mail(
+    msg: email.message.EmailMessage | bytes,
+    recipients: list[str],
+    *,
+    sender: str | None = None,
+    host: str,
+    port: int,
+    username: str | None,
+    password: str | None,
+    security: str,
+    tls_verify: bool = True,
+    send_timeout: float = 10.0,
+) -> Outcome:
+    """Send one mail with aiosmtplib (the email channel's and the server's own mails to
+    status page subscribers). `security`: `tls` (implicit TLS), `starttls` (required),
+    `auto` (STARTTLS when the server offers it) or `none`. Network errors raise (the
+    caller's `Sender.send` turns them into a retry); SMTP answers become an `Outcome`.
+    A message already flattened (bytes) needs its `sender`."""
+    tls_context = None
+    if security != "none" and not tls_verify:
+        tls_context = ssl.create_default_context()
+        tls_context.check_hostname = False
+        tls_context.verify_mode = ssl.CERT_NONE
+    try:
+        errors, answer = await aiosmtplib.send(
+            msg,
+            sender=sender,
+            recipients=recipients,
+            hostname=host,
+            port=port,
+            username=username,
+            password=password,
+            use_tls=security == "tls",
+            start_tls={"starttls": True, "auto": None}.get(security, False),
+            tls_context=tls_context,
+            timeout=send_timeout,
+        )
+    except aiosmtplib.SMTPResponseException as exc:
+        # 4xx: try again later; 5xx: the server refuses for good.
+        return Outcome(
+            False, exc.code, f"SMTP {exc.code}: {exc.message}"[:500], retry=exc.code < 500
+        )
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        return Outcome(False, None, f"recipients refused: {exc}"[:500], retry=False)
+    except aiosmtplib.SMTPException as exc:
+        return Outcome(False, None, f"SMTP: {exc}"[:500], retry=True)
+    if errors:
+        return Outcome(False, None, f"some recipients refused: {errors}"[:500], retry=False)
+    return Outcome(True, 250, response=answer[:500])

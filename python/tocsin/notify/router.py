@@ -25,6 +25,7 @@ from typing import Any
 
 from tocsin.engine import Engine
 from tocsin.notify.channels import message
+from tocsin.notify.subscribers import SubscriberMail
 from tocsin.store.base import Row, Store
 
 log = logging.getLogger("tocsin.notify")
@@ -89,6 +90,8 @@ class Router:
         self._rows: dict[int, tuple[float, Row | None]] = {}
         # Read once (the environment is the process's; os.environ is slow in a burst).
         self.public_url = public_url()
+        # Mails to status page subscribers (set by the composition root).
+        self.subscribers: SubscriberMail | None = None
 
     def invalidate(self) -> None:
         """Channels or their links changed."""
@@ -206,10 +209,23 @@ class Router:
         """Outbox rows for one transition of `incident` (its id may be unknown yet: the
         store fills `{incident}` in the dedup key and `incident_id` in the payload)."""
         check_id = incident.get("check_id")
+        extra: list[dict[str, Any]] = []
+        # Status page subscribers: one fan-out row, expanded by the worker (subscribers.py).
+        if self.subscribers is not None and suffix == "" and channels is None:
+            fanout = self.subscribers.plan_incident(
+                org_id,
+                incident,
+                event,
+                at=at,
+                check=self.check_info(check_id),
+                suppressed=self.suppression(check_id),
+            )
+            if fanout is not None:
+                extra.append(fanout)
         if channels is None:
             channels = await self.channels_for(org_id, check_id)
         if not channels:
-            return []
+            return extra
         actor = None
         if actor_id is not None:
             user = await self._store.get_user(actor_id)
@@ -246,7 +262,7 @@ class Router:
                     "next_attempt_at": at,
                 }
             )
-        return rows
+        return rows + extra
 
     async def _recipients(
         self, org_id: int, config: Mapping[str, Any], event: str, severity: str, now: float

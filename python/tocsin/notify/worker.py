@@ -18,8 +18,10 @@ import random
 import time
 from typing import Any
 
-from tocsin.notify.channels import Sender
+from tocsin.notify.channels import Outcome, Sender
 from tocsin.notify.router import Router
+from tocsin.notify.subscribers import KINDS as SUBSCRIBER_KINDS
+from tocsin.notify.subscribers import SubscriberMail
 from tocsin.store.base import Row, Store, StoreUnavailableError
 
 log = logging.getLogger("tocsin.notify")
@@ -67,6 +69,8 @@ class Outbox:
         self._unsettled: list[tuple[int, dict[str, Any]]] = []
         self._settle_lock = asyncio.Lock()
         self.sent = 0
+        # Mails to status page subscribers (set by the composition root).
+        self.subscribers: SubscriberMail | None = None
         router.on_written.append(self.wake)
 
     def wake(self) -> None:
@@ -170,7 +174,8 @@ class Outbox:
                 raise
 
     async def _deliver(self, row: Row, channel: Row | None) -> dict[str, Any]:
-        now = time.time()
+        if row["channel_id"] is None and (row["payload"] or {}).get("kind") in SUBSCRIBER_KINDS:
+            return await self._deliver_to_subscribers(row)
         if channel is None:
             return _final("failed", "the channel was deleted")
         if not channel["is_active"]:
@@ -183,6 +188,22 @@ class Outbox:
             row["dedup_key"],
             response=False,
         )
+        return self._answer(row, out)
+
+    async def _deliver_to_subscribers(self, row: Row) -> dict[str, Any]:
+        """The server's own mails to status page subscribers (notify/subscribers.py): a
+        fan-out row becomes one row per subscriber, a mail row is sent."""
+        if self.subscribers is None:
+            return _final("failed", "status page subscriptions are not set up in this process")
+        try:
+            out = await self.subscribers.deliver(row)
+        except Exception as exc:  # a database outage while fanning out: try again
+            log.warning("subscriber delivery %s: %s", row["id"], exc)
+            out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
+        return self._answer(row, out)
+
+    def _answer(self, row: Row, out: Outcome) -> dict[str, Any]:
+        now = time.time()
         if out.ok:
             return {
                 "status": "delivered",

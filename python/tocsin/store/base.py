@@ -97,6 +97,10 @@ class Store(abc.ABC):
     contract tests run against both."""
 
     backend: str
+    # Database sessions begun so far (reads and write transactions), for the operational
+    # metrics.
+    reads: int = 0
+    writes: int = 0
 
     @abc.abstractmethod
     async def open(self, *, migrate: bool = True) -> None:
@@ -326,6 +330,11 @@ class Store(abc.ABC):
     async def get_check(self, org_ids: Collection[int], check_id: int) -> Row | None: ...
 
     @abc.abstractmethod
+    async def get_checks(self, org_ids: Collection[int], check_ids: Collection[int]) -> list[Row]:
+        """The checks with these ids in these organisations, in one read, by id (ids of
+        missing checks or of other organisations are left out)."""
+
+    @abc.abstractmethod
     async def check_by_uuid(self, uuid: str) -> Row | None:
         """For public endpoints (pings, badges): the uuid is the secret."""
 
@@ -400,6 +409,19 @@ class Store(abc.ABC):
         until_ms: int | None = None,
     ) -> list[Rollup]:
         """Buckets of one tier (`minute`, `hour`, `day`) starting in [since, until)."""
+
+    @abc.abstractmethod
+    async def list_rollups_of(
+        self,
+        org_ids: Collection[int],
+        check_ids: Collection[int],
+        tier: str,
+        *,
+        since_ms: int,
+        until_ms: int | None = None,
+    ) -> list[Rollup]:
+        """`list_rollups` of many checks in one read, by check then start (checks of
+        other organisations have none)."""
 
     @abc.abstractmethod
     async def enforce_retention(self, policy: Retention, now: float) -> dict[str, int]:
@@ -514,3 +536,115 @@ class Store(abc.ABC):
         """For routing many transitions at once: the `(check_id, channel_id)` links of
         these checks, and the channels that can hear of them (the linked ones and the
         default ones of these organisations), with two reads."""
+
+    # -- status pages (store/sql/status_pages.py) -----------------------------------------
+
+    # Subscribers (notify/subscribers.py): outbox rows with no channel are mails to them.
+
+    @abc.abstractmethod
+    async def status_page_by_slug(self, slug: str) -> Row | None:
+        """The status page with this slug (slugs are unique across the server), of
+        whichever organisation, public or not: what the public routes start from."""
+
+    @abc.abstractmethod
+    async def subscribe(
+        self,
+        page: Mapping[str, Any],
+        email: str,
+        token_hash: str,
+        now: float,
+        *,
+        resend_after: float,
+        max_subscribers: int,
+        delivery: Any,
+    ) -> tuple[Row | None, str]:
+        """Subscribe `email` to `page` (unconfirmed, with `token_hash`), in ONE transaction
+        with its confirmation mail (`delivery(subscriber_row)`: an outbox row as for
+        `queue_deliveries`). Answers (row, what): `new`; `renewed` (unconfirmed, the
+        token replaced: its last mail is older than `resend_after` seconds); `recent` or
+        `confirmed` (nothing changed, no mail); (None, `full`) when the page has
+        `max_subscribers` already."""
+
+    @abc.abstractmethod
+    async def subscribed_pages(self) -> list[Row]:
+        """The public status pages (of every organisation) that have a confirmed
+        subscriber."""
+
+    @abc.abstractmethod
+    async def subscriber(self, page_id: int, subscriber_id: int) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def confirm_subscriber(
+        self, page_id: int, subscriber_id: int, token_hash: str, issued_after: float, now: float
+    ) -> Row | None:
+        """Confirm the subscriber if `token_hash` is its token and it was issued after
+        `issued_after` (or it is confirmed already); None otherwise."""
+
+    @abc.abstractmethod
+    async def delete_subscriber(self, page_id: int, subscriber_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def confirmed_subscribers(
+        self, page_ids: Collection[int], *, after_id: int = 0, limit: int = 1000
+    ) -> list[Row]:
+        """Confirmed subscribers of these pages with an id above `after_id`, by id."""
+
+    @abc.abstractmethod
+    async def purge_unconfirmed_subscribers(self, before: float) -> int:
+        """Remove the unconfirmed subscribers whose last token was issued before `before`."""
+
+    @abc.abstractmethod
+    async def queue_deliveries(self, org_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Outbox rows with no channel (`event`, `dedup_key`, `payload`, optionally
+        `check_id`, `status`, `next_attempt_at`), in one transaction; a row whose
+        dedup_key exists is skipped."""
+
+    # -- reports (store/sql/reports.py) ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def report_checks(
+        self, org_ids: Collection[int], *, project_id: int | None = None
+    ) -> list[Row]:
+        """Every check of these organisations (of one project if given), by id."""
+
+    @abc.abstractmethod
+    async def report_incidents(
+        self,
+        org_ids: Collection[int],
+        check_ids: Collection[int],
+        *,
+        since: float,
+        until: float,
+        limit: int,
+    ) -> list[Row]:
+        """Incidents of these checks open at some time in [since, until), newest first."""
+
+    @abc.abstractmethod
+    async def list_reports(
+        self, org_ids: Collection[int], *, limit: int, offset: int
+    ) -> tuple[list[Row], int]:
+        """Reports without their document, newest first, and how many there are."""
+
+    @abc.abstractmethod
+    async def report_meta(self, org_ids: Collection[int], report_id: int) -> Row | None:
+        """A report without its document."""
+
+    @abc.abstractmethod
+    async def unfinished_reports(self) -> list[Row]:
+        """Every `pending` or `running` report of every organisation (id,
+        organization_id, status), oldest first: what a restart picks up."""
+
+    # -- metrics keys (store/sql/metrics.py) ----------------------------------------------
+
+    @abc.abstractmethod
+    async def metrics_key_by_hash(self, key_hash: str) -> Row | None:
+        """The metrics key (of any organisation, revoked or not: `revoked_at` says) with
+        this SHA-256 hash: `id`, `organization_id`, `name`, `prefix`, `last_used_at`,
+        `revoked_at`."""
+
+    @abc.abstractmethod
+    async def touch_metrics_key(self, key_id: int, at: float) -> None: ...
+
+    @abc.abstractmethod
+    async def pending_deliveries(self) -> int:
+        """Outbox rows not yet settled (pending or sending), of every organisation."""

@@ -145,11 +145,13 @@ class PostgresStore(SqlStore):
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[Conn]:
+        self.writes += 1
         async with self._connection() as conn, conn.transaction():
             yield _PgConn(conn)
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[Conn]:
+        self.reads += 1
         async with self._connection() as conn:
             yield _PgConn(conn)
 

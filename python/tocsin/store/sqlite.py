@@ -220,6 +220,7 @@ class SqliteStore(SqlStore):
     async def _write(self) -> AsyncIterator[Conn]:
         worker = self._writer
         assert worker is not None, "store is not open"
+        self.writes += 1
         async with self._lock:
             await worker.run(_execute, "BEGIN IMMEDIATE", ())
             try:
@@ -232,12 +233,14 @@ class SqliteStore(SqlStore):
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[Conn]:
         assert self._reader is not None, "store is not open"
+        self.reads += 1
         yield _ThreadConn(self._reader)
 
     @contextlib.asynccontextmanager
     async def _read_point(self) -> AsyncIterator[Conn]:
         assert self._inline is not None, "store is not open"
         assert self._reader is not None, "store is not open"
+        self.reads += 1
         yield _InlineConn(self._inline, self._reader)
 
     async def schema_version(self) -> int:

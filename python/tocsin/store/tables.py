@@ -93,14 +93,14 @@ TABLES: dict[str, Table] = {
         ),
         _t(
             "status_pages",
-            "name slug description is_public logo_url check_ids",
-            json=frozenset({"check_ids"}),
+            "name slug description is_public logo_url check_ids components",
+            json=frozenset({"check_ids", "components"}),
             bools=frozenset({"is_public"}),
             filters=frozenset({"slug"}),
         ),
         _t(
             "status_page_subscribers",
-            "status_page_id email confirmed token_hash",
+            "status_page_id email confirmed token_hash confirmed_at",
             bools=frozenset({"confirmed"}),
             refs={"status_page_id": "status_pages"},
             filters=frozenset({"status_page_id"}),
@@ -133,6 +133,17 @@ TABLES: dict[str, Table] = {
             json=frozenset({"roles"}),
         ),
         _t("systems", "name description owner metadata", json=frozenset({"metadata"})),
+        _t(
+            "reports",
+            "name format status params content_type document size error created_by"
+            " started_at finished_at",
+            json=frozenset({"params"}),
+            filters=frozenset({"status", "format"}),
+        ),
+        _t(
+            "metrics_keys",
+            "name key_hash prefix created_by last_used_at revoked_at",
+        ),
         _t("system_groups", "name description"),
     )
 }

@@ -10,7 +10,10 @@ shared plumbing of `base` (connections, row shaping, migrations):
 - `checks`: checks, pings, results, status changes, rollups, retention;
 - `agents`: agent registration, result batches, assignments, liveness;
 - `incidents`: incident changes with their timeline events and outbox rows;
-- `notifications`: claiming and settling deliveries, channel routing."""
+- `notifications`: claiming and settling deliveries, channel routing;
+- `status_pages`: status pages and their subscribers;
+- `reports`: reports built in the background;
+- `metrics`: metrics keys."""
 
 from __future__ import annotations
 
@@ -28,11 +31,24 @@ from tocsin.store.sql.base import (
 from tocsin.store.sql.checks import ROLLUP_COLUMNS, CheckSql
 from tocsin.store.sql.identity import IdentitySql
 from tocsin.store.sql.incidents import IncidentSql
+from tocsin.store.sql.metrics import MetricsSql
 from tocsin.store.sql.notifications import NotificationSql
 from tocsin.store.sql.organizations import OrganizationSql
+from tocsin.store.sql.reports import ReportSql
+from tocsin.store.sql.status_pages import StatusPageSql
 
 
-class SqlStore(IdentitySql, OrganizationSql, CheckSql, AgentSql, IncidentSql, NotificationSql):
+class SqlStore(
+    IdentitySql,
+    OrganizationSql,
+    CheckSql,
+    AgentSql,
+    IncidentSql,
+    NotificationSql,
+    StatusPageSql,
+    ReportSql,
+    MetricsSql,
+):
     """The whole `Store` over SQL; a backend (`SqliteStore`, `PostgresStore`) subclasses it
     and implements the abstract methods of `SqlBase`."""
 

@@ -85,6 +85,10 @@ class SqlBase(Store):
         # Tests and embedders that pass no key get a throwaway one: secrets still never
         # reach the database in clear, they just do not survive the process.
         self.secrets = secrets or SecretBox.generate()
+        # Database sessions begun (a read, a point read, a write transaction), counted
+        # for the operational metrics: a cached public page must begin none.
+        self.reads = 0
+        self.writes = 0
 
     # -- what a backend provides --------------------------------------------------------
 

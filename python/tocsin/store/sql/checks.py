@@ -127,6 +127,18 @@ class CheckSql(SqlBase):
             )
         return self._check_row(row) if row else None
 
+    async def get_checks(self, org_ids: Collection[int], check_ids: Collection[int]) -> list[Row]:
+        if not check_ids:
+            return []
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {CHECK_SELECT} WHERE {self._in('c.id')}"
+                f" AND {self._in('c.organization_id')} ORDER BY c.id",
+                self._list(check_ids),
+                self._list(org_ids),
+            )
+        return [self._check_row(r) for r in rows]
+
     async def check_by_uuid(self, uuid: str) -> Row | None:
         async with self._read_point() as c:
             row = await c.fetchrow(f"SELECT {CHECK_SELECT} WHERE c.uuid = ?", uuid)
@@ -422,6 +434,39 @@ class CheckSql(SqlBase):
                 *args,
             )
         return [Rollup(*_rollup_tuple(r)) for r in rows]
+
+    async def list_rollups_of(
+        self,
+        org_ids: Collection[int],
+        check_ids: Collection[int],
+        tier: str,
+        *,
+        since_ms: int,
+        until_ms: int | None = None,
+    ) -> list[Rollup]:
+        if tier not in ROLLUP_TIERS:
+            raise ValueError(f"unknown rollup tier {tier!r}; one of {sorted(ROLLUP_TIERS)}")
+        if not check_ids or (until_ms is not None and since_ms >= until_ms):
+            return []
+        upper = " AND start_ms < ?" if until_ms is not None else ""
+        args: list[Any] = [tier, self._list(check_ids), self._list(org_ids), since_ms]
+        if until_ms is not None:
+            args.append(until_ms)
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT {', '.join(ROLLUP_COLUMNS[1:3])}, {', '.join(ROLLUP_COLUMNS[4:])}"
+                f" FROM rollups WHERE tier = ? AND {self._in('check_id')}"
+                f" AND {self._in('organization_id')} AND start_ms >= ?{upper}"
+                " ORDER BY check_id, start_ms",
+                *args,
+            )
+        # PERF: tens of thousands of rows per call (a page's or a report's checks). The
+        # columns are in Rollup's order and, but for a sketch PostgreSQL may hand back as
+        # a memoryview, of its types.
+        return [
+            Rollup(*r.values()) if type(r["sketch"]) is bytes else Rollup(*_rollup_tuple(r))
+            for r in rows
+        ]
 
     async def enforce_retention(self, policy: Retention, now: float) -> dict[str, int]:
         removed: dict[str, int] = {}

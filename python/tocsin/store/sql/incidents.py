@@ -205,7 +205,8 @@ class IncidentSql(SqlBase):
     async def _outbox(
         self, c: Conn, rows: Sequence[tuple[int, int, Mapping[str, Any]]], now: float
     ) -> None:
-        wanted = sorted({int(d["channel_id"]) for _, _, d in rows})
+        # A row without a channel is the server's own (status page subscribers' mails).
+        wanted = sorted({int(d["channel_id"]) for _, _, d in rows if d["channel_id"] is not None})
         found = await c.fetch(
             f"SELECT id, organization_id FROM notification_channels WHERE {self._in('id')}",
             self._list(wanted),
@@ -214,7 +215,8 @@ class IncidentSql(SqlBase):
         table = TABLES["notification_deliveries"]
         values = []
         for org_id, incident_id, d in rows:
-            if owner.get(int(d["channel_id"])) != org_id:
+            channel_id = d["channel_id"]
+            if channel_id is not None and owner.get(int(channel_id)) != org_id:
                 continue  # deleted (or never the organisation's) since it was planned
             v = self._values(
                 table,
@@ -226,7 +228,7 @@ class IncidentSql(SqlBase):
             values.append(
                 (
                     org_id,
-                    int(d["channel_id"]),
+                    None if channel_id is None else int(channel_id),
                     incident_id,
                     d.get("check_id"),
                     d["event"],
