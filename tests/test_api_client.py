@@ -23,7 +23,14 @@ from tocsin.api import openapi
 PACKAGE = "tocsin_client"
 # Enum values such as GMT0, GMT+0 and GMT-0 (time zones) would map to one Python name;
 # literal enums keep each value as it is.
-CONFIG = "literal_enums: true\n"
+# Documents that are not JSON or text (SVG badges, the Atom feed, a report's document in
+# the format it was asked for) are bytes to the client.
+CONFIG = """literal_enums: true
+content_type_overrides:
+  image/svg+xml: application/octet-stream
+  application/atom+xml: application/octet-stream
+  "*/*": application/octet-stream
+"""
 
 
 @pytest.fixture(scope="module")

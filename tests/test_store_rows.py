@@ -48,6 +48,12 @@ def sample(kind: str, refs: dict[str, int]) -> dict[str, Any]:
         "applications": lambda: {"name": "app", "key_hash": f"k{refs['checks']}", "prefix": "ck_"},
         "systems": lambda: {"name": "sys"},
         "system_groups": lambda: {"name": "grp"},
+        "reports": lambda: {"format": "json", "params": {"check_ids": [refs["checks"]]}},
+        "metrics_keys": lambda: {
+            "name": "prom",
+            "key_hash": f"m{refs['checks']}",
+            "prefix": "tmk_",
+        },
     }[kind]()
 
 
@@ -67,6 +73,8 @@ ORDER = [
     "applications",
     "systems",
     "system_groups",
+    "reports",
+    "metrics_keys",
 ]
 
 

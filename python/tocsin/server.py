@@ -157,13 +157,13 @@ async def _run(
             retention_interval=retention_interval,
             smtp=smtp,
             public_url=public_url or f"http://{host}:{port}",
+            # `GET /metrics` (the server's own metrics): off unless a token is given.
+            operational_metrics_token=operational_metrics_token or None,
         )
         if public_url:
             services.router.public_url = public_url
         if smtp is not None:
             log.info("subscriber mails via %s", smtp.describe())
-        # `GET /metrics` (the server's own metrics): off unless a token is given.
-        services.operational_metrics_token = operational_metrics_token or None
     except BaseException:
         sock.close()
         raise

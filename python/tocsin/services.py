@@ -86,6 +86,7 @@ class Services:
         retention_interval: float = 3600.0,
         smtp: SmtpSettings | None = None,
         public_url: str | None = None,
+        operational_metrics_token: str | None = None,
     ) -> Services:
         """The services over an opened `store`. The engine is made from
         `engine_options` (see `tocsin.Engine`) and the event hub with its defaults,
@@ -118,6 +119,7 @@ class Services:
             reports=ReportBuilder(store),
             public_cache=PublicCache(max_age=30.0),
             subscribers=subscribers,
+            operational_metrics_token=operational_metrics_token,
             retention=retention or Retention(),
             retention_interval=retention_interval,
         )
