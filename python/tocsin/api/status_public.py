@@ -160,6 +160,8 @@ class HtmlResource(_Public):
             await pages.summary(page),
             uptime,
             pages.bar_strips(uptime),
+            pages.blocks,
+            page_id=page.page_id,
             feed_url=f"{API_BASE}/{slug}/feed.atom",
             subscribe_url=f"{HTML_BASE}/{slug}/subscribe",
         )

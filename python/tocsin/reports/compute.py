@@ -184,7 +184,7 @@ async def compute(
         if progress is not None:
             progress(len(lines), len(checks))
     names = {c["id"]: c["name"] for c in checks}
-    incidents = await store.report_incidents(
+    incidents = await store.check_incidents_between(
         org, list(names), since=period.start, until=period.end, limit=MAX_INCIDENTS
     )
     return {

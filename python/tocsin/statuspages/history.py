@@ -22,8 +22,9 @@ class ClosedDays:
     first: int
     built_at: float
     days: tuple[UptimeDayJson, ...]
-    # The days' bars as HTML (escaped), rendered once.
+    # The days' bars as HTML (escaped), rendered once, and the days with incidents.
     bars: str
+    incident_days: tuple[str, ...]
     # Time counted (maintenance, paused, no data left out) and downtime, over the days.
     counted_ms: int
     down_ms: int

@@ -31,7 +31,7 @@ from tocsin.statuspages.model import (
     day_uptime,
     overall_status,
 )
-from tocsin.statuspages.render import bar_html
+from tocsin.statuspages.render import ComponentBlocks, Strip, bar_html
 from tocsin.store.base import Row, Store
 from tocsin.timestamps import iso
 from tocsin.windows import WindowBook
@@ -41,8 +41,7 @@ UPTIME_DAYS = 90
 HISTORY_DAYS = 14
 # Upcoming maintenance further ahead than this is not shown.
 MAINTENANCE_HORIZON_S = 60 * DAY_S
-# Incidents read per page of the organisation's incidents (newest first), and at most.
-_INCIDENT_PAGE = 500
+# Incidents of a page's checks read at most, newest first.
 _INCIDENT_MAX = 5_000
 _SEVERITY_WORDS = {"critical": "Outage", "warning": "Degraded performance"}
 
@@ -85,6 +84,10 @@ class Page:
         return int(self.row["organization_id"])
 
     @property
+    def page_id(self) -> int:
+        return int(self.row["id"])
+
+    @property
     def check_ids(self) -> list[int]:
         return [s.component.check_id for s in self.shown]
 
@@ -105,6 +108,7 @@ class PublicPages:
         self._engine = engine
         self._windows = windows
         self.history = history or History()
+        self.blocks = ComponentBlocks()
 
     async def load(self, slug: str) -> Page:
         """The public page with this slug and its components (checks deleted since are
@@ -117,7 +121,7 @@ class PublicPages:
         # One read for every component, however many the page has.
         checks = {
             int(c["id"]): c
-            for c in await self._store.get_checks(org, [comp.check_id for comp in components])
+            for c in await self._store.check_states(org, [comp.check_id for comp in components])
         }
         shown = []
         for comp in components:
@@ -188,28 +192,19 @@ class PublicPages:
         return [incident_json(r, page) for r in await self._incident_rows(page, since)]
 
     async def _incident_rows(self, page: Page, since: float) -> list[Row]:
-        wanted = set(page.check_ids)
-        out: list[Row] = []
-        offset = 0
-        # NOTE: one read of the organisation's check incidents, newest first, until `since`
-        # (not one per component): a page of hundreds of components is a few reads.
-        while offset < _INCIDENT_MAX:
-            rows = await self._store.select(
-                "incidents",
-                [page.org_id],
-                where={"kind": "check"},
-                limit=_INCIDENT_PAGE,
-                offset=offset,
-                newest_first=True,
-            )
-            for r in rows:
-                if r["started_at"] >= since and r["check_id"] in wanted:
-                    out.append(r)
-            if len(rows) < _INCIDENT_PAGE or (rows and rows[-1]["started_at"] < since):
-                break
-            offset += _INCIDENT_PAGE
-        out.sort(key=lambda r: (r["started_at"], r["id"]), reverse=True)
-        return out
+        """The incidents of the page's checks that began since `since`, newest first
+        (one read, however many components; at most `_INCIDENT_MAX`)."""
+        if not page.check_ids:
+            return []
+        rows = await self._store.check_incidents_between(
+            [page.org_id],
+            page.check_ids,
+            since=since,
+            until=time.time() + DAY_S,
+            limit=_INCIDENT_MAX,
+        )
+        # (those still open that began earlier are in the summary's open incidents)
+        return [r for r in rows if r["started_at"] >= since]
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -283,19 +278,27 @@ class PublicPages:
             "generated_at": iso(now),
         }
 
-    def bar_strips(self, uptime: PublicUptimeJson, now: float | None = None) -> dict[int, str]:
-        """Each component's bars as HTML: the closed days' rendered once (the history),
-        today's now."""
+    def bar_strips(self, uptime: PublicUptimeJson, now: float | None = None) -> dict[int, Strip]:
+        """Each component's bars as HTML, with its days that had incidents: the closed
+        days' from the history (rendered once), today's now."""
         now = time.time() if now is None else now
         today = int(now // DAY_S) * DAY_S
         first = today - (uptime["days"] - 1) * DAY_S
-        out: dict[int, str] = {}
+        out: dict[int, Strip] = {}
         for c in uptime["components"]:
+            days = c["days"]
             past = self.history.get(c["check_id"], today, first, now)
-            if past is not None and len(c["days"]) == len(past.days) + 1:
-                out[c["check_id"]] = past.bars + bar_html(c["days"][-1])
+            if past is not None and days and len(days) == len(past.days) + 1:
+                last = days[-1]
+                out[c["check_id"]] = Strip(
+                    past.bars + bar_html(last),
+                    past.incident_days + ((last["date"],) if last["incidents"] else ()),
+                )
             else:
-                out[c["check_id"]] = "".join(bar_html(d) for d in c["days"])
+                out[c["check_id"]] = Strip(
+                    "".join(bar_html(d) for d in days),
+                    tuple(d["date"] for d in days if d["incidents"]),
+                )
         return out
 
 
@@ -354,6 +357,7 @@ def _closed_days(
         built_at=now,
         days=tuple(days),
         bars="".join(bar_html(d) for d in days),
+        incident_days=tuple(d["date"] for d in days if d["incidents"]),
         counted_ms=counted,
         down_ms=down,
     )

@@ -4,11 +4,18 @@ the templates carry their own CSS and no script, so the page works without JavaS
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import jinja2
 from markupsafe import Markup, escape
 
-from tocsin.statuspages.documents import PublicPageJson, PublicUptimeJson, UptimeDayJson
+from tocsin.statuspages.documents import (
+    ComponentUptimeJson,
+    PublicComponentJson,
+    PublicPageJson,
+    PublicUptimeJson,
+    UptimeDayJson,
+)
 
 # Overall status -> (CSS class, symbol): the status is always also in words.
 OVERALL_STYLE = {
@@ -87,35 +94,98 @@ def bar_html(day: UptimeDayJson) -> str:
     return f'<li class="{day_class(day)}" title="{escape(day_title(day))}"></li>'
 
 
+@dataclass(frozen=True, slots=True)
+class Strip:
+    """A component's bars as HTML (`bar_html`, escaped) and, for screen readers (which do
+    not read the bars' titles), the days that had incidents."""
+
+    html: str
+    incident_days: tuple[str, ...]
+
+
+class ComponentBlocks:
+    """Each component's rendered block (templates/component.html), reused by the next
+    build of its page while everything it shows is the same: a rebuild after one
+    component changes status renders that one. Bounded; the oldest go first."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._by_key: dict[tuple[int, int], tuple[tuple[object, ...], Markup]] = {}
+        self.rendered = 0
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def block(
+        self, page_id: int, c: PublicComponentJson, b: ComponentUptimeJson | None, strip: Strip
+    ) -> Markup:
+        days = len(b["days"]) if b is not None else 0
+        uptime = b["uptime"] if b is not None else None
+        inputs = (
+            c["name"],
+            c["description"],
+            c["status"],
+            c["status_text"],
+            b is None,
+            uptime,
+            days,
+            strip.html,
+            strip.incident_days,
+        )
+        key = (page_id, c["check_id"])
+        found = self._by_key.get(key)
+        if found is not None and found[0] == inputs:
+            return found[1]
+        html = Markup(  # noqa: S704 (the template's output, autoescaped)
+            environment()
+            .get_template("component.html")
+            .render(
+                c=c,
+                b=b,
+                # Built by bar_html, which escapes what it writes.
+                strip=Markup(strip.html),  # noqa: S704
+                bad_days=strip.incident_days,
+                days=days,
+                component_style=COMPONENT_STYLE,
+            )
+        )
+        self.rendered += 1
+        if len(self._by_key) >= self.max_entries and key not in self._by_key:
+            del self._by_key[next(iter(self._by_key))]
+        self._by_key[key] = (inputs, html)
+        return html
+
+
 def render_page(
     page: PublicPageJson,
     uptime: PublicUptimeJson,
-    strips: dict[int, str],
+    strips: dict[int, Strip],
+    blocks: ComponentBlocks,
     *,
+    page_id: int,
     feed_url: str,
     subscribe_url: str,
 ) -> str:
-    """The page; `strips` holds each component's bars as HTML (`bar_html`)."""
+    """The page; `strips` holds each component's bars (`PublicPages.bar_strips`), and
+    `blocks` the components rendered by earlier builds."""
     bars = {c["check_id"]: c for c in uptime["components"]}
+    empty = Strip("", ())
+    rendered = {
+        c["check_id"]: blocks.block(
+            page_id, c, bars.get(c["check_id"]), strips.get(c["check_id"], empty)
+        )
+        for c in page["components"]
+    }
     style = OVERALL_STYLE.get(page["status"], ("none", "?"))
     return (
         environment()
         .get_template("page.html")
         .render(
             page=page,
-            bars=bars,
-            # Built by bar_html, which escapes what it writes.
-            strips={cid: Markup(html) for cid, html in strips.items()},  # noqa: S704
-            # For screen readers, which do not read the bars' titles: the days with
-            # incidents in words.
-            incident_days={
-                c["check_id"]: [d["date"] for d in c["days"] if d["incidents"]]
-                for c in uptime["components"]
-            },
+            blocks=rendered,
             days=uptime["days"],
             overall_class=style[0],
             overall_symbol=style[1],
-            component_style=COMPONENT_STYLE,
             feed_url=feed_url,
             subscribe_url=subscribe_url,
         )

@@ -335,6 +335,11 @@ class Store(abc.ABC):
         missing checks or of other organisations are left out)."""
 
     @abc.abstractmethod
+    async def check_states(self, org_ids: Collection[int], check_ids: Collection[int]) -> list[Row]:
+        """`id`, `name`, `is_active` and the stored `status` of these checks, in one read
+        of the checks alone, by id (what a status page shows of a component)."""
+
+    @abc.abstractmethod
     async def check_by_uuid(self, uuid: str) -> Row | None:
         """For public endpoints (pings, badges): the uuid is the secret."""
 
@@ -510,6 +515,19 @@ class Store(abc.ABC):
         per op. A ConflictError rolls the whole batch back."""
 
     @abc.abstractmethod
+    async def check_incidents_between(
+        self,
+        org_ids: Collection[int],
+        check_ids: Collection[int],
+        *,
+        since: float,
+        until: float,
+        limit: int,
+    ) -> list[Row]:
+        """Incidents of these checks open at some time in [since, until) (begun before
+        `until`, not resolved before `since`), newest first, at most `limit`."""
+
+    @abc.abstractmethod
     async def claim_deliveries(self, now: float, limit: int, lease: float) -> list[Row]:
         """Due outbox rows (pending, or sending with an expired lease) of every
         organisation, marked `sending` until `now + lease` with `attempts` counted."""
@@ -606,18 +624,6 @@ class Store(abc.ABC):
         self, org_ids: Collection[int], *, project_id: int | None = None
     ) -> list[Row]:
         """Every check of these organisations (of one project if given), by id."""
-
-    @abc.abstractmethod
-    async def report_incidents(
-        self,
-        org_ids: Collection[int],
-        check_ids: Collection[int],
-        *,
-        since: float,
-        until: float,
-        limit: int,
-    ) -> list[Row]:
-        """Incidents of these checks open at some time in [since, until), newest first."""
 
     @abc.abstractmethod
     async def list_reports(

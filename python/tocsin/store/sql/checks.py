@@ -139,6 +139,20 @@ class CheckSql(SqlBase):
             )
         return [self._check_row(r) for r in rows]
 
+    async def check_states(self, org_ids: Collection[int], check_ids: Collection[int]) -> list[Row]:
+        if not check_ids:
+            return []
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT id, name, is_active, status FROM checks"
+                f" WHERE {self._in('id')} AND {self._in('organization_id')} ORDER BY id",
+                self._list(check_ids),
+                self._list(org_ids),
+            )
+        for r in rows:
+            r["is_active"] = bool(r["is_active"])
+        return rows
+
     async def check_by_uuid(self, uuid: str) -> Row | None:
         async with self._read_point() as c:
             row = await c.fetchrow(f"SELECT {CHECK_SELECT} WHERE c.uuid = ?", uuid)

@@ -202,6 +202,32 @@ class IncidentSql(SqlBase):
             if owner.get(check_id) != org_id:
                 raise NotFoundError(f"check_id {check_id} not found", field="check_id")
 
+    async def check_incidents_between(
+        self,
+        org_ids: Collection[int],
+        check_ids: Collection[int],
+        *,
+        since: float,
+        until: float,
+        limit: int,
+    ) -> list[Row]:
+        if not check_ids:
+            return []
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT * FROM incidents WHERE"
+                f" {self._in('organization_id')} AND {self._in('check_id')}"
+                " AND started_at < ? AND (resolved_at IS NULL OR resolved_at >= ?)"
+                " ORDER BY started_at DESC, id DESC LIMIT ?",
+                self._list(org_ids),
+                self._list(check_ids),
+                until,
+                since,
+                limit,
+            )
+        table = TABLES["incidents"]
+        return [self._row(table, r) for r in rows]
+
     async def _outbox(
         self, c: Conn, rows: Sequence[tuple[int, int, Mapping[str, Any]]], now: float
     ) -> None:

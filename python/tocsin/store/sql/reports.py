@@ -1,6 +1,7 @@
 """The store's part for reports built in the background: the rows a report reads in
-bulk (the checks of a project or organisation, the incidents of a period; many checks'
-rollups are `list_rollups_of`, store/sql/checks.py), and the report rows without their
+bulk (the checks of a project or organisation; many checks' rollups are
+`list_rollups_of`, store/sql/checks.py, and the incidents of a period
+`check_incidents_between`, store/sql/incidents.py), and the report rows without their
 document (lists) or every unfinished one (a restart)."""
 
 from __future__ import annotations
@@ -30,32 +31,6 @@ class ReportSql(SqlBase):
         async with self._read() as c:
             rows = await c.fetch(f"SELECT {CHECK_SELECT} WHERE {where} ORDER BY c.id", *args)
         return [self._check_row(r) for r in rows]
-
-    async def report_incidents(
-        self,
-        org_ids: Collection[int],
-        check_ids: Collection[int],
-        *,
-        since: float,
-        until: float,
-        limit: int,
-    ) -> list[Row]:
-        if not check_ids:
-            return []
-        async with self._read() as c:
-            rows = await c.fetch(
-                "SELECT * FROM incidents WHERE"
-                f" {self._in('organization_id')} AND {self._in('check_id')}"
-                " AND started_at < ? AND (resolved_at IS NULL OR resolved_at >= ?)"
-                " ORDER BY started_at DESC, id DESC LIMIT ?",
-                self._list(org_ids),
-                self._list(check_ids),
-                until,
-                since,
-                limit,
-            )
-        table = TABLES["incidents"]
-        return [self._row(table, r) for r in rows]
 
     async def list_reports(
         self, org_ids: Collection[int], *, limit: int, offset: int
