@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from tocsin.api.cached import accepts_gzip, matches
 from tocsin.statuspages.cache import Built, PublicCache, etag_of
 
 
@@ -147,3 +148,14 @@ async def test_a_failed_build_reaches_every_waiter_and_keeps_nothing() -> None:
         with pytest.raises(RuntimeError):
             await task
     assert cache.get("k") is None
+
+
+def test_what_a_client_accepts_and_has() -> None:
+    assert accepts_gzip("gzip, deflate, br")
+    assert accepts_gzip("br;q=1.0, gzip;q=0.8, *;q=0.1")
+    assert accepts_gzip("*")
+    assert not accepts_gzip("gzip;q=0")
+    assert not accepts_gzip("deflate, br")
+    assert not accepts_gzip(None)
+    assert matches('"a", W/"b"', '"b"') and matches("*", '"x"')
+    assert not matches('"a"', '"b"') and not matches(None, '"b"')

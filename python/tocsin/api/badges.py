@@ -20,9 +20,11 @@ import falcon
 import falcon.asgi
 
 from tocsin.api import query
+from tocsin.api.cached import answer
 from tocsin.api.check_figures import WINDOWS, History
 from tocsin.api.context import AppContext
 from tocsin.api.paths import BADGE_PREFIX
+from tocsin.engine import Engine
 from tocsin.figures import figures
 from tocsin.metrics import badges
 from tocsin.statuspages.cache import Built, Cached, PublicCache
@@ -49,18 +51,15 @@ class _NotFound(Exception):
     pass
 
 
-def _matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    return any(t.strip().removeprefix("W/") == etag for t in header.split(","))
-
-
-def _status(row: Row) -> str:
+def _status(row: Row, engine: Engine) -> str:
+    """The engine's verdict (the cache is dropped on its transitions, before the writer
+    has stored them), else the stored status (a check the engine does not run)."""
     if not row["is_active"]:
         return "PAUSED"
-    status = row["status"]
+    try:
+        status = str(engine.status(int(row["id"])))
+    except (KeyError, ValueError, IndexError):
+        status = str(row["status"])
     return status if status in badges.STATUS_LOOK else "UNKNOWN"
 
 
@@ -71,6 +70,7 @@ class _Badge:
     def __init__(self, ctx: AppContext) -> None:
         self._cache: PublicCache = ctx.public_cache
         self._store: Store = ctx.store
+        self._engine = ctx.engine
         self._misses: dict[str, float] = {}
 
     async def _check(self, uuid: str) -> Row:
@@ -108,13 +108,7 @@ class _Badge:
         self._answer(req, resp, entry)
 
     def _answer(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, e: Cached) -> None:
-        resp.set_header("ETag", e.etag)
-        resp.set_header("Cache-Control", f"public, max-age={MAX_AGE}")
-        if _matches(req.get_header("If-None-Match"), e.etag):
-            resp.status = falcon.HTTP_304
-            return
-        resp.content_type = e.content_type
-        resp.data = e.body
+        answer(req, resp, e, max_age=MAX_AGE)
 
 
 class StatusBadgeResource(_Badge):
@@ -129,7 +123,7 @@ class StatusBadgeResource(_Badge):
         style = STYLE.get(req) or "flat"
 
         async def build(row: Row) -> Built:
-            value, colour = badges.STATUS_LOOK[_status(row)]
+            value, colour = badges.STATUS_LOOK[_status(row, self._engine)]
             return Built(
                 badges.render(label, value, colour, style), badges.CONTENT_TYPE, [int(row["id"])]
             )

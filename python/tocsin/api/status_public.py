@@ -14,6 +14,7 @@ import falcon
 import falcon.asgi
 import orjson
 
+from tocsin.api.cached import answer
 from tocsin.api.context import AppContext
 from tocsin.statuspages.cache import Built, Cached, PublicCache
 from tocsin.statuspages.documents import PublicPageJson, PublicUptimeJson
@@ -32,26 +33,6 @@ API_BASE = "/api/status-pages/public"
 HTML_BASE = "/status"
 
 Builder = Callable[[str], Awaitable[Built]]
-
-
-def accepts_gzip(header: str | None) -> bool:
-    """Whether an Accept-Encoding header takes gzip (`gzip;q=0` refuses it)."""
-    if not header:
-        return False
-    for item in header.lower().split(","):
-        name, _, params = item.strip().partition(";")
-        if name.strip() in ("gzip", "*"):
-            q = params.strip()
-            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
-    return False
-
-
-def _matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    return any(t.strip().removeprefix("W/") == etag for t in header.split(","))
 
 
 class _Public:
@@ -81,20 +62,7 @@ class _Public:
         self._answer(req, resp, entry)
 
     def _answer(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, e: Cached) -> None:
-        gzipped = e.gzipped is not None and accepts_gzip(req.get_header("Accept-Encoding"))
-        etag = e.gzip_etag if gzipped else e.etag
-        resp.set_header("ETag", etag)
-        resp.set_header("Cache-Control", f"public, max-age={MAX_AGE}")
-        resp.set_header("Vary", "Accept-Encoding")
-        if _matches(req.get_header("If-None-Match"), etag):
-            resp.status = falcon.HTTP_304
-            return
-        resp.content_type = e.content_type
-        if gzipped:
-            resp.set_header("Content-Encoding", "gzip")
-            resp.data = e.gzipped
-        else:
-            resp.data = e.body
+        answer(req, resp, e, max_age=MAX_AGE)
 
     def _not_found(self, resp: falcon.asgi.Response) -> None:
         if not self.html_errors:
