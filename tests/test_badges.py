@@ -182,6 +182,7 @@ def _cache_counters(s: Server) -> dict[str, float]:
         for fam in text_string_to_metric_families(r.text)
         if fam.name.startswith("tocsin_public_cache")
         for sample in fam.samples
+        if sample.labels.get("cache") == "badges"
     }
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tocsin.models import Rollup
 from tocsin.statuspages.history import ClosedDays, History
+from tocsin.statuspages.public import _day
 from tocsin.statuspages.render import ComponentBlocks, Strip, bar_html
 
 DAY = 86_400
@@ -65,3 +67,20 @@ def test_the_closed_days_are_kept_until_the_day_changes() -> None:
     assert history.get(7, today, first, 100.0 + 3601) is None  # too old
     history.forget({7})
     assert history.get(7, today, first, 200.0) is None
+
+
+def test_a_day_counts_no_time_before_its_check_existed() -> None:
+    day_ms = DAY * 1000
+    start = 20_000 * day_ms
+    # A day bucket (as merged: the whole day), down since the check was made at 18:00.
+    bucket = Rollup(7, start, day_ms, 0, 360, 0, 6 * 3_600_000, 0, 1, b"\0\0\0\0")
+    now = (start + 2 * day_ms) / 1000
+    made_at_18 = start + 18 * 3_600_000
+    day, counted, down = _day(7, start // 1000, bucket, {}, now, made_at_18)
+    assert day["uptime"] == 0.0 and counted == down == 6 * 3_600_000
+    # Made before the day: the whole day counts.
+    day, counted, _ = _day(7, start // 1000, bucket, {}, now, start - day_ms)
+    assert day["uptime"] == 75.0 and counted == day_ms
+    # Made after the day: nothing counts.
+    day, counted, _ = _day(7, start // 1000, bucket, {}, now, start + 2 * day_ms)
+    assert day["uptime"] is None and counted == 0

@@ -162,10 +162,16 @@ async def test_subscriber_hears_of_incidents_and_maintenance_until_unsubscribed(
     assert url.startswith(server.base + "/status/acme/confirm?token=")
     # A second subscribe within minutes: the same answer, no second mail.
     await subscribe(http, server, "acme", who)
-    # A wrong token confirms nothing.
-    async with http.get(url[:-3] + "xyz") as resp:
-        assert resp.status == 404
+    # Opening the link (as a mail scanner would) only shows a button.
     async with http.get(url) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        page_html = await resp.text()
+        assert "Confirm your subscription" in page_html and 'method="post"' in page_html
+    # A wrong token confirms nothing.
+    async with http.post(url[:-3] + "xyz") as resp:
+        assert resp.status == 404
+    async with http.post(url) as resp:
         assert resp.status == 200
         assert resp.content_type == "text/html"
         assert "You are subscribed" in await resp.text()
@@ -274,7 +280,7 @@ async def test_html_form_validation_and_other_organisations(
         assert resp.status == 200
         assert "Check your inbox" in await resp.text()
     confirm = await mail_to(smtp, "Form@example.test", "Confirm your subscription")
-    async with http.get(link(confirm, "confirm")) as resp:
+    async with http.post(link(confirm, "confirm")) as resp:
         assert resp.status == 200
 
     # Another organisation's check, even listed on this organisation's page (written
@@ -302,7 +308,7 @@ async def test_html_form_validation_and_other_organisations(
     ) as resp:
         assert resp.status == 200
     confirm = await mail_to(smtp, "form@example.test", "Status of mine-too")
-    async with http.get(link(confirm, "confirm")) as resp:
+    async with http.post(link(confirm, "confirm")) as resp:
         assert resp.status == 200
 
     async def incident_opened() -> bool:

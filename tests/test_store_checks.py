@@ -191,7 +191,9 @@ async def test_checks_by_ids_in_one_read_match_one_by_one(store: SqlStore) -> No
         assert row == await store.get_check([org], row["id"])
     assert await store.get_checks([org], []) == []
     states = await store.check_states([org], [mine[2], foreign, mine[0], 10**9])
-    assert states == [{k: r[k] for k in ("id", "name", "is_active", "status")} for r in rows]
+    assert states == [
+        {k: r[k] for k in ("id", "name", "is_active", "status", "created_at")} for r in rows
+    ]
     assert await store.check_states([org], []) == []
 
 

@@ -168,6 +168,13 @@ async def _run(
             services.router.public_url = public_url
         if smtp is not None:
             log.info("subscriber mails via %s", smtp.describe())
+            if not public_url:
+                log.warning(
+                    "links in mails will start with http://%s:%d; set --public-url to the"
+                    " address people reach this server at",
+                    host,
+                    port,
+                )
     except BaseException:
         sock.close()
         raise

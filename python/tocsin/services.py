@@ -63,8 +63,11 @@ class Services:
     limits: RateLimits
     # Builds accepted reports in the background (tocsin/reports/).
     reports: ReportBuilder
-    # Public status pages (and badges), built once until what they show changes.
+    # Public status pages, built once until what they show changes.
     public_cache: PublicCache
+    # Badges, the same way but apart: any number of label variants of a public badge
+    # cannot push the pages out.
+    badge_cache: PublicCache
     # Status page subscriptions and their mails (notify/subscribers.py).
     subscribers: SubscriberMail
     retention: Retention = field(default_factory=Retention)
@@ -118,6 +121,7 @@ class Services:
             limits=RateLimits.from_env(),
             reports=ReportBuilder(store),
             public_cache=PublicCache(max_age=30.0),
+            badge_cache=PublicCache(max_age=30.0),
             subscribers=subscribers,
             operational_metrics_token=operational_metrics_token,
             retention=retention or Retention(),
@@ -140,7 +144,8 @@ class Services:
         self.incidents.start()
         await self.windows.load()
         self.live.start()
-        Invalidation(self.public_cache).attach(self.engine, self.events, self.windows)
+        for cache in (self.public_cache, self.badge_cache):
+            Invalidation(cache).attach(self.engine, self.events, self.windows)
         self.outbox.start()
         await self.subscribers.refresh()
         self.subscribers.start()

@@ -3,7 +3,8 @@
 `GET /api/badges/{uuid}/uptime?window=24h|7d|30d|90d` (its uptime from the rollups, as
 `/api/checks/{id}/stats` computes it), with `?label=` and `?style=flat|flat-square`.
 
-Every badge comes from the public cache (`ctx.public_cache`), keyed by uuid and options
+Every badge comes from the badges' cache (`ctx.badge_cache`, apart from the status
+pages' so label variants cannot push pages out), keyed by uuid and options
 and tied to its check, so a status change of the check drops it and a hit reads nothing
 from the database (the uuid's lookup happens only when a badge is built). Answers carry
 an `ETag` and a short `Cache-Control`; a matching `If-None-Match` is a 304. An unknown
@@ -68,7 +69,7 @@ class _Badge:
     kind: ClassVar[str] = ""
 
     def __init__(self, ctx: AppContext) -> None:
-        self._cache: PublicCache = ctx.public_cache
+        self._cache: PublicCache = ctx.badge_cache
         self._store: Store = ctx.store
         self._engine = ctx.engine
         self._misses: dict[str, float] = {}

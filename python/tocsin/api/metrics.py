@@ -498,12 +498,15 @@ class OperationalResource:
             out.append(V("tocsin_outbox_pending", await ctx.store.pending_deliveries()))
         except StoreUnavailableError:
             log.warning("operational metrics: the database is unavailable")
-        cache = ctx.public_cache
+        for name, cache in (("pages", ctx.public_cache), ("badges", ctx.badge_cache)):
+            which = {"cache": name}
+            out += [
+                V("tocsin_public_cache_hits", cache.hits, which),
+                V("tocsin_public_cache_misses", cache.misses, which),
+                V("tocsin_public_cache_builds", cache.builds, which),
+                V("tocsin_public_cache_entries", len(cache), which),
+            ]
         out += [
-            V("tocsin_public_cache_hits", cache.hits),
-            V("tocsin_public_cache_misses", cache.misses),
-            V("tocsin_public_cache_builds", cache.builds),
-            V("tocsin_public_cache_entries", len(cache)),
             # Last: they count this scrape's own read of the outbox.
             V("tocsin_store_reads", ctx.store.reads),
             V("tocsin_store_writes", ctx.store.writes),

@@ -222,8 +222,12 @@ async def page_fields(store: Store, body: PageBody, old: Row | None, org_id: int
     comps = _components(body, old)
     if comps is not None:
         from_components = bool(body.components)
+        # One read for every component (a page may have a thousand).
+        found = {
+            int(r["id"]) for r in await store.check_states([org_id], [c.check_id for c in comps])
+        }
         for i, c in enumerate(comps):
-            if await store.get_check([org_id], c.check_id) is None:
+            if c.check_id not in found:
                 where: str | list[str | int] = (
                     ["components", i, "check_id"] if from_components else "check_ids"
                 )

@@ -216,10 +216,32 @@ class HtmlSubscribeResource(_Base):
 
 class ConfirmResource(_Base):
     response_media_type = HTML
-    query_params: ClassVar = {"get": (TOKEN,)}
+    query_params: ClassVar = {"get": (TOKEN,), "post": (TOKEN,)}
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, slug: str) -> None:
-        """Confirm a subscription (the link of the confirmation mail): an HTML answer."""
+        """The link of the confirmation mail: a button that confirms (a GET changes
+        nothing: mail scanners open links, which must not subscribe anyone)."""
+        page = await self._page(slug)
+        if page is None:
+            _not_found(resp)
+            return
+        url = self._mail.page_url(page)
+        token = req.get_param("token") or ""
+        _html(
+            resp,
+            falcon.HTTP_200,
+            "Confirm your subscription",
+            [f"Receive a mail when something happens on {page['name']}."],
+            page=page,
+            page_url=url,
+            form_action=f"/status/{quote(str(page['slug']))}/confirm?token={quote(token)}",
+            button="Confirm",
+        )
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, slug: str
+    ) -> None:
+        """Confirm a subscription (the button of the confirmation page)."""
         page = await self._page(slug)
         if page is None:
             _not_found(resp)

@@ -52,7 +52,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "tocsin_outbox_pending": ("gauge", "Notifications not yet delivered (pending or sending)."),
     "tocsin_outbox_sent": ("counter", "Notifications sent by this process."),
     "tocsin_live_subscribers": ("gauge", "Open live-event streams."),
-    "tocsin_public_cache_hits": ("counter", "Public cache (status pages, badges) hits."),
+    "tocsin_public_cache_hits": (
+        "counter",
+        "Public cache hits (by `cache`: the status pages', the badges').",
+    ),
     "tocsin_public_cache_misses": ("counter", "Public cache misses."),
     "tocsin_public_cache_builds": ("counter", "Public documents built."),
     "tocsin_public_cache_entries": ("gauge", "Entries in the public cache."),

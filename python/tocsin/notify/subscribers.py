@@ -282,9 +282,9 @@ def incident_fanout(
         "summary": f"status page subscribers: incident {event}",
         "check": {"id": check_id, "name": check.get("name") or f"check {check_id}"},
         "incident": {
+            # Never the cause or the title: they carry the probe's error text and the
+            # check's internal name, which the public does not see (as on the page).
             "severity": incident.get("severity"),
-            "cause": incident.get("cause"),
-            "title": incident.get("title"),
             "started_at": incident.get("started_at"),
             "resolved_at": incident.get("resolved_at") if event == "resolved" else None,
         },
@@ -656,7 +656,6 @@ class SubscriberMail:
                 "components": names,
                 "started": _when(inc.get("started_at")),
                 "resolved": _when(inc.get("resolved_at") or payload.get("at")),
-                "cause": inc.get("cause") or "",
                 "incident_id": (payload.get("incident_id") or row.get("incident_id")),
             }
             template = "mail_incident"
@@ -699,14 +698,15 @@ class SubscriberMail:
         # Long header lines stay whole (a folded List-Unsubscribe URL would become encoded
         # words no mail client reads as a link); 998 is SMTP's line limit.
         msg = email.message.EmailMessage(policy=_POLICY)
-        msg["Subject"] = str(payload["subject"])
+        # Names typed by users may hold line breaks: never in a header.
+        msg["Subject"] = _one_line(str(payload["subject"]))
         msg["From"] = smtp.from_address
         msg["To"] = str(payload["to"])
         msg["Date"] = email.utils.formatdate(usegmt=True)
         msg["Message-ID"] = email.utils.make_msgid(domain="tocsin")
         msg["Auto-Submitted"] = "auto-generated"
         for name, value in (payload.get("headers") or {}).items():
-            msg[str(name)] = str(value)
+            msg[str(name)] = _one_line(str(value))
         msg.set_content(str(payload["text"]))
         msg.add_alternative(str(payload["html"]), subtype="html")
         try:
@@ -739,3 +739,8 @@ def _check_name(payload: Mapping[str, Any], check_id: int) -> str:
 
 def _page_view(page: Mapping[str, Any], url: str) -> dict[str, Any]:
     return {"name": page["name"], "url": url, "logo_url": page.get("logo_url")}
+
+
+def _one_line(text: str) -> str:
+    """A header value: control characters (line breaks among them) become spaces."""
+    return "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text).strip()

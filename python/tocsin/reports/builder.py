@@ -17,6 +17,9 @@ from tocsin.reports.compute import Period, compute
 from tocsin.reports.render import CONTENT_TYPES, RENDERERS
 from tocsin.store.base import Row, Store, StoreUnavailableError
 
+# A report not built because the database was unavailable is tried again this much later.
+RETRY_AFTER_S = 10.0
+
 log = logging.getLogger("tocsin.reports")
 
 # Log progress of a report with more checks than this.
@@ -56,8 +59,15 @@ class ReportBuilder:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailableError as exc:
-                # Left as it is (pending or running): the next start builds it.
-                log.warning("report %d not built, database unavailable: %s", report_id, exc)
+                # Left as it is (pending or running) and tried again once the database
+                # may be back (and at the next start, if this process stops first).
+                log.warning(
+                    "report %d not built yet, database unavailable (again in %.0f s): %s",
+                    report_id,
+                    RETRY_AFTER_S,
+                    exc,
+                )
+                asyncio.get_running_loop().call_later(RETRY_AFTER_S, self.submit, report_id, org_id)
             except Exception:
                 log.exception("building report %d failed", report_id)
 

@@ -6,6 +6,7 @@ read."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -172,15 +173,11 @@ async def compute(
         for tier, since, until in plan:
             for r in await store.list_rollups_of(org, ids, tier, since_ms=since, until_ms=until):
                 by_check[r.check_id].append(r)
-        for c in chunk:
-            created_ms = round(c["created_at"] * 1000)
-            own = [
-                clip(r, created_ms)
-                for r in by_check[c["id"]]
-                if r.start_ms + r.span_ms > created_ms
-            ]
-            everything += own
-            lines.append(check_figures(c, own, slos.get(c["id"])))
+        # The arithmetic in a worker thread: a large report must not stall the loop
+        # (the API and the engine's results run on it).
+        done, own_rollups = await asyncio.to_thread(_chunk_figures, chunk, by_check, slos)
+        lines += done
+        everything += own_rollups
         if progress is not None:
             progress(len(lines), len(checks))
     names = {c["id"]: c["name"] for c in checks}
@@ -196,6 +193,22 @@ async def compute(
         },
         "generated_at": iso(time.time()),
         "checks": lines,
-        "totals": totals(lines, everything),
+        "totals": await asyncio.to_thread(totals, lines, everything),
         "incidents": [incident_line(r, names) for r in incidents],
     }
+
+
+def _chunk_figures(
+    chunk: Sequence[Row], by_check: Mapping[int, list[Rollup]], slos: Mapping[int, Row]
+) -> tuple[list[dict[str, Any]], list[Rollup]]:
+    """Each check's line, and its rollups clipped to its creation (for the totals)."""
+    lines: list[dict[str, Any]] = []
+    everything: list[Rollup] = []
+    for c in chunk:
+        created_ms = round(c["created_at"] * 1000)
+        own = [
+            clip(r, created_ms) for r in by_check[c["id"]] if r.start_ms + r.span_ms > created_ms
+        ]
+        everything += own
+        lines.append(check_figures(c, own, slos.get(c["id"])))
+    return lines, everything

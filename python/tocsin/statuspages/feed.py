@@ -5,7 +5,9 @@ cached body serves everyone)."""
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape, quoteattr
+import re
+from xml.sax.saxutils import escape as _xml_escape
+from xml.sax.saxutils import quoteattr
 
 from tocsin.statuspages.documents import (
     PublicIncidentJson,
@@ -14,6 +16,14 @@ from tocsin.statuspages.documents import (
 )
 
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
+
+# Characters XML 1.0 cannot hold at all (escaping does not help): dropped from names and
+# descriptions that users typed.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def escape(text: str) -> str:
+    return _xml_escape(_NOT_XML.sub("", text))
 
 
 def _entry(entry_id: str, title: str, updated: str, published: str, link: str, text: str) -> str:

@@ -31,7 +31,9 @@ class ClosedDays:
 
 
 class History:
-    def __init__(self, *, max_age: float = 3600.0, max_checks: int = 200_000) -> None:
+    # About 30 KB per check (90 days of JSON and their bars): 20,000 checks ≈ 600 MB at
+    # most, which only servers showing that many components on pages reach.
+    def __init__(self, *, max_age: float = 3600.0, max_checks: int = 20_000) -> None:
         self.max_age = max_age
         self.max_checks = max_checks
         self._by_check: dict[int, ClosedDays] = {}
@@ -49,9 +51,9 @@ class History:
 
     def put(self, check_id: int, entry: ClosedDays) -> None:
         if len(self._by_check) >= self.max_checks and check_id not in self._by_check:
-            # Entries of earlier days go first; if every entry is current, start over.
+            # Entries of earlier days go first, else the oldest built.
             stale = [cid for cid, e in self._by_check.items() if e.today != entry.today]
-            for cid in stale or list(self._by_check):
+            for cid in stale or [min(self._by_check, key=lambda c: self._by_check[c].built_at)]:
                 del self._by_check[cid]
         self._by_check[check_id] = entry
 

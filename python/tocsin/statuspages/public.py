@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tocsin.engine import Engine
+from tocsin.figures import clip
 from tocsin.maintenance import MaintenanceWindow
 from tocsin.models import Rollup
 from tocsin.statuspages.documents import (
@@ -61,6 +62,8 @@ class Shown:
     component: Component
     name: str
     status: str
+    # When the check was created (ms): its bars count no time before.
+    created_ms: int = 0
 
     def json(self) -> PublicComponentJson:
         c = self.component
@@ -135,6 +138,7 @@ class PublicPages:
                     component_status(
                         self._verdict(check), self._engine.in_maintenance(comp.check_id)
                     ),
+                    round(float(check["created_at"]) * 1000),
                 )
             )
         return Page(row, shown)
@@ -238,6 +242,8 @@ class PublicPages:
         for r in await self._incident_rows(page, first if missing else today):
             key = (int(r["check_id"]), int(r["started_at"] // DAY_S) * DAY_S)
             by_day[key] = by_day.get(key, 0) + 1
+        created = {sh.component.check_id: sh.created_ms for sh in page.shown}
+        fresh: dict[int, ClosedDays] = {}
         if missing:
             closed = _by_check(
                 await self._store.list_rollups_of(
@@ -245,7 +251,10 @@ class PublicPages:
                 )
             )
             for cid in missing:
-                history.put(cid, _closed_days(cid, closed.get(cid, []), by_day, today, first, now))
+                fresh[cid] = _closed_days(
+                    cid, closed.get(cid, []), by_day, today, first, now, created[cid]
+                )
+                history.put(cid, fresh[cid])
         todays = _by_check(
             await self._store.list_rollups_of(
                 [page.org_id], page.check_ids, "day", since_ms=today * 1000
@@ -254,10 +263,15 @@ class PublicPages:
         components: list[ComponentUptimeJson] = []
         for s in page.shown:
             cid = s.component.check_id
-            past = history.get(cid, today, first, now)
-            assert past is not None  # put above, for every check of the page
+            # (this build's own when the history, full, has let it go meanwhile)
+            past = history.get(cid, today, first, now) or fresh.get(cid)
+            if past is None:  # let go between the check above and here: read it again
+                rows = await self._store.list_rollups_of(
+                    [page.org_id], [cid], "day", since_ms=first * 1000, until_ms=today * 1000
+                )
+                past = _closed_days(cid, rows, by_day, today, first, now, created[cid])
             bucket = todays[cid][0] if todays.get(cid) else None
-            day, counted, down = _day(cid, today, bucket, by_day, now)
+            day, counted, down = _day(cid, today, bucket, by_day, now, created[cid])
             counted += past.counted_ms
             down += past.down_ms
             components.append(
@@ -315,13 +329,17 @@ def _day(
     bucket: Rollup | None,
     by_day: dict[tuple[int, int], int],
     now: float,
+    created_ms: int,
 ) -> tuple[UptimeDayJson, int, int]:
-    """One day of a component: its JSON, and the time it counts and its downtime (ms)."""
+    """One day of a component: its JSON, and the time it counts and its downtime (ms).
+    The time before the check existed is neither uptime nor downtime (as for the SLA
+    figures: `figures.clip`)."""
     pct = None
     counted = down = 0
     if bucket is not None:
+        bucket = clip(bucket, created_ms)
         # Today is not over: its span is the time so far.
-        span = min(bucket.span_ms, max(0, int((now - day_start) * 1000)))
+        span = min(bucket.span_ms, max(0, int(now * 1000) - bucket.start_ms))
         excluded, downtime = min(bucket.excluded_ms, span), min(bucket.downtime_ms, span)
         pct = day_uptime(span, downtime, excluded)
         if pct is not None:
@@ -342,12 +360,13 @@ def _closed_days(
     today: int,
     first: int,
     now: float,
+    created_ms: int,
 ) -> ClosedDays:
     by_start = {int(b.start_ms // 1000 // DAY_S) * DAY_S: b for b in buckets}
     days: list[UptimeDayJson] = []
     counted = down = 0
     for t in range(first, today, DAY_S):
-        day, c, d = _day(check_id, t, by_start.get(t), by_day, now)
+        day, c, d = _day(check_id, t, by_start.get(t), by_day, now, created_ms)
         days.append(day)
         counted += c
         down += d

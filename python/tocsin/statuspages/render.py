@@ -108,7 +108,7 @@ class ComponentBlocks:
     build of its page while everything it shows is the same: a rebuild after one
     component changes status renders that one. Bounded; the oldest go first."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
         self._by_key: dict[tuple[int, int], tuple[tuple[object, ...], Markup]] = {}
         self.rendered = 0

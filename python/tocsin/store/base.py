@@ -336,8 +336,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def check_states(self, org_ids: Collection[int], check_ids: Collection[int]) -> list[Row]:
-        """`id`, `name`, `is_active` and the stored `status` of these checks, in one read
-        of the checks alone, by id (what a status page shows of a component)."""
+        """`id`, `name`, `is_active`, the stored `status` and `created_at` of these checks,
+        in one read of the checks alone, by id (what a status page shows of a
+        component)."""
 
     @abc.abstractmethod
     async def check_by_uuid(self, uuid: str) -> Row | None:

@@ -144,7 +144,7 @@ class CheckSql(SqlBase):
             return []
         async with self._read() as c:
             rows = await c.fetch(
-                "SELECT id, name, is_active, status FROM checks"
+                "SELECT id, name, is_active, status, created_at FROM checks"
                 f" WHERE {self._in('id')} AND {self._in('organization_id')} ORDER BY id",
                 self._list(check_ids),
                 self._list(org_ids),
