@@ -48,7 +48,8 @@ class StatusPageSql(SqlBase):
                 row = await c.fetchrow(
                     "INSERT INTO status_page_subscribers (organization_id, status_page_id,"
                     " email, confirmed, token_hash, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (status_page_id, email) DO NOTHING RETURNING *",
                     org_id,
                     page_id,
                     email,
@@ -57,6 +58,10 @@ class StatusPageSql(SqlBase):
                     now,
                     now,
                 )
+                if row is None:
+                    # The same address subscribed by a concurrent request (PostgreSQL):
+                    # that request's mail is on its way.
+                    return None, "recent"
                 what = "new"
             else:
                 row = self._row(table, row)
