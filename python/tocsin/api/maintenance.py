@@ -23,7 +23,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
-from tocsin.api.schemas import MAX_ID, Id, TimeZoneName, parse
+from tocsin.api.schemas import MAX_ID, Id, TimeZoneName, json_number, parse
 from tocsin.maintenance import MaintenanceWindow
 from tocsin.store.base import Row, Store
 from tocsin.windows import KIND, WindowBook, check_rule, engine_window
@@ -36,14 +36,6 @@ MAX_EPOCH = 32_503_680_000
 # A body whose keys are all these is a Checkstack plugin call, not a new window.
 PLUGIN_PROCEDURES = frozenset({"getWindows", "scheduleWindow"})
 Time = float | str | None
-
-
-def _json_number(v: Any) -> Any:
-    """Numbers are JSON numbers, as the document says (`integer`: 3 or 3.0, not "3" or
-    true): pydantic's lax mode would read true as 1 and parse text."""
-    if isinstance(v, bool | str):
-        raise PydanticCustomError("number_type", "Input should be a JSON number")
-    return v
 
 
 class WindowBody(BaseModel):
@@ -71,13 +63,13 @@ class WindowBody(BaseModel):
     @field_validator("duration", "organization_id", "org_id", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
-        return _json_number(v)
+        return json_number(v)
 
     @field_validator("check_ids", mode="before")
     @classmethod
     def _ids(cls, v: Any) -> Any:
         for item in v if isinstance(v, list) else ():
-            _json_number(item)
+            json_number(item)
         return v
 
     @field_validator("starts_at", "start_time", "ends_at", "end_time", mode="before")

@@ -28,7 +28,7 @@ from tocsin.api.common import iso, principal
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
-from tocsin.api.schemas import MAX_ID, Id, parse
+from tocsin.api.schemas import MAX_ID, Id, json_number, parse
 from tocsin.reports import MAX_PERIOD_S
 from tocsin.reports.render import EXTENSIONS
 from tocsin.store.base import ROLES, Principal, Row, Store
@@ -43,12 +43,6 @@ _PERIOD = re.compile(PERIOD_PATTERN)
 # Unix seconds up to the year 3000.
 MAX_EPOCH = 32_503_680_000
 Time = float | str | None
-
-
-def _json_number(v: Any) -> Any:
-    if isinstance(v, bool | str):
-        raise PydanticCustomError("number_type", "Input should be a JSON number")
-    return v
 
 
 class ReportBody(BaseModel):
@@ -79,13 +73,13 @@ class ReportBody(BaseModel):
     @field_validator("project_id", "organization_id", "org_id", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
-        return _json_number(v)
+        return json_number(v)
 
     @field_validator("check_ids", mode="before")
     @classmethod
     def _ids(cls, v: Any) -> Any:
         for item in v if isinstance(v, list) else ():
-            _json_number(item)
+            json_number(item)
         return v
 
     @field_validator("from_", "to", mode="before")

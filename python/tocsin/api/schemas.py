@@ -189,6 +189,15 @@ HostName = Annotated[
 _URL_DOC: JsonDict = {"pattern": HTTP_URL_PATTERN}
 
 
+def json_number(v: Any) -> Any:
+    """A `BeforeValidator` for a number field: numbers are JSON numbers, as the document
+    says (`integer`: 3 or 3.0, not "3" or true), where pydantic's lax mode would read
+    true as 1 and parse text."""
+    if isinstance(v, bool | str):
+        raise PydanticCustomError("number_type", "Input should be a JSON number")
+    return v
+
+
 def _numeric(annotation: Any) -> bool:
     """Whether a field holds numbers: int or float, optional, or a list of them."""
     origin = get_origin(annotation)

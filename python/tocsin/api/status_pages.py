@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
-from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from tocsin.api import query
@@ -20,7 +19,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
-from tocsin.api.schemas import MAX_ID, Id, parse
+from tocsin.api.schemas import MAX_ID, Id, json_number, parse
 from tocsin.statuspages.invalidation import invalidate_page
 from tocsin.statuspages.model import SLUG_RE, Component, components_of
 from tocsin.statuspages.public import page_url
@@ -31,12 +30,6 @@ KIND = "status_pages"
 MAX_COMPONENTS = 1000
 # A slug, or "" (a client's zero value: made from the name).
 SLUG_OR_EMPTY = r"^(?:[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)?$"
-
-
-def _json_number(v: Any) -> Any:
-    if isinstance(v, bool | str):
-        raise PydanticCustomError("number_type", "Input should be a JSON number")
-    return v
 
 
 class ComponentBody(BaseModel):
@@ -52,7 +45,7 @@ class ComponentBody(BaseModel):
     @field_validator("check_id", mode="before")
     @classmethod
     def _number(cls, v: Any) -> Any:
-        return _json_number(v)
+        return json_number(v)
 
 
 class PageBody(BaseModel):
@@ -79,13 +72,13 @@ class PageBody(BaseModel):
     @field_validator("organization_id", "org_id", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
-        return _json_number(v)
+        return json_number(v)
 
     @field_validator("check_ids", mode="before")
     @classmethod
     def _ids(cls, v: Any) -> Any:
         for item in v if isinstance(v, list) else ():
-            _json_number(item)
+            json_number(item)
         return v
 
 
