@@ -54,6 +54,13 @@ def sample(kind: str, refs: dict[str, int]) -> dict[str, Any]:
             "key_hash": f"m{refs['checks']}",
             "prefix": "tmk_",
         },
+        "oncall_schedules": lambda: {"name": "oc", "timezone": "Europe/Warsaw", "layers": []},
+        "oncall_overrides": lambda: {
+            "schedule_id": refs["oncall_schedules"],
+            "user_id": refs["users"],
+            "starts_at": NOW,
+            "ends_at": NOW + 3600,
+        },
     }[kind]()
 
 
@@ -75,6 +82,8 @@ ORDER = [
     "system_groups",
     "reports",
     "metrics_keys",
+    "oncall_schedules",
+    "oncall_overrides",
 ]
 
 
@@ -84,6 +93,7 @@ def test_the_contract_covers_every_table() -> None:
 
 async def populate(store: SqlStore, org_id: int) -> dict[str, int]:
     refs: dict[str, int] = {"checks": (await store.create_check(org_id, check_fields("c")))["id"]}
+    refs["users"] = await store.create_user(f"u{org_id}-{refs['checks']}@x", "h")
     for kind in ORDER:
         refs[kind] = (await store.insert(kind, org_id, sample(kind, refs)))["id"]
     return refs

@@ -1,12 +1,15 @@
 """Agents and geo locations, for users (Bearer `pat_…` or a session): registration tokens
 (`/api/organizations/{id}/agent-tokens`, ADMIN, shown once), `GET /api/agents/`,
 revocation (`DELETE /api/agents/{id}`), `GET /api/agents/geo-locations` and a check's
-per-source `geo-summary`/`geo-timeseries`. The agents' own routes are in
-api/agent_wire.py."""
+per-source `geo-summary`/`geo-timeseries`. The SysTeam clients' spellings of the same
+(`/api/organizations/{id}/agents…`, `POST /api/agents/registration-token`) are aliases
+over the same logic. The agents' own routes are in api/agent_wire.py."""
 
 from __future__ import annotations
 
 import math
+import os
+import shlex
 import time
 from collections import defaultdict
 from typing import ClassVar, Literal
@@ -19,14 +22,16 @@ from typing_extensions import TypedDict
 from tocsin.agent import wire
 from tocsin.agent.fleet import AgentFleet, source_of
 from tocsin.api import query
-from tocsin.api.body import read_json_object
+from tocsin.api.body import MAX_BODY, parse_json_body, read_bytes, read_json_object
 from tocsin.api.checks import NOT_FOUND
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
-from tocsin.api.errors import query_error
+from tocsin.api.errors import ValidationFailed, query_error
 from tocsin.api.paths import ID, ORG
 from tocsin.api.schemas import _Part, parse
 from tocsin.models import Status
+from tocsin.notify.router import PUBLIC_URL_ENV, Router
+from tocsin.notify.router import public_url as default_public_url
 from tocsin.security import hash_token, new_token
 from tocsin.store.base import Principal, Row
 
@@ -168,21 +173,27 @@ class AgentTokensResource:
         """A one-time registration token, shown only in this answer."""
         require_role(principal(req), org_id, "ADMIN")
         body: AgentTokenCreate = parse(AgentTokenCreate, await read_json_object(req))
-        token = new_token(wire.REGISTRATION_TOKEN_PREFIX)
-        row = await self._a.store.insert(
-            "agent_registration_tokens",
-            org_id,
-            {
-                "name": body.name or "",
-                "token_hash": hash_token(token),
-                "prefix": token[:8],
-                "location": body.location,
-                "expires_at": time.time() + body.expires_in,
-            },
-        )
         resp.status = falcon.HTTP_201
-        answer: NewRegistrationTokenJson = {**_token_json(row), "token": token}
-        resp.media = answer
+        resp.media = await create_token(self._a, org_id, body)
+
+
+async def create_token(
+    agents: AgentFleet, org_id: int, body: AgentTokenCreate
+) -> NewRegistrationTokenJson:
+    """A new one-time registration token of `org_id` (the caller checked the role)."""
+    token = new_token(wire.REGISTRATION_TOKEN_PREFIX)
+    row = await agents.store.insert(
+        "agent_registration_tokens",
+        org_id,
+        {
+            "name": body.name or "",
+            "token_hash": hash_token(token),
+            "prefix": token[:8],
+            "location": body.location,
+            "expires_at": time.time() + body.expires_in,
+        },
+    )
+    return {**_token_json(row), "token": token}
 
 
 class AgentTokenResource:
@@ -232,10 +243,17 @@ class AgentListResource:
         org_filter = AGENTS_ORG.get(req)
         if org_filter is not None:
             org_ids = [o for o in org_ids if o == org_filter]
-        limit, offset = AGENTS_LIMIT.get(req), query.OFFSET.get(req)
-        rows = await self._a.store.select("agents", org_ids, limit=limit, offset=offset)
-        counts = await _assigned_counts(self._a, p, rows)
-        resp.media = [agent_json(r, counts.get(r["id"], 0)) for r in rows]
+        resp.media = await list_agents(self._a, p, org_ids, req)
+
+
+async def list_agents(
+    agents: AgentFleet, p: Principal, org_ids: list[int], req: falcon.asgi.Request
+) -> list[AgentJson]:
+    """A page (`limit`, `offset`) of the agents of `org_ids`."""
+    limit, offset = AGENTS_LIMIT.get(req), query.OFFSET.get(req)
+    rows = await agents.store.select("agents", org_ids, limit=limit, offset=offset)
+    counts = await _assigned_counts(agents, p, rows)
+    return [agent_json(r, counts.get(r["id"], 0)) for r in rows]
 
 
 class AgentResource:
@@ -265,19 +283,26 @@ class AgentResource:
         p = principal(req)
         row = await self._get(p, agent_id)
         require_role(p, row["organization_id"], "ADMIN")
-        if row["revoked_at"] is None:
-            row = (
-                await self._a.store.update(
-                    "agents",
-                    [row["organization_id"]],
-                    agent_id,
-                    {"revoked_at": time.time(), "status": "offline"},
-                )
-                or row
-            )
-            self._a.publish_status(row, "revoked")
-            await self._a.sources_gone(row)
+        await revoke_agent(self._a, row)
         resp.status = falcon.HTTP_204
+
+
+async def revoke_agent(agents: AgentFleet, row: Row) -> None:
+    """Revoke agent `row` (once; again is a no-op): its credential stops working at its
+    next request, its sources go stale."""
+    if row["revoked_at"] is not None:
+        return
+    row = (
+        await agents.store.update(
+            "agents",
+            [row["organization_id"]],
+            row["id"],
+            {"revoked_at": time.time(), "status": "offline"},
+        )
+        or row
+    )
+    agents.publish_status(row, "revoked")
+    await agents.sources_gone(row)
 
 
 class GeoLocationJson(TypedDict):
@@ -481,6 +506,230 @@ class GeoTimeseriesResource:
         resp.media = timeseries
 
 
+# -- the SysTeam clients' spellings ------------------------------------------------------
+
+# The image in `install_docker`: the project publishes none, so the line takes the one an
+# operator builds from `$TOCSIN_IMAGE` (the shell stops with this message when it is
+# unset), documented in docs/agents.md.
+DOCKER_IMAGE = '"${TOCSIN_IMAGE:?set TOCSIN_IMAGE to your tocsin image}"'
+# The agent modes the older `POST /api/agents/registration-token` takes: a geo agent
+# (a `location` is needed), or a private one (every other spelling).
+GEO_MODES = ("geo", "public")
+PRIVATE_MODES = ("private", "agent", "central", "remote")
+
+
+class InstallTokenJson(NewRegistrationTokenJson):
+    """A new token with ready command lines that start an agent with it: `install_curl`
+    installs tocsin from its Python package and runs `tocsin agent`, `install_docker`
+    runs it in a container (the image: `$TOCSIN_IMAGE`, the one you build)."""
+
+    server_url: str
+    install_curl: str
+    install_docker: str
+
+
+def server_url(req: falcon.asgi.Request, router: Router) -> str:
+    """The server's public URL: `--public-url` or `$TOCSIN_PUBLIC_URL` when set, else the
+    scheme and host the request came to."""
+    if os.environ.get(PUBLIC_URL_ENV) or router.public_url != default_public_url():
+        return router.public_url.rstrip("/")
+    return req.prefix.rstrip("/")
+
+
+def install_lines(url: str, token: str, location: str | None) -> tuple[str, str]:
+    """(install_curl, install_docker) for an agent of `url` registering with `token`."""
+    args = ["--server", url, "--token", token]
+    if location:
+        args += ["--location", location]
+    agent = " ".join(shlex.quote(a) for a in args)
+    curl = f"python3 -m pip install tocsin && tocsin agent {agent} --data-dir ./agent-data"
+    docker = (
+        "docker run -d --name tocsin-agent --restart unless-stopped --network host"
+        f" -v tocsin-agent:/data {DOCKER_IMAGE} agent {agent} --data-dir /data"
+    )
+    return curl, docker
+
+
+async def _install_token(
+    agents: AgentFleet,
+    router: Router,
+    req: falcon.asgi.Request,
+    org_id: int,
+    body: AgentTokenCreate,
+) -> InstallTokenJson:
+    made = await create_token(agents, org_id, body)
+    url = server_url(req, router)
+    curl, docker = install_lines(url, made["token"], made["location"])
+    return {**made, "server_url": url, "install_curl": curl, "install_docker": docker}
+
+
+async def _optional_body(req: falcon.asgi.Request) -> dict[str, object]:
+    """The body when one is sent (a JSON object), else `{}`."""
+    data = await read_bytes(req, MAX_BODY)
+    if not data.strip():
+        return {}
+    body = parse_json_body(data)
+    if not isinstance(body, dict):
+        raise ValidationFailed(
+            [{"loc": ["body"], "msg": "Input should be a JSON object", "type": "dict_type"}]
+        )
+    return body
+
+
+class OrgRegistrationTokenResource:
+    """`POST /api/organizations/{id}/agents/registration-token`: no body needed."""
+
+    response_models: ClassVar = {"post": InstallTokenJson}
+    response_status: ClassVar = {"post": 201}
+
+    def __init__(self, agents: AgentFleet, router: Router) -> None:
+        self._a = agents
+        self._router = router
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        """A one-time registration token (as `POST …/agent-tokens`, its optional fields
+        optional in the body too), with command lines that start an agent with it."""
+        require_role(principal(req), org_id, "ADMIN")
+        body: AgentTokenCreate = parse(AgentTokenCreate, await _optional_body(req))
+        resp.status = falcon.HTTP_201
+        resp.media = await _install_token(self._a, self._router, req, org_id, body)
+
+
+class LegacyTokenCreate(AgentTokenCreate):
+    organization_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=query.MAX_ID,
+        description="the organisation (none: the caller's only organisation)",
+    )
+    mode: str | None = Field(
+        default=None,
+        max_length=64,
+        description=f"{', '.join(GEO_MODES)}: a geo agent (`location` needed); "
+        f"{', '.join(PRIVATE_MODES)} or none: a private agent",
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str | None) -> str | None:
+        v = (v or "").strip().lower() or None
+        if v is not None and v not in GEO_MODES + PRIVATE_MODES:
+            raise ValueError(f"should be one of {', '.join(GEO_MODES + PRIVATE_MODES)}")
+        return v
+
+
+class LegacyRegistrationTokenResource:
+    """`POST /api/agents/registration-token` `{name, mode, organization_id}`."""
+
+    body_models: ClassVar = {"post": LegacyTokenCreate}
+    response_models: ClassVar = {"post": InstallTokenJson}
+    response_status: ClassVar = {"post": 201}
+
+    def __init__(self, agents: AgentFleet, router: Router) -> None:
+        self._a = agents
+        self._router = router
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """The older spelling of `POST /api/organizations/{id}/agents/registration-token`."""
+        p = principal(req)
+        body: LegacyTokenCreate = parse(LegacyTokenCreate, await read_json_object(req))
+        org_id = body.organization_id
+        if org_id is None:
+            if len(p.org_ids) != 1:
+                raise ValidationFailed(
+                    [
+                        {
+                            "loc": ["body", "organization_id"],
+                            "msg": "Field required (the caller has several organisations)",
+                            "type": "missing",
+                        }
+                    ]
+                )
+            org_id = p.org_ids[0]
+        require_role(p, org_id, "ADMIN")
+        if body.mode in GEO_MODES and not body.location:
+            raise ValidationFailed(
+                [
+                    {
+                        "loc": ["body", "location"],
+                        "msg": f"a {body.mode} agent needs a location",
+                        "type": "missing",
+                    }
+                ]
+            )
+        if body.mode in PRIVATE_MODES and body.location:
+            raise ValidationFailed(
+                [
+                    {
+                        "loc": ["body", "location"],
+                        "msg": f"a {body.mode} agent has no location",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        resp.status = falcon.HTTP_201
+        resp.media = await _install_token(self._a, self._router, req, org_id, body)
+
+
+class OrgAgentsResource:
+    query_params: ClassVar = {"get": (AGENTS_LIMIT, query.OFFSET)}
+    response_models: ClassVar = {"get": list[AgentJson]}
+
+    def __init__(self, agents: AgentFleet) -> None:
+        self._a = agents
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
+    ) -> None:
+        """The organisation's agents, as `GET /api/agents/?org_id=`."""
+        p = principal(req)
+        require_role(p, org_id, "VIEWER")
+        resp.media = await list_agents(self._a, p, [org_id], req)
+
+
+class OrgAgentResource:
+    response_models: ClassVar = {"get": AgentJson, "delete": None}
+
+    def __init__(self, agents: AgentFleet) -> None:
+        self._a = agents
+
+    async def _get(self, org_id: int, agent_id: int) -> Row:
+        row = await self._a.store.get("agents", [org_id], agent_id)
+        if row is None:
+            raise falcon.HTTPNotFound(description="Agent not found")
+        return row
+
+    async def on_get(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        org_id: int,
+        agent_id: int,
+    ) -> None:
+        p = principal(req)
+        require_role(p, org_id, "VIEWER")
+        row = await self._get(org_id, agent_id)
+        counts = await _assigned_counts(self._a, p, [row])
+        resp.media = agent_json(row, counts.get(agent_id, 0))
+
+    async def on_delete(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        org_id: int,
+        agent_id: int,
+    ) -> None:
+        """Revoke the agent, as `DELETE /api/agents/{id}`."""
+        p = principal(req)
+        require_role(p, org_id, "VIEWER")
+        row = await self._get(org_id, agent_id)
+        require_role(p, org_id, "ADMIN")
+        await revoke_agent(self._a, row)
+        resp.status = falcon.HTTP_204
+
+
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     agents = ctx.agents
     app.add_route("/api/agents", AgentListResource(agents))
@@ -493,3 +742,10 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     org = ORG
     app.add_route(f"{org}/agent-tokens", AgentTokensResource(agents))
     app.add_route(f"{org}/agent-tokens/{{token_id:{ID}}}", AgentTokenResource(agents))
+    # The SysTeam clients' spellings, over the same logic.
+    router = ctx.router
+    legacy = LegacyRegistrationTokenResource(agents, router)
+    app.add_route("/api/agents/registration-token", legacy)
+    app.add_route(f"{org}/agents", OrgAgentsResource(agents))
+    app.add_route(f"{org}/agents/registration-token", OrgRegistrationTokenResource(agents, router))
+    app.add_route(f"{org}/agents/{{agent_id:{ID}}}", OrgAgentResource(agents))

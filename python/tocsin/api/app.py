@@ -24,6 +24,7 @@ from tocsin.api import (
     maintenance,
     members,
     metrics,
+    oncall,
     openapi,
     organizations,
     pings,
@@ -63,6 +64,7 @@ AREAS = (
     badges,
     reports,
     metrics,
+    oncall,
 )
 
 

@@ -1,5 +1,5 @@
-"""Incidents opened and resolved by verdict transitions: `/api/incidents`, ack, resolve,
-notes and timeline."""
+"""Incidents opened and resolved by verdict transitions: `/api/incidents`, one check's
+incident (`GET /api/checks/{id}/incidents/{iid}`), ack, resolve, notes and timeline."""
 
 from __future__ import annotations
 
@@ -153,6 +153,24 @@ async def check_incident(store: Store, req: falcon.asgi.Request, check_id: int, 
     return row
 
 
+class CheckIncidentResource:
+    response_models: ClassVar = {"get": IncidentJson}
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, check_id: int, ref: int
+    ) -> None:
+        """One incident of the check, as in `GET /api/checks/{id}/incidents` (VIEWER)."""
+        p = principal(req)
+        row = await self._store.get("incidents", p.org_ids, ref)
+        if row is None or row["check_id"] != check_id:
+            raise falcon.HTTPNotFound(description="Incident not found")
+        require_role(p, row["organization_id"], "VIEWER")
+        resp.media = incident_json(row)
+
+
 class AckResource:
     response_models: ClassVar = {"post": IncidentJson}
 
@@ -274,6 +292,7 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     m = ctx.incidents
     app.add_route("/api/incidents", IncidentsResource(ctx.store))
     base = f"/api/checks/{{check_id:{ID}}}/incidents/{{ref:{ID}}}"
+    app.add_route(base, CheckIncidentResource(ctx.store))
     app.add_route(base + "/ack", AckResource(ctx.store, m))
     app.add_route(base + "/resolve", ResolveResource(ctx.store, m))
     # The organisation segment is the shared one (Falcon's router needs one spelling).

@@ -351,18 +351,23 @@ def _responses(
     """`body`: the success body's schema, None for no body (204), or `_UNTYPED` for a
     route that declares none (any JSON, any 2xx)."""
 
+    # A route that answers in a media type of its own has text (or bytes) for a body;
+    # one that answers `*/*` (a report's document, in the format it was asked for) may
+    # answer anything, JSON included.
+    other: dict[str, Any] = {} if media == "*/*" else {"type": "string"}
+
     def error(ref: str, description: str) -> dict[str, Any]:
         content: dict[str, Any] = {JSON: {"schema": {"$ref": _REF.format(model=ref)}}}
         if media != JSON:
             # Such routes (pings) may answer their own errors in their media type.
-            content[media] = {"schema": {"type": "string"}}
+            content[media] = {"schema": other}
         return {"description": description, "content": content}
 
     out: dict[str, Any] = {}
     if media != JSON:
         out[str(status)] = {
             "description": "Success",
-            "content": {media: {"schema": {"type": "string"}}},
+            "content": {media: {"schema": other}},
         }
     elif body is _UNTYPED:
         out["2XX"] = {"description": "Success", "content": {JSON: {"schema": {}}}}

@@ -145,6 +145,17 @@ TABLES: dict[str, Table] = {
             "name key_hash prefix created_by last_used_at revoked_at",
         ),
         _t("system_groups", "name description"),
+        _t(
+            "oncall_schedules",
+            "name description timezone layers",
+            json=frozenset({"layers"}),
+        ),
+        _t(
+            "oncall_overrides",
+            "schedule_id user_id starts_at ends_at created_by",
+            refs={"schedule_id": "oncall_schedules"},
+            filters=frozenset({"schedule_id"}),
+        ),
     )
 }
 
