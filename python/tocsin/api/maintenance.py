@@ -60,17 +60,10 @@ class WindowBody(BaseModel):
     organization_id: int | None = Field(default=None, ge=0, le=MAX_ID)
     org_id: int | None = Field(default=None, ge=0, le=MAX_ID)
 
-    @field_validator("duration", "organization_id", "org_id", mode="before")
+    @field_validator("duration", "organization_id", "org_id", "check_ids", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
         return json_number(v)
-
-    @field_validator("check_ids", mode="before")
-    @classmethod
-    def _ids(cls, v: Any) -> Any:
-        for item in v if isinstance(v, list) else ():
-            json_number(item)
-        return v
 
     @field_validator("starts_at", "start_time", "ends_at", "end_time", mode="before")
     @classmethod

@@ -43,12 +43,6 @@ ClockTime = str
 Time = float | str
 
 
-def _ids(v: Any) -> Any:
-    for item in v if isinstance(v, list) else ():
-        json_number(item)
-    return v
-
-
 class RestrictionBody(BaseModel):
     """On each of `days`, someone is on call from `start` to `end` (local wall time; an
     `end` at or before `start` is on the next day)."""
@@ -82,15 +76,10 @@ class LayerBody(BaseModel):
     participants: list[Id] = Field(min_length=1, max_length=MAX_PARTICIPANTS)
     restrictions: list[RestrictionBody] = Field(default_factory=list, max_length=MAX_RESTRICTIONS)
 
-    @field_validator("rotation_length_hours", mode="before")
+    @field_validator("rotation_length_hours", "participants", mode="before")
     @classmethod
-    def _number(cls, v: Any) -> Any:
+    def _numbers(cls, v: Any) -> Any:
         return json_number(v)
-
-    @field_validator("participants", mode="before")
-    @classmethod
-    def _participants(cls, v: Any) -> Any:
-        return _ids(v)
 
 
 class ScheduleBody(BaseModel):
@@ -111,15 +100,10 @@ class ScheduleBody(BaseModel):
     participants: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_PARTICIPANTS)
     restrictions: list[RestrictionBody] | None = Field(default=None, max_length=MAX_RESTRICTIONS)
 
-    @field_validator("rotation_length_hours", mode="before")
+    @field_validator("rotation_length_hours", "participants", mode="before")
     @classmethod
-    def _number(cls, v: Any) -> Any:
+    def _numbers(cls, v: Any) -> Any:
         return json_number(v)
-
-    @field_validator("participants", mode="before")
-    @classmethod
-    def _participants(cls, v: Any) -> Any:
-        return _ids(v)
 
 
 class ScheduleCreate(ScheduleBody):

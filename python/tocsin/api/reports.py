@@ -70,17 +70,10 @@ class ReportBody(BaseModel):
     organization_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     org_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
-    @field_validator("project_id", "organization_id", "org_id", mode="before")
+    @field_validator("project_id", "organization_id", "org_id", "check_ids", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
         return json_number(v)
-
-    @field_validator("check_ids", mode="before")
-    @classmethod
-    def _ids(cls, v: Any) -> Any:
-        for item in v if isinstance(v, list) else ():
-            json_number(item)
-        return v
 
     @field_validator("from_", "to", mode="before")
     @classmethod

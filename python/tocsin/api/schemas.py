@@ -190,11 +190,12 @@ _URL_DOC: JsonDict = {"pattern": HTTP_URL_PATTERN}
 
 
 def json_number(v: Any) -> Any:
-    """A `BeforeValidator` for a number field: numbers are JSON numbers, as the document
-    says (`integer`: 3 or 3.0, not "3" or true), where pydantic's lax mode would read
-    true as 1 and parse text."""
-    if isinstance(v, bool | str):
-        raise PydanticCustomError("number_type", "Input should be a JSON number")
+    """For a `mode="before"` validator of number fields (or lists of numbers): numbers
+    are JSON numbers, as the document says (`integer`: 3 or 3.0, not "3" or true), where
+    pydantic's lax mode would read true as 1 and parse text."""
+    for item in v if isinstance(v, list) else (v,):
+        if isinstance(item, bool | str):
+            raise PydanticCustomError("number_type", "Input should be a JSON number")
     return v
 
 
