@@ -149,7 +149,7 @@ async def test_subscriber_hears_of_incidents_and_maintenance_until_unsubscribed(
     check = await create_check(http, server, target.url)
     await wait_for(lambda: _is(http, server, check["id"], "UP"), timeout=30)
     org = await org_of(http, server)
-    await new_page(server, org, "acme", [check["id"]])
+    page_id = await new_page(server, org, "acme", [check["id"]])
     who, lazy = "reader@example.test", "lazy@example.test"
 
     await subscribe(http, server, "acme", who)
@@ -209,16 +209,30 @@ async def test_subscriber_hears_of_incidents_and_maintenance_until_unsubscribed(
     started = await mail_to(smtp, who, "Maintenance started: DB upgrade")
     assert "DB upgrade" in text_of(started)
 
+    # The page is renamed and made private: the links already sent still unsubscribe.
+    code, _ = await api(
+        http,
+        server,
+        "PUT",
+        f"/api/status-pages/{page_id}",
+        json={"slug": "acme-renamed", "is_public": False},
+    )
+    assert code == 200
     # Unsubscribe: a GET (what mail clients prefetch) only shows the button.
     async with http.get(unsubscribe) as resp:
         assert resp.status == 200
         page = await resp.text()
         assert "<form" in page and 'method="post"' in page
+        assert "/status/acme-renamed/unsubscribe?token=" in page
     async with http.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}) as resp:
         assert resp.status == 200
         assert "You are unsubscribed" in await resp.text()
-    async with http.post(unsubscribe) as resp:  # again: the same answer
-        assert resp.status == 200
+    # Once gone, the token names nobody, and no public page has the old slug: a second
+    # click, like a forged token, is the page's 404 (it tells nothing either way).
+    async with http.post(unsubscribe) as resp:
+        assert resp.status == 404
+    async with http.post(unsubscribe[:-4] + "abcd") as resp:
+        assert resp.status == 404
 
     before = len(mails_to(smtp, who))
     code, _ = await api(http, server, "DELETE", f"/api/maintenance/{window['id']}")

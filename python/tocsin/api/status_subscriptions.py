@@ -281,7 +281,7 @@ class UnsubscribeResource(_Base):
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, slug: str) -> None:
         """Ask to confirm unsubscribing (a GET changes nothing: mail clients prefetch)."""
-        page = await self._page(slug)
+        page = await self._unsubscribe_page(req, slug)
         if page is None:
             _not_found(resp)
             return
@@ -305,7 +305,7 @@ class UnsubscribeResource(_Base):
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, slug: str
     ) -> None:
         """Unsubscribe (the form's button, or RFC 8058 one-click from the mail)."""
-        page = await self._page(slug)
+        page = await self._unsubscribe_page(req, slug)
         if page is None:
             _not_found(resp)
             return
@@ -324,6 +324,12 @@ class UnsubscribeResource(_Base):
             page=page,
             page_url=url,
         )
+
+    async def _unsubscribe_page(self, req: falcon.asgi.Request, slug: str) -> Row | None:
+        """The page of the subscriber the token names, whatever its slug or visibility
+        now (a mail's link outlives a rename); else the public page of the slug."""
+        page = await self._mail.page_for_token(req.get_param("token"))
+        return page if page is not None else await self._page(slug)
 
     @staticmethod
     def _bad_link(resp: falcon.asgi.Response, page: Row, url: str) -> None:

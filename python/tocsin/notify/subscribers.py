@@ -425,6 +425,20 @@ class SubscriberMail:
             return None
         return sub
 
+    async def page_for_token(self, token: Any) -> Row | None:
+        """The page of the subscriber an unsubscribe token names (public or not, under
+        whatever slug it has now), or None: the link in a mail keeps working after the
+        page is renamed or made private."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        sub = await self._store.subscriber_by_id(parsed[0])
+        if sub is None or not self.tokens.unsubscribe_ok(str(token), sub):
+            return None
+        return await self._store.get(
+            "status_pages", [int(sub["organization_id"])], int(sub["status_page_id"])
+        )
+
     async def unsubscribe(self, page: Row, token: Any) -> bool:
         sub = await self.find_for_unsubscribe(page, token)
         if sub is None:

@@ -590,6 +590,10 @@ class Store(abc.ABC):
         subscriber."""
 
     @abc.abstractmethod
+    async def subscriber_by_id(self, subscriber_id: int) -> Row | None:
+        """A subscriber of any page (its unsubscribe token names it): the row or None."""
+
+    @abc.abstractmethod
     async def subscriber(self, page_id: int, subscriber_id: int) -> Row | None: ...
 
     @abc.abstractmethod

@@ -93,6 +93,13 @@ class StatusPageSql(SqlBase):
             )
         return [self._row(TABLES["status_pages"], r) for r in rows]
 
+    async def subscriber_by_id(self, subscriber_id: int) -> Row | None:
+        async with self._read_point() as c:
+            row = await c.fetchrow(
+                "SELECT * FROM status_page_subscribers WHERE id = ?", subscriber_id
+            )
+        return None if row is None else self._row(TABLES["status_page_subscribers"], row)
+
     async def subscriber(self, page_id: int, subscriber_id: int) -> Row | None:
         async with self._read() as c:
             row = await c.fetchrow(
