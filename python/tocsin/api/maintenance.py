@@ -3,17 +3,13 @@ in the store and pushed to the engine (which flags their checks while they are o
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
 import time
-import zoneinfo
 from typing import Any, ClassVar
 
 import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
-from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from tocsin import schedules
@@ -23,7 +19,15 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
-from tocsin.api.schemas import MAX_ID, Id, TimeZoneName, json_number, parse
+from tocsin.api.schemas import (
+    MAX_ID,
+    Id,
+    TimeZoneName,
+    json_number,
+    not_boolean,
+    parse,
+    parse_time,
+)
 from tocsin.maintenance import MaintenanceWindow
 from tocsin.store.base import Row, Store
 from tocsin.windows import KIND, WindowBook, check_rule, engine_window
@@ -31,8 +35,6 @@ from tocsin.windows import KIND, WindowBook, check_rule, engine_window
 log = logging.getLogger("tocsin.api.maintenance")
 
 MAX_DURATION_S = 366 * 86_400
-# Unix seconds up to the year 3000: every window (and its end) stays representable.
-MAX_EPOCH = 32_503_680_000
 # A body whose keys are all these is a Checkstack plugin call, not a new window.
 PLUGIN_PROCEDURES = frozenset({"getWindows", "scheduleWindow"})
 Time = float | str | None
@@ -68,13 +70,7 @@ class WindowBody(BaseModel):
     @field_validator("starts_at", "start_time", "ends_at", "end_time", mode="before")
     @classmethod
     def _times(cls, v: Any) -> Any:
-        """A time is Unix seconds (a JSON number, or its text) or ISO 8601 text: not a
-        boolean."""
-        if isinstance(v, bool):
-            raise PydanticCustomError(
-                "time_type", "Input should be Unix seconds (a number) or an ISO 8601 date-time"
-            )
-        return v
+        return not_boolean(v)
 
 
 def _one_of(*fields: str) -> dict[str, Any]:
@@ -165,31 +161,6 @@ def next_start(window: MaintenanceWindow, t: float) -> float | None:
     return window.next_change(t)
 
 
-def _parse_time(field: str, value: float | str, zone: zoneinfo.ZoneInfo) -> float:
-    if isinstance(value, str):
-        value = _text_time(field, value, zone)
-    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH:
-        raise field_error(field, "is out of range")
-    return float(value)
-
-
-def _text_time(field: str, text: str, zone: zoneinfo.ZoneInfo) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise field_error(
-            field, "must be an ISO 8601 date-time or Unix seconds", "datetime_parsing"
-        ) from None
-    # A time without an offset is wall-clock time in the window's time zone.
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.timestamp()
-
-
 def _pick(body: WindowBody, *names: str) -> tuple[str, float | str] | None:
     for name in names:
         value = getattr(body, name)
@@ -220,7 +191,7 @@ def window_fields(body: WindowBody, old: Row | None) -> dict[str, Any]:
 
     given = _pick(body, "starts_at", "start_time")
     if given is not None:
-        start = _parse_time(given[0], given[1], zone)
+        start = parse_time(given[0], given[1], zone)
     elif old is not None:
         start = float(old["starts_at"])
     else:
@@ -230,7 +201,7 @@ def window_fields(body: WindowBody, old: Row | None) -> dict[str, Any]:
     end = _pick(body, "ends_at", "end_time")
     duration: int | None = body.duration
     if end is not None:
-        by_end = round(_parse_time(end[0], end[1], zone) - start)
+        by_end = round(parse_time(end[0], end[1], zone) - start)
         if by_end < 1:
             raise field_error(end[0], "must be after starts_at")
         if duration is not None and duration != by_end:

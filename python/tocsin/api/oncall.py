@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Literal
 import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from tocsin import oncall, schedules
@@ -24,7 +23,16 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error, query_error
 from tocsin.api.paths import ID, ORG
-from tocsin.api.schemas import TIME_OF_DAY_PATTERN, Id, TimeZoneName, json_number, parse
+from tocsin.api.schemas import (
+    MAX_EPOCH,
+    TIME_OF_DAY_PATTERN,
+    Id,
+    TimeZoneName,
+    json_number,
+    not_boolean,
+    parse,
+    parse_time,
+)
 from tocsin.store.base import Row, Store
 
 KIND = "oncall_schedules"
@@ -36,7 +44,6 @@ MAX_OVERRIDES = 1000
 MAX_ROTATION_HOURS = 2160
 DEFAULT_TIMELINE_S = 7 * 86_400
 # Unix seconds up to the year 3000.
-MAX_EPOCH = 32_503_680_000
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 RotationType = Literal["daily", "weekly", "custom"]
 ClockTime = str
@@ -140,11 +147,7 @@ class OverrideCreate(BaseModel):
     @field_validator("starts_at", "ends_at", mode="before")
     @classmethod
     def _times(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise PydanticCustomError(
-                "time_type", "Input should be Unix seconds (a number) or an ISO 8601 date-time"
-            )
-        return v
+        return not_boolean(v)
 
 
 class RestrictionJson(TypedDict):
@@ -403,34 +406,6 @@ async def _check_members(
                 raise field_error(where, f"user {user} is not a member of the organisation")
 
 
-def _time(field: str, value: Time, zone: zoneinfo.ZoneInfo) -> float:
-    if isinstance(value, str):
-        value = _text_time(field, value, zone)
-    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH:
-        raise field_error(field, "is out of range")
-    return float(value)
-
-
-def _text_time(field: str, text: str, zone: zoneinfo.ZoneInfo) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise field_error(
-            field, "must be an ISO 8601 date-time or Unix seconds", "datetime_parsing"
-        ) from None
-    if when.tzinfo is None:
-        # Without an offset: wall time in the schedule's zone.
-        when = when.replace(tzinfo=zone)
-    try:
-        return when.timestamp()
-    except (OverflowError, ValueError):
-        raise field_error(field, "is out of range") from None
-
-
 class SchedulesResource:
     body_models: ClassVar = {"post": ScheduleCreate}
     response_models: ClassVar = {"get": list[ScheduleJson], "post": ScheduleJson}
@@ -617,8 +592,8 @@ class OverridesResource:
         require_role(p, org_id, "ADMIN")
         body: OverrideCreate = parse(OverrideCreate, await read_json_object(req))
         zone = schedules.time_zone(row["timezone"])
-        start = _time("starts_at", body.starts_at, zone)
-        end = _time("ends_at", body.ends_at, zone)
+        start = parse_time("starts_at", body.starts_at, zone)
+        end = parse_time("ends_at", body.ends_at, zone)
         if end <= start:
             raise field_error("ends_at", "must be after starts_at")
         if end - start > oncall.MAX_RANGE_S:

@@ -9,9 +9,7 @@ deleting need MEMBER. docs/reports.md describes the reports."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 import re
 import time
 from typing import Any, ClassVar, Literal
@@ -19,7 +17,6 @@ from typing import Any, ClassVar, Literal
 import falcon
 import falcon.asgi
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from tocsin.api import query
@@ -28,7 +25,7 @@ from tocsin.api.common import iso, principal
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
-from tocsin.api.schemas import MAX_ID, Id, json_number, parse
+from tocsin.api.schemas import MAX_ID, Id, json_number, not_boolean, parse, parse_time
 from tocsin.reports import MAX_PERIOD_S
 from tocsin.reports.render import EXTENSIONS
 from tocsin.store.base import ROLES, Principal, Row, Store
@@ -41,7 +38,6 @@ DEFAULT_PERIOD = "30d"
 PERIOD_PATTERN = r"^[1-9][0-9]{0,4}[hd]$"
 _PERIOD = re.compile(PERIOD_PATTERN)
 # Unix seconds up to the year 3000.
-MAX_EPOCH = 32_503_680_000
 Time = float | str | None
 
 
@@ -78,11 +74,7 @@ class ReportBody(BaseModel):
     @field_validator("from_", "to", mode="before")
     @classmethod
     def _times(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise PydanticCustomError(
-                "time_type", "Input should be Unix seconds (a number) or an ISO 8601 date-time"
-            )
-        return v
+        return not_boolean(v)
 
 
 # `from` is a keyword: the functional syntax.
@@ -162,29 +154,6 @@ def _may_write(p: Principal, org_id: int) -> None:
         raise falcon.HTTPForbidden(description="this needs the MEMBER role or higher")
 
 
-def _time(field: str, value: float | str) -> float:
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = float(text)
-        except ValueError:
-            try:
-                parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise field_error(
-                    field, "must be an ISO 8601 date-time or Unix seconds", "datetime_parsing"
-                ) from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            try:
-                value = parsed.timestamp()
-            except (OverflowError, ValueError):
-                raise field_error(field, "is out of range") from None
-    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH:
-        raise field_error(field, "is out of range")
-    return float(value)
-
-
 def period_of(body: ReportBody, now: float) -> tuple[float, float, str | None]:
     """[from, to) in Unix seconds, and the named period (if one was given)."""
     if body.period is not None and (body.from_ is not None or body.to is not None):
@@ -199,8 +168,8 @@ def period_of(body: ReportBody, now: float) -> tuple[float, float, str | None]:
         if seconds > MAX_PERIOD_S:
             raise field_error("period", f"a report covers at most {MAX_PERIOD_S // 86_400} days")
         return now - seconds, now, name
-    start = _time("from", body.from_)
-    end = now if body.to is None else _time("to", body.to)
+    start = parse_time("from", body.from_)
+    end = now if body.to is None else parse_time("to", body.to)
     if end > now + CLOCK_SLACK_S:
         raise field_error("to", "is in the future")
     if end <= start:

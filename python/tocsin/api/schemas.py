@@ -8,8 +8,10 @@ field that does not apply to the type is never looked at."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import json
+import math
 import re
 import typing
 from types import UnionType
@@ -33,7 +35,7 @@ from pydantic_core import PydanticCustomError
 
 import tocsin._core as _core
 from tocsin import schedules
-from tocsin.api.errors import ValidationFailed
+from tocsin.api.errors import ValidationFailed, field_error
 from tocsin.api.query import caseless
 from tocsin.headers import MAX_HEADERS, MAX_NAME, MAX_VALUE, valid_headers
 from tocsin.heartbeat import MAX_GRACE_S
@@ -187,6 +189,45 @@ HostName = Annotated[
     str, AfterValidator(host_name), Field(json_schema_extra={"pattern": HOST_PATTERN})
 ]
 _URL_DOC: JsonDict = {"pattern": HTTP_URL_PATTERN}
+
+
+# Unix seconds up to the year 3000: every time a body gives (and what is added to it)
+# stays representable.
+MAX_EPOCH = 32_503_680_000
+TIME_BODY_ERROR = "Input should be Unix seconds (a number) or an ISO 8601 date-time"
+
+
+def not_boolean(v: Any) -> Any:
+    """For a `mode="before"` validator of time fields (Unix seconds or ISO 8601 text):
+    a boolean is neither."""
+    if isinstance(v, bool):
+        raise PydanticCustomError("time_type", TIME_BODY_ERROR)
+    return v
+
+
+def parse_time(field: str, value: float | str, zone: dt.tzinfo = dt.UTC) -> float:
+    """A body's time as Unix seconds: a number, its text, or ISO 8601 text (without an
+    offset: wall time in `zone`); 422 naming `field` otherwise or out of range."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                when = dt.datetime.fromisoformat(text)
+            except ValueError:
+                raise field_error(
+                    field, "must be an ISO 8601 date-time or Unix seconds", "datetime_parsing"
+                ) from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=zone)
+            try:
+                value = when.timestamp()
+            except (OverflowError, ValueError):
+                raise field_error(field, "is out of range") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH:
+        raise field_error(field, "is out of range")
+    return float(value)
 
 
 def json_number(v: Any) -> Any:
