@@ -18,6 +18,7 @@ use crate::probe::{config, ConfigError, ProbeSpec};
 use crate::result::{ProbeResult, Status, Transition};
 use crate::schedule::{CheckSpec, Due, ProbeKind, ScheduleError, ScheduleStats, Scheduler};
 use crate::stats::{Bucket, Timeline};
+use crate::timers::Timers;
 use crate::wakeup::Wakeup;
 
 /// Why a batch of checks was refused (nothing in it was applied).
@@ -67,6 +68,16 @@ pub struct Work {
     pub timeout_ms: u64,
 }
 
+/// A generic timer that came due (`Engine::arm_timers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FiredTimer {
+    pub key: u64,
+    /// The time it was armed for (ms since the epoch).
+    pub due_ms: u64,
+    /// When the clock thread fired it (µs since the epoch).
+    pub fired_us: u64,
+}
+
 /// Everything waiting for Python since the last drain.
 #[derive(Default, Debug)]
 pub struct Outbox {
@@ -75,6 +86,7 @@ pub struct Outbox {
     pub transitions: Vec<Transition>,
     /// Closed rollup buckets: (check id, bucket).
     pub rollups: Vec<(u64, Bucket)>,
+    pub timers: Vec<FiredTimer>,
 }
 
 impl Outbox {
@@ -83,6 +95,7 @@ impl Outbox {
             && self.results.is_empty()
             && self.transitions.is_empty()
             && self.rollups.is_empty()
+            && self.timers.is_empty()
     }
 }
 
@@ -98,6 +111,8 @@ struct State {
     probes: FxHashMap<u64, Arc<ProbeSpec>>,
     /// Heartbeat deadlines (LATE at due, DOWN at due + grace).
     deadlines: Deadlines,
+    /// Generic keyed timers armed from Python (escalation delays and the like).
+    timers: Timers,
     /// Each check's verdict over time, cut into rollup buckets.
     timelines: FxHashMap<u64, Timeline>,
     rollup_span_ms: u64,
@@ -156,6 +171,7 @@ impl Engine {
                 scheduler: Scheduler::new(clock.now_us() / 1_000),
                 probes: FxHashMap::default(),
                 deadlines: Deadlines::new(clock.now_us() / 1_000),
+                timers: Timers::new(now_ms),
                 timelines: FxHashMap::default(),
                 rollup_span_ms,
                 next_edge_ms: now_ms - now_ms % rollup_span_ms + rollup_span_ms,
@@ -339,6 +355,34 @@ impl Engine {
             .deadlines
             .expect(check_id, due_ms, grace_ms);
         self.shared.tick.notify_one();
+    }
+
+    /// Arm generic timers: `(key, due_ms)` each, re-arming a key replaces its timer; a
+    /// due time in the past fires on the next tick. Fired timers come back through
+    /// `drain`.
+    pub fn arm_timers(&self, items: &[(u64, u64)]) {
+        if items.is_empty() {
+            return;
+        }
+        let mut state = self.shared.lock();
+        state.timers.reserve(items.len());
+        for &(key, due_ms) in items {
+            state.timers.arm(key, due_ms);
+        }
+        drop(state);
+        // The clock thread recomputes its wake-up time; a spurious wake costs one pass.
+        self.shared.tick.notify_one();
+    }
+
+    /// Cancel generic timers; returns how many were pending.
+    pub fn cancel_timers(&self, keys: &[u64]) -> usize {
+        let mut state = self.shared.lock();
+        keys.iter().filter(|&&key| state.timers.cancel(key)).count()
+    }
+
+    /// Generic timers pending.
+    pub fn timer_count(&self) -> usize {
+        self.shared.lock().timers.len()
     }
 
     /// When a heartbeat check's next ping is due (ms), if one is expected.
@@ -592,11 +636,23 @@ fn expire_deadlines(state: &mut State, now_us: u64) {
     }
 }
 
+/// Generic timers due by now go out to Python, stamped with the time they fired.
+fn expire_timers(state: &mut State, fired: &mut Vec<crate::timers::Fired>, now_us: u64) {
+    fired.clear();
+    state.timers.advance(now_us / 1_000, fired);
+    state.outbox.timers.extend(fired.iter().map(|f| FiredTimer {
+        key: f.key,
+        due_ms: f.due_ms,
+        fired_us: now_us,
+    }));
+}
+
 /// How often sources are checked for staleness.
 const STALE_SWEEP_US: u64 = 1_000_000;
 
 fn clock_loop(shared: &Arc<Shared>) {
     let mut due: Vec<Due> = Vec::new();
+    let mut fired = Vec::new();
     let mut state = shared.lock();
     let mut next_sweep_us = shared.clock.now_us() + STALE_SWEEP_US;
     loop {
@@ -637,11 +693,13 @@ fn clock_loop(shared: &Arc<Shared>) {
             }
         }
         expire_deadlines(&mut state, now_us);
+        expire_timers(&mut state, &mut fired, now_us);
         close_buckets(&mut state, now_us / 1_000);
         shared.signal_if_needed(&mut state);
         let wake_ms = [
             state.scheduler.next_wakeup(),
             state.deadlines.next_expiration(),
+            state.timers.next_expiration(),
             Some(next_sweep_us / 1_000),
             Some(state.next_edge_ms),
         ]
@@ -703,6 +761,7 @@ mod tests {
             all.results.append(&mut batch.results);
             all.transitions.append(&mut batch.transitions);
             all.rollups.append(&mut batch.rollups);
+            all.timers.append(&mut batch.timers);
             if done(&all) {
                 break;
             }
@@ -854,6 +913,39 @@ mod tests {
             "never late before it is due"
         );
         assert_eq!(engine.heartbeat_due(4), None);
+    }
+
+    #[test]
+    fn armed_timers_fire_once_and_cancelled_ones_never() {
+        let engine = start();
+        let now_ms = engine.now_us() / 1_000;
+        engine.arm_timers(&[
+            (1, now_ms + 50),
+            (2, now_ms + 60),
+            (3, now_ms.saturating_sub(5_000)),
+        ]);
+        engine.arm_timers(&[(4, now_ms + 10), (4, now_ms + 80)]);
+        assert_eq!(engine.cancel_timers(&[2, 99]), 1);
+        assert_eq!(engine.timer_count(), 3);
+        let out = drain_until(&engine, |o| o.timers.len() >= 3);
+        let mut keys: Vec<u64> = out.timers.iter().map(|t| t.key).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [1, 3, 4]);
+        for t in &out.timers {
+            assert!(t.fired_us >= t.due_ms * 1_000, "fired early");
+        }
+        let re_armed = out.timers.iter().find(|t| t.key == 4).unwrap();
+        assert_eq!(
+            re_armed.due_ms,
+            now_ms + 80,
+            "the re-armed time, not the first"
+        );
+        assert_eq!(engine.timer_count(), 0);
+        assert_eq!(engine.cancel_timers(&[1]), 0, "fired already");
+        // Nothing fires twice, and the cancelled one never comes (it was due long ago).
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(engine.drain().timers.is_empty());
+        engine.close();
     }
 
     #[test]

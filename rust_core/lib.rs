@@ -11,6 +11,7 @@ pub mod probe;
 pub mod result;
 pub mod schedule;
 pub mod stats;
+pub mod timers;
 pub mod wakeup;
 pub mod wheel;
 

@@ -100,6 +100,16 @@ type ResultTuple = (
 type OneOffTuple = (u64, u64, u8, String, u64, bool);
 /// `(check_id, due_ms, dispatched_us, timeout_ms)`
 type WorkTuple = (u64, u64, u64, u64);
+/// `(key, due_ms, fired_us)`
+type FiredTuple = (u64, u64, u64);
+/// What `drain` returns: `(work, results, transitions, rollups, timers)`.
+type DrainTuple = (
+    Vec<WorkTuple>,
+    Vec<ResultTuple>,
+    Vec<TransitionTuple>,
+    Vec<RollupTuple>,
+    Vec<FiredTuple>,
+);
 /// `(check_id, start_ms, span_ms, runs_up, runs_down, runs_degraded, downtime_ms,
 ///   excluded_ms, incidents, sketch_bytes)`
 type RollupTuple = (u64, u64, u64, u32, u32, u32, u64, u64, u32, Vec<u8>);
@@ -323,16 +333,9 @@ impl PyCore {
         Ok(())
     }
 
-    /// Everything waiting since the last call: `(work, results, transitions, rollups)`.
-    fn drain(
-        &self,
-        py: Python<'_>,
-    ) -> (
-        Vec<WorkTuple>,
-        Vec<ResultTuple>,
-        Vec<TransitionTuple>,
-        Vec<RollupTuple>,
-    ) {
+    /// Everything waiting since the last call:
+    /// `(work, results, transitions, rollups, timers)`.
+    fn drain(&self, py: Python<'_>) -> DrainTuple {
         let outbox = py.detach(|| self.engine.drain());
         let work = outbox
             .work
@@ -357,7 +360,12 @@ impl PyCore {
             })
             .collect();
         let rollups = outbox.rollups.into_iter().map(rollup_tuple).collect();
-        (work, results, transitions, rollups)
+        let timers = outbox
+            .timers
+            .into_iter()
+            .map(|t| (t.key, t.due_ms, t.fired_us))
+            .collect();
+        (work, results, transitions, rollups, timers)
     }
 
     /// Readable whenever `drain` has something; for `loop.add_reader`.
@@ -395,6 +403,22 @@ impl PyCore {
     /// When a heartbeat check's next ping is due (ms since the epoch), if expected.
     fn heartbeat_due(&self, py: Python<'_>, check_id: u64) -> Option<u64> {
         py.detach(|| self.engine.heartbeat_due(check_id))
+    }
+
+    /// Arm generic timers: a list of `(key, due_ms)`; re-arming a key replaces its
+    /// timer, a past due time fires at once. Fired timers come back through `drain`.
+    fn arm_timers(&self, py: Python<'_>, items: Vec<(u64, u64)>) {
+        py.detach(|| self.engine.arm_timers(&items));
+    }
+
+    /// Cancel generic timers by key; returns how many were pending.
+    fn cancel_timers(&self, py: Python<'_>, keys: Vec<u64>) -> usize {
+        py.detach(|| self.engine.cancel_timers(&keys))
+    }
+
+    /// Generic timers pending.
+    fn timer_count(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.engine.timer_count())
     }
 
     /// Flag checks as inside (or outside) a maintenance window.

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # test puts one agent in a network namespace of its own. chromium: the status pages are
 # opened in a real browser (driven by Playwright); prometheus: it scrapes the metrics.
 # poppler-utils (`pdftotext`): the text of the PDF reports.
-TOCSIN_APT_EXTRA="postgresql iproute2 chromium prometheus poppler-utils ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
+TOCSIN_APT_EXTRA="postgresql iproute2 chromium prometheus prometheus-alertmanager poppler-utils ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 

@@ -68,7 +68,7 @@ def test_due_work_wakes_the_descriptor_and_drains_in_one_batch(core: _core.Core)
     deadline = time.monotonic() + 3
     while len(seen) < 50 and time.monotonic() < deadline:
         wait_readable(fd, 1.0)
-        work, results, transitions, _rollups = core.drain()
+        work, results, transitions, _rollups, _timers = core.drain()
         for check_id, due_ms, dispatched_us, timeout_ms in work:
             assert dispatched_us >= due_ms * 1000, "dispatched before it was due"
             assert timeout_ms == 500
@@ -82,7 +82,7 @@ def test_reported_results_fold_into_status_and_transitions(core: _core.Core) -> 
     core.upsert([(7, 60_000, 1_000, PYTHON, True, None)])
     now = core.now_us()
     core.report([(7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None, 0)])
-    _work, results, transitions, _rollups = core.drain()
+    _work, results, transitions, _rollups, _timers = core.drain()
     assert results == [
         (7, 0, now, 1_500, 2, "connect_refused", "refused", 0, 0, NO_TIMINGS, None, 0)
     ]

@@ -61,6 +61,23 @@ def sample(kind: str, refs: dict[str, int]) -> dict[str, Any]:
             "starts_at": NOW,
             "ends_at": NOW + 3600,
         },
+        "escalation_policies": lambda: {
+            "name": "ep",
+            "steps": [{"delay_seconds": 300, "targets": [{"type": "user", "id": refs["users"]}]}],
+        },
+        "integration_keys": lambda: {
+            "name": "am",
+            "key_hash": f"i{refs['checks']}",
+            "prefix": "ik_",
+            "escalation_policy_id": refs["escalation_policies"],
+        },
+        "inbound_events": lambda: {
+            "integration_key_id": refs["integration_keys"],
+            "incident_id": refs["incidents"],
+            "action": "trigger",
+            "dedup_key": "disk-full",
+            "received_at": NOW,
+        },
     }[kind]()
 
 
@@ -84,6 +101,9 @@ ORDER = [
     "metrics_keys",
     "oncall_schedules",
     "oncall_overrides",
+    "escalation_policies",
+    "integration_keys",
+    "inbound_events",
 ]
 
 

@@ -46,6 +46,9 @@ def engine_check(row: Row, engine: Engine | None = None) -> Check:
     options = {k: v for k, v in row["config"].items() if v is not None}
     options["grace_period"] = row.get("grace_period", 60)
     options["alert_after_failures"] = row.get("alert_after_failures", 1) or 1
+    if row.get("escalation_policy_id"):
+        # Read by the incident manager when the check's incident opens.
+        options["escalation_policy_id"] = row["escalation_policy_id"]
     critical = row.get("check_source_critical") or {}
     if engine is not None and critical:
         options["critical_sources"] = sorted(

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -28,6 +29,7 @@ from tocsin.models import (
     CODE_BY_STATUS,
     STATUS_BY_CODE,
     Check,
+    FiredTimer,
     ProbeOutcome,
     Result,
     Rollup,
@@ -43,6 +45,7 @@ log = logging.getLogger("tocsin.engine")
 
 Event = Result | StatusChange
 Listener = Callable[[Sequence[Result], Sequence[StatusChange]], None]
+TimerListener = Callable[[list[FiredTimer]], None]
 
 _TimingsTuple = tuple[int | None, int | None, int | None, int | None]
 # The native result record: (check_id, due_ms, started_us, latency_us, status,
@@ -62,6 +65,14 @@ _SIGNALS = ("start", "log", "success", "fail")
 # The run id of results `ingest_verdicts` folds in (never handed out by `run_many`): the
 # core folds them without queueing them back (rust_core/engine.rs STORED_RUN).
 _STORED = 2**63 - 1
+# Timer channels share the core's key space: a key is the channel's index in the top 16
+# bits and the caller's id in the low 48.
+_TIMER_ID_BITS = 48
+TIMER_ID_LIMIT = 1 << _TIMER_ID_BITS
+_TIMER_ID_MASK = TIMER_ID_LIMIT - 1
+MAX_TIMER_CHANNELS = 1 << 16
+# Due times the core takes (ms since the epoch): kept well inside its u64.
+_MAX_DUE_MS = 1 << 62
 
 
 class Sources:
@@ -176,6 +187,68 @@ class EventStream:
         return self._events.popleft()
 
 
+def _due_ms(due: float) -> int:
+    """A due time in Unix seconds as the core's ms, rounded up so nothing fires before
+    it (less a µs, so float noise in `x.123 * 1000` does not cost a millisecond)."""
+    if not math.isfinite(due):
+        raise ValueError(f"timer due time {due!r} is not a finite number of seconds")
+    ms = math.ceil(due * 1000 - 1e-3)
+    if ms >= _MAX_DUE_MS:
+        raise ValueError(f"timer due time {due!r} is too far away")
+    return max(ms, 0)
+
+
+class TimerChannel:
+    """One-shot timers under one name, on the native core's timing wheel: each id has
+    at most one timer, fired once at or after its due time and handed to this channel's
+    listeners on the event loop. Made by `Engine.timer_channel`; channels never see each
+    other's ids.
+
+    Timers live in the running engine only: closing the engine drops them and nothing
+    survives a restart, so the caller keeps what it needs in its own store and re-arms
+    from it at start-up (a due time in the past fires at once).
+    """
+
+    def __init__(self, engine: Engine, name: str, index: int) -> None:
+        self.name = name
+        self._engine = engine
+        self._base = index << _TIMER_ID_BITS
+        self._listeners: list[TimerListener] = []
+
+    def _key(self, timer_id: int) -> int:
+        if not 0 <= timer_id < TIMER_ID_LIMIT:
+            raise ValueError(f"timer id {timer_id!r} is outside 0 <= id < 2**48")
+        return self._base | timer_id
+
+    def arm(self, items: Iterable[tuple[int, float]]) -> None:
+        """Fire each `(id, due)` at `due` (Unix seconds, like `time.time()`, kept to
+        the millisecond). Arming an id again moves its timer; a due time in the past
+        fires at once. All are checked first (ValueError: an id outside
+        0 <= id < 2**48, a due time that is not finite): then none is armed."""
+        batch = [(self._key(timer_id), _due_ms(due)) for timer_id, due in items]
+        if batch:
+            self._engine._require().arm_timers(batch)
+
+    def cancel(self, ids: Iterable[int]) -> int:
+        """Drop the timers of these ids; returns how many were pending (ids never
+        armed, fired already or cancelled count nothing). ValueError as `arm`."""
+        keys = [self._key(timer_id) for timer_id in ids]
+        return self._engine._require().cancel_timers(keys) if keys else 0
+
+    def listen(self, callback: TimerListener) -> None:
+        """Call `callback(fired)` on the event loop with each batch of this channel's
+        timers that came due, in due order. A callback that raises is logged; the
+        others still run. Timers that fire while no callback listens are lost."""
+        self._listeners.append(callback)
+
+    def _fire(self, batch: list[FiredTimer]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(batch)
+            except Exception:
+                log.exception("timer listener of channel %r failed", self.name)
+
+
 class Engine:
     """Schedules checks natively and runs their probes; usable from any asyncio program.
 
@@ -238,6 +311,9 @@ class Engine:
         self._flush_pending = False
         self._listeners: list[Listener] = []
         self._streams: set[EventStream] = set()
+        self._timer_channels: dict[str, TimerChannel] = {}
+        # channel index (the top 16 bits of a core timer key) -> channel
+        self._timer_indexes: list[TimerChannel] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -566,6 +642,7 @@ class Engine:
             "skipped": skipped,
             "in_flight": len(self._tasks),
             "backlog": len(self._backlog),
+            "timers": self._core.timer_count(),
         }
 
     # -- results --------------------------------------------------------------------
@@ -592,6 +669,19 @@ class Engine:
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
+
+    def timer_channel(self, name: str) -> TimerChannel:
+        """The timer channel called `name`, made on first use (at most 65,536 per
+        engine): one-shot timers on the native timing wheel, their ids this channel's
+        own."""
+        channel = self._timer_channels.get(name)
+        if channel is None:
+            index = len(self._timer_indexes)
+            if index >= MAX_TIMER_CHANNELS:
+                raise ValueError(f"an engine has at most {MAX_TIMER_CHANNELS} timer channels")
+            channel = self._timer_channels[name] = TimerChannel(self, name, index)
+            self._timer_indexes.append(channel)
+        return channel
 
     def events(self, *, maxsize: int = 100_000) -> EventStream:
         """An async iterator of `Result` and `StatusChange` events from now on."""
@@ -656,7 +746,7 @@ class Engine:
         return self._core
 
     def _on_wakeup(self) -> None:
-        work, results, transitions, rollups = self._core.drain()
+        work, results, transitions, rollups, timers = self._core.drain()
         for item in work:
             if len(self._tasks) < self._max_in_flight:
                 self._start(*item)
@@ -666,13 +756,26 @@ class Engine:
             self._publish(results, transitions)
         if rollups:
             self._publish_rollups(rollups)
+        if timers:
+            self._publish_timers(timers)
 
     def _publish_pending(self) -> None:
-        _work, results, transitions, rollups = self._core.drain()
+        _work, results, transitions, rollups, timers = self._core.drain()
         if results or transitions:
             self._publish(results, transitions)
         if rollups:
             self._publish_rollups(rollups)
+        if timers:
+            self._publish_timers(timers)
+
+    def _publish_timers(self, fired: list[tuple[int, int, int]]) -> None:
+        by_channel: dict[int, list[FiredTimer]] = collections.defaultdict(list)
+        for key, due_ms, fired_us in fired:
+            by_channel[key >> _TIMER_ID_BITS].append(
+                FiredTimer(key & _TIMER_ID_MASK, due_ms / 1e3, fired_us / 1e6)
+            )
+        for index, batch in by_channel.items():
+            self._timer_indexes[index]._fire(batch)
 
     def _publish_rollups(self, rollups: list[tuple[Any, ...]]) -> None:
         batch = [Rollup(*t) for t in rollups]

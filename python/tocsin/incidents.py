@@ -11,7 +11,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from typing_extensions import TypedDict
@@ -40,6 +40,21 @@ _SEVERITY_RANK = {WARNING: 1, CRITICAL: 2}
 OPENING_SEVERITY = {Status.DOWN: CRITICAL, Status.DEGRADED: WARNING, Status.LATE: WARNING}
 
 MAX_BACKOFF = 5.0
+
+
+def escalation_start(policy_id: int | None, at: float) -> dict[str, Any]:
+    """A new incident's escalation columns: with a policy, its first step is due at once
+    (written with the incident, so a crash right after cannot lose it)."""
+    if not policy_id:
+        return {}
+    return {
+        "escalation_policy_id": int(policy_id),
+        "escalation_step": 0,
+        "escalation_round": 0,
+        "escalation_due_at": at,
+    }
+
+
 # Transitions are rare next to results; past this many waiting (a long database outage)
 # the oldest go, so memory stays bounded.
 MAX_PENDING = 100_000
@@ -65,6 +80,35 @@ class IncidentJson(TypedDict):
     resolved_at: str | None
     resolved_by: int | None
     duration_s: float | None
+    # inbound incidents: the integration key, the sender's dedup key, how many events
+    # reached it, when the last one came and the payload's source, component, group and
+    # custom details (null and empty for a check's incident)
+    integration_key_id: int | None
+    dedup_key: str | None
+    event_count: int
+    last_event_at: str | None
+    details: dict[str, Any]
+    # the escalation policy paging this incident, the next step (from 1) and round, and
+    # when it is due (null once acknowledged, resolved or at the end of the policy)
+    escalation: EscalationJson | None
+
+
+class EscalationJson(TypedDict):
+    policy_id: int
+    next_step: int
+    round: int
+    next_at: str | None
+
+
+def escalation_json(row: Row) -> EscalationJson | None:
+    if row.get("escalation_policy_id") is None:
+        return None
+    return {
+        "policy_id": row["escalation_policy_id"],
+        "next_step": int(row.get("escalation_step") or 0) + 1,
+        "round": int(row.get("escalation_round") or 0),
+        "next_at": iso(row.get("escalation_due_at")),
+    }
 
 
 def incident_json(row: Row) -> IncidentJson:
@@ -86,6 +130,12 @@ def incident_json(row: Row) -> IncidentJson:
         "resolved_at": iso(ended),
         "resolved_by": row["resolved_by"],
         "duration_s": None if ended is None else round(ended - started, 3),
+        "integration_key_id": row.get("integration_key_id"),
+        "dedup_key": row.get("dedup_key"),
+        "event_count": int(row.get("event_count") or 0),
+        "last_event_at": iso(row.get("last_event_at")),
+        "details": row.get("details") or {},
+        "escalation": escalation_json(row),
     }
 
 
@@ -216,6 +266,9 @@ class IncidentManager:
         # Plans the outbox rows of every change, written in the change's own
         # transaction (None: incidents without notifications, e.g. embedded).
         self.router = router
+        # Called with each incident row this manager opened, acknowledged or resolved,
+        # once written (the escalation arms or cancels its next step from it).
+        self.on_change: list[Callable[[Row], None]] = []
 
     def start(self) -> None:
         self._engine.add_listener(self.on_batch)
@@ -397,7 +450,12 @@ class IncidentManager:
                 if change.current is Status.UP:
                     if cur is None:
                         continue
-                    fields = {"status": RESOLVED, "resolved_at": change.at, "resolved_by": None}
+                    fields = {
+                        "status": RESOLVED,
+                        "resolved_at": change.at,
+                        "resolved_by": None,
+                        "escalation_due_at": None,
+                    }
                     detail = {"automatic": True, "reason": change.reason}
                     plan = {**cur["row"], **fields}
                     ops.append(
@@ -485,6 +543,9 @@ class IncidentManager:
             "cause": change.reason,
             "sources": {k: v.value for k, v in change.sources.items()},
             "started_at": change.at,
+            **escalation_start(
+                check.options.get("escalation_policy_id") if check is not None else None, change.at
+            ),
         }
 
     async def _open(self, org_id: int, change: StatusChange, severity: str) -> None:
@@ -532,7 +593,12 @@ class IncidentManager:
 
     async def _resolve(self, row: Row, *, actor: int | None, at: float, why: str | None) -> Row:
         org_id = int(row["organization_id"])
-        fields = {"status": RESOLVED, "resolved_at": at, "resolved_by": actor}
+        fields = {
+            "status": RESOLVED,
+            "resolved_at": at,
+            "resolved_by": actor,
+            "escalation_due_at": None,
+        }
         updated = await self._store.write_incident_change(
             org_id,
             row["id"],
@@ -596,6 +662,11 @@ class IncidentManager:
         self._events.publish(
             row["organization_id"], type_, cast("dict[str, Any]", incident_json(row))
         )
+        for listener in self.on_change:
+            try:
+                listener(row)
+            except Exception:
+                log.exception("incident change listener failed")
 
     # -- what users do ------------------------------------------------------------------
 
@@ -609,7 +680,12 @@ class IncidentManager:
                 return row
             now = time.time()
             org_id = int(row["organization_id"])
-            fields = {"status": ACKNOWLEDGED, "acknowledged_at": now, "acknowledged_by": user_id}
+            fields = {
+                "status": ACKNOWLEDGED,
+                "acknowledged_at": now,
+                "acknowledged_by": user_id,
+                "escalation_due_at": None,
+            }
             updated = await self._store.write_incident_change(
                 org_id,
                 row["id"],

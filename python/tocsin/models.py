@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def storable_text(text: str | None) -> str | None:
@@ -216,3 +216,13 @@ class StatusChange:
     sources: dict[str, Status] = field(default_factory=dict)
     # Inside a maintenance window: recorded, not alertable.
     in_maintenance: bool = False
+
+
+class FiredTimer(NamedTuple):
+    """A timer of a `TimerChannel` that came due: the caller's `id`, the time it was
+    armed for (`due`, Unix seconds, to the millisecond) and when the core fired it
+    (`fired`, never before `due`)."""
+
+    id: int
+    due: float
+    fired: float

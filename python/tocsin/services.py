@@ -29,6 +29,10 @@ from tocsin.live import LiveBridge
 from tocsin.notify.router import Router
 from tocsin.notify.subscribers import SmtpSettings, SubscriberMail
 from tocsin.notify.worker import Outbox
+from tocsin.paging.escalation import Escalator
+from tocsin.paging.inbound import InboundProcessor
+from tocsin.paging.inbound_keys import EventBudget
+from tocsin.paging.pager import Pager
 from tocsin.pings import PingRecorder
 from tocsin.ratelimits import RateLimits
 from tocsin.reports import ReportBuilder
@@ -70,6 +74,13 @@ class Services:
     badge_cache: PublicCache
     # Status page subscriptions and their mails (notify/subscribers.py).
     subscribers: SubscriberMail
+    # Pages to people's contact methods and the mails that verify them (paging/pager.py).
+    pager: Pager
+    # Steps incidents through their escalation policies on the engine's timing wheel.
+    escalation: Escalator
+    # Inbound events (integration keys) applied to incidents by group commit; owns the
+    # index of open inbound incidents (paging/inbound.py).
+    inbound: InboundProcessor
     retention: Retention = field(default_factory=Retention)
     retention_interval: float = 3600.0
     # Enables `GET /metrics` (the server's own metrics) for this bearer token; None: off.
@@ -103,6 +114,14 @@ class Services:
         subscribers = SubscriberMail(store, windows, key, smtp=smtp, public_url=public_url)
         router.subscribers = outbox.subscribers = subscribers
         subscribers.on_queued.append(outbox.wake)
+        pager = Pager(store, outbox.sender, smtp=smtp, public_url=subscribers.public_url)
+        outbox.pager = pager
+        # Every incident change plans its notifications in its own transaction.
+        incidents = IncidentManager(store, engine, events, router)
+        escalation = Escalator(store, engine, router)
+        incidents.on_change.append(escalation.watch)
+        inbound = InboundProcessor(store, events, router, budget=EventBudget.from_env())
+        inbound.on_change.append(escalation.watch_many)
         return cls(
             store=store,
             engine=engine,
@@ -112,8 +131,7 @@ class Services:
             pings=PingRecorder(store),
             router=router,
             outbox=outbox,
-            # Every incident change plans its notifications in its own transaction.
-            incidents=IncidentManager(store, engine, events, router),
+            incidents=incidents,
             windows=windows,
             agents=AgentFleet(store, engine, events),
             live=LiveBridge(store, engine, events),
@@ -123,6 +141,9 @@ class Services:
             public_cache=PublicCache(max_age=30.0),
             badge_cache=PublicCache(max_age=30.0),
             subscribers=subscribers,
+            pager=pager,
+            escalation=escalation,
+            inbound=inbound,
             operational_metrics_token=operational_metrics_token,
             retention=retention or Retention(),
             retention_interval=retention_interval,
@@ -142,6 +163,8 @@ class Services:
         )
         self.agents.start()
         self.incidents.start()
+        await self.escalation.start()
+        await self.inbound.start()
         await self.windows.load()
         self.live.start()
         for cache in (self.public_cache, self.badge_cache):
@@ -170,6 +193,8 @@ class Services:
             ("status page subscribers", self.subscribers.close),
             ("notification outbox", self.outbox.close),
             ("live events", self.live.close),
+            ("inbound events", self.inbound.close),
+            ("escalation", self.escalation.close),
             ("incidents", self.incidents.close),
             ("agent sweep", self.agents.stop),
             ("ping writer", self.pings.close),

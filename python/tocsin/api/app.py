@@ -19,7 +19,11 @@ from tocsin.api import (
     badges,
     channels,
     checks,
+    escalation_policies,
+    inbound_events,
+    inbound_incidents,
     incidents,
+    integration_keys,
     live,
     maintenance,
     members,
@@ -28,6 +32,7 @@ from tocsin.api import (
     openapi,
     organizations,
     pings,
+    profile,
     reports,
     sessions,
     status_pages,
@@ -65,6 +70,11 @@ AREAS = (
     reports,
     metrics,
     oncall,
+    profile,
+    escalation_policies,
+    integration_keys,
+    inbound_events,
+    inbound_incidents,
 )
 
 

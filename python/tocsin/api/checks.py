@@ -333,10 +333,16 @@ class Checks:
         writable_org(p, row["organization_id"])
         return row
 
-    async def check_agents(self, org_id: int, agent_ids: list[int]) -> None:
-        for agent_id in agent_ids:
+    async def check_refs(self, org_id: int, common: CheckCommon) -> None:
+        """The agents and the escalation policy the check names are the organisation's."""
+        for agent_id in common.assigned_agent_ids:
             if await self.store.get("agents", [org_id], agent_id) is None:
                 raise field_error("assigned_agent_ids", f"agent {agent_id} not found", "not_found")
+        policy = common.escalation_policy_id
+        if policy and await self.store.get("escalation_policies", [org_id], policy) is None:
+            raise field_error(
+                "escalation_policy_id", f"escalation policy {policy} not found", "not_found"
+            )
 
     def validate(self, fields: dict[str, Any], check_id: int = 0) -> None:
         """Refuse (422 naming the field) what the engine would refuse, before anything
@@ -417,7 +423,7 @@ class ChecksResource:
         body = _with_secrets(await read_json_object(req), None)
         common, settings = parse_check(body)
         org_id = writable_org(p, common.org_id)
-        await self._c.check_agents(org_id, common.assigned_agent_ids)
+        await self._c.check_refs(org_id, common)
         fields = store_fields(common, settings)
         self._c.validate(fields)
         row = await self._c.store.create_check(org_id, fields)
@@ -472,7 +478,7 @@ class CheckResource:
     ) -> None:
         common, settings = parse_check(body)
         org_id = current["organization_id"]
-        await self._c.check_agents(org_id, common.assigned_agent_ids)
+        await self._c.check_refs(org_id, common)
         fields = store_fields(common, settings)
         # The project stays unless another one is named.
         fields["project_id"] = common.project_id or current["project_id"]

@@ -45,6 +45,9 @@ class NoteCreate(BaseModel):
 INCIDENTS_LIMIT = query.limit(50, 200)
 INCIDENT_STATUS = query.Text("status", "only incidents in this state", choices=INCIDENT_STATUSES)
 INCIDENT_CHECK = query.OptInt("check_id", 1, query.MAX_ID, "only this check's incidents")
+INCIDENT_KIND = query.Text(
+    "kind", "only incidents of checks, or from inbound events", choices=tuple(INCIDENT_TYPES)
+)
 SINCE = query.Time("since", "only incidents still open at or after this time")
 UNTIL = query.Time("until", "only incidents started before this time")
 NOTES_LIMIT = query.limit(100, 500)
@@ -73,6 +76,7 @@ class IncidentsResource:
             query.ORGANIZATION_ID,
             INCIDENT_STATUS,
             INCIDENT_CHECK,
+            INCIDENT_KIND,
             SINCE,
             UNTIL,
         )
@@ -96,6 +100,9 @@ class IncidentsResource:
         check_id = INCIDENT_CHECK.get(req)
         if check_id is not None:
             where["check_id"] = check_id
+        kind = INCIDENT_KIND.get(req)
+        if kind is not None:
+            where["kind"] = INCIDENT_TYPES[kind]
         since, until = SINCE.get(req), UNTIL.get(req)
         if not org_ids:
             total, rows = 0, []

@@ -33,6 +33,7 @@ from tocsin.api.schemas import (
     parse,
     parse_time,
 )
+from tocsin.oncall.rows import schedule_of
 from tocsin.store.base import Row, Store
 
 KIND = "oncall_schedules"
@@ -259,11 +260,6 @@ def override_json(row: Row) -> OverrideJson:
     }
 
 
-def _clock(text: str) -> dt.time:
-    hour, minute = text.split(":")
-    return dt.time(int(hour), int(minute))
-
-
 def _start_date(field: Any, text: str | None, zone: zoneinfo.ZoneInfo) -> str:
     if text is None or text == "":
         return dt.datetime.now(zone).date().isoformat()
@@ -350,36 +346,6 @@ def schedule_fields(body: ScheduleBody, old: Row | None) -> dict[str, Any]:
     elif old is None:
         raise field_error("participants", "Field required (or layers)", "missing")
     return fields
-
-
-def schedule_of(row: Row, overrides: list[Row]) -> oncall.Schedule:
-    layers = []
-    for layer in row["layers"] or []:
-        layers.append(
-            oncall.Layer(
-                participants=tuple(layer["participants"]),
-                start=dt.date.fromisoformat(layer["start"]),
-                rotation_type=layer["rotation_type"],
-                handoff_time=_clock(layer["handoff_time"]),
-                rotation_length_hours=layer.get("rotation_length_hours"),
-                restrictions=tuple(
-                    oncall.Restriction(
-                        tuple(oncall.DAYS.index(d) for d in r["days"]),
-                        _clock(r["start"]),
-                        _clock(r["end"]),
-                    )
-                    for r in layer.get("restrictions") or []
-                ),
-            )
-        )
-    return oncall.Schedule(
-        row["timezone"],
-        tuple(layers),
-        tuple(
-            oncall.Override(o["user_id"], float(o["starts_at"]), float(o["ends_at"]), o["id"])
-            for o in overrides
-        ),
-    )
 
 
 async def _members(store: Store, org_id: int) -> set[int]:

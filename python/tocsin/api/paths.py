@@ -14,8 +14,21 @@ STATUS_HTML_PREFIX = "/status/"
 # Badges (by check uuid) and metrics (the metrics key is in the path).
 BADGE_PREFIX = "/api/badges/"
 METRICS_PREFIX = "/api/metrics/"
+# Inbound events, authenticated by the integration key they carry (in the body, the
+# path or an `Authorization: Bearer ik_…` header): the native route, PagerDuty Events v2,
+# Alertmanager's and Grafana's webhooks. (`/api/events` itself, the live stream, is not.)
+INBOUND_PREFIXES = (
+    "/api/events/ingest",
+    "/api/events/v2/",
+    "/api/events/alertmanager",
+    "/api/events/grafana",
+)
+# The confirmation link mailed to a new email contact method (the token is the secret).
+CONTACT_VERIFY_PREFIX = "/api/contact-methods/verify/"
 # Routes that need no token.
 PUBLIC_PREFIXES = (
+    *INBOUND_PREFIXES,
+    CONTACT_VERIFY_PREFIX,
     PING_PREFIX,
     STATUS_PUBLIC_PREFIX,
     STATUS_HTML_PREFIX,

@@ -222,9 +222,18 @@ def message(
     actor: str | None = None,
 ) -> dict[str, Any]:
     """What every channel type formats: what is down, since when, from which sources,
-    the error, and links back to the check."""
+    the error, and links back to the check. An incident without a check (sent in by
+    another tool) is named by its title; its source and component are the target."""
     check = check or {}
-    name = check.get("name") or f"check {incident.get('check_id')}"
+    details = incident.get("details") or {}
+    checkless = not check.get("name") and incident.get("check_id") is None
+    if checkless:
+        name = str(incident.get("title") or f"incident {incident.get('id') or ''}".strip())
+        where = [str(details[k]) for k in ("source", "component") if details.get(k)]
+        target = " / ".join(where) or None
+    else:
+        name = check.get("name") or f"check {incident.get('check_id')}"
+        target = check.get("url") or check.get("host")
     status = {
         "opened": "DOWN" if incident.get("severity") == "critical" else "DEGRADED",
         "escalated": "DOWN",
@@ -241,6 +250,15 @@ def message(
         "resolved": f"{name} has recovered",
         "test": f"Test notification from tocsin for {name}",
     }.get(event, f"{name}: {event}")
+    if checkless and event in ("opened", "escalated", "reminder", "resolved"):
+        # A title says what happened ("Disk full on db-1"): it is not a thing that is DOWN.
+        status = "RESOLVED" if event == "resolved" else "TRIGGERED"
+        verb = {
+            "opened": f"Incident: {name}",
+            "escalated": f"Escalated: {name}",
+            "reminder": f"Reminder: still open: {name}",
+            "resolved": f"Resolved: {name}",
+        }[event]
     return {
         "event": event,
         "summary": verb,
@@ -251,7 +269,7 @@ def message(
         "check_id": incident.get("check_id"),
         "check_name": name,
         "check_type": check.get("type"),
-        "target": check.get("url") or check.get("host"),
+        "target": target,
         "organization_id": incident.get("organization_id"),
         "since": _iso(incident.get("started_at")),
         "at": _iso(at),

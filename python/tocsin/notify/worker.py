@@ -22,6 +22,8 @@ from tocsin.notify.channels import Outcome, Sender
 from tocsin.notify.router import Router
 from tocsin.notify.subscribers import KINDS as SUBSCRIBER_KINDS
 from tocsin.notify.subscribers import SubscriberMail
+from tocsin.paging.contacts import PAGE
+from tocsin.paging.pager import Pager, Suppressed
 from tocsin.store.base import Row, Store, StoreUnavailableError
 
 log = logging.getLogger("tocsin.notify")
@@ -71,6 +73,8 @@ class Outbox:
         self.sent = 0
         # Mails to status page subscribers (set by the composition root).
         self.subscribers: SubscriberMail | None = None
+        # Pages to people's contact methods (set by the composition root).
+        self.pager: Pager | None = None
         router.on_written.append(self.wake)
 
     def wake(self) -> None:
@@ -176,6 +180,8 @@ class Outbox:
     async def _deliver(self, row: Row, channel: Row | None) -> dict[str, Any]:
         if row["channel_id"] is None and (row["payload"] or {}).get("kind") in SUBSCRIBER_KINDS:
             return await self._deliver_to_subscribers(row)
+        if row["channel_id"] is None and (row["payload"] or {}).get("kind") == PAGE:
+            return await self._deliver_page(row)
         if channel is None:
             return _final("failed", "the channel was deleted")
         if not channel["is_active"]:
@@ -200,6 +206,20 @@ class Outbox:
         except Exception as exc:  # a database outage while fanning out: try again
             log.warning("subscriber delivery %s: %s", row["id"], exc)
             out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
+        return self._answer(row, out)
+
+    async def _deliver_page(self, row: Row) -> dict[str, Any]:
+        """A page to a person's contact method (paging/pager.py); one whose incident was
+        acknowledged or resolved before it came due ends `suppressed`, unsent."""
+        if self.pager is None:
+            return _final("failed", "paging is not set up in this process")
+        try:
+            out = await self.pager.deliver(row)
+        except Exception as exc:  # a database outage while reading: try again
+            log.warning("page delivery %s: %s", row["id"], exc)
+            out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
+        if isinstance(out, Suppressed):
+            return _final("suppressed", out.error or "suppressed")
         return self._answer(row, out)
 
     def _answer(self, row: Row, out: Outcome) -> dict[str, Any]:

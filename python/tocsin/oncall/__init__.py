@@ -1,6 +1,7 @@
 """On-call schedules: who is on call when, computed from a schedule's layers, their
 restrictions and its overrides (pure; see shifts.py and docs/oncall.md)."""
 
+from tocsin.oncall.rows import schedule_of
 from tocsin.oncall.shifts import (
     DAYS,
     HORIZON_S,
@@ -29,6 +30,7 @@ __all__ = [
     "Shift",
     "layer_on_call_at",
     "on_call_at",
+    "schedule_of",
     "shifts",
     "to_instant",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tocsin.models import Result, Rollup, StatusChange
 
@@ -73,6 +73,23 @@ class Ping:
     rid: str | None = None
     body: str | None = None
     remote_addr: str | None = None
+
+
+class InboundEventRow(NamedTuple):
+    """One inbound event as stored (`inbound_events`), in its columns' order. An
+    `incident_id` below zero names the incident its batch opens at index
+    `-incident_id - 1` (`Store.write_inbound_batch`)."""
+
+    organization_id: int
+    integration_key_id: int
+    incident_id: int | None
+    action: str
+    dedup_key: str
+    source_format: str
+    summary: str
+    severity: str
+    payload: dict[str, Any]
+    received_at: float
 
 
 class NotFoundError(LookupError):
@@ -545,6 +562,21 @@ class Store(abc.ABC):
         only those of `check_ids`."""
 
     @abc.abstractmethod
+    async def escalating_incidents(self) -> list[tuple[int, float]]:
+        """`(incident id, due time)` of every open incident with an escalation step
+        pending, of every organisation (re-armed at start-up)."""
+
+    @abc.abstractmethod
+    async def incidents_by_id(self, ids: Collection[int]) -> list[Row]:
+        """The incidents with these ids, of any organisation (the escalation's own
+        reads; never for a caller's request)."""
+
+    @abc.abstractmethod
+    async def delete_escalation_policy(self, org_ids: Collection[int], policy_id: int) -> bool:
+        """Delete the policy and clear it from the organisation's checks, in one
+        transaction (integration keys drop it by their foreign key)."""
+
+    @abc.abstractmethod
     async def channel_checks(self, org_ids: Collection[int], channel_id: int) -> list[int]:
         """The checks linked to a notification channel (`check_channels`)."""
 
@@ -659,3 +691,123 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def pending_deliveries(self) -> int:
         """Outbox rows not yet settled (pending or sending), of every organisation."""
+
+    # -- profile: contact methods and notification rules (store/sql/profile.py) ---------
+    # A user's own rows (not an organisation's). Contact method values are sealed at rest
+    # and come back in clear; `verified` is a boolean.
+
+    @abc.abstractmethod
+    async def list_contact_methods(
+        self, user_ids: Collection[int], *, verified_only: bool = False
+    ) -> list[Row]:
+        """The contact methods of these users (only verified ones if asked), by user and
+        id."""
+
+    @abc.abstractmethod
+    async def get_contact_method(self, user_id: int, method_id: int) -> Row | None:
+        """The user's contact method, or None (missing, or another user's)."""
+
+    @abc.abstractmethod
+    async def create_contact_method(
+        self, user_id: int, fields: Mapping[str, Any], *, limit: int
+    ) -> Row | None:
+        """Add a contact method (`kind`, `value`, `label`, `verified`, `verified_at`,
+        `verification_hash`, `verification_sent_at`); None when the user has `limit`
+        already. NotFoundError for a user that does not exist."""
+
+    @abc.abstractmethod
+    async def update_contact_method(
+        self, user_id: int, method_id: int, fields: Mapping[str, Any]
+    ) -> Row | None:
+        """Change the user's contact method (the fields of `create_contact_method`); None
+        when it is not theirs."""
+
+    @abc.abstractmethod
+    async def delete_contact_method(self, user_id: int, method_id: int) -> bool:
+        """Remove the user's contact method and the notification rules naming it."""
+
+    @abc.abstractmethod
+    async def renew_verification(
+        self, user_id: int, method_id: int, token_hash: str, now: float, *, resend_after: float
+    ) -> tuple[Row | None, float]:
+        """Give the user's unverified contact method a new token issued `now`, unless its
+        last one was issued less than `resend_after` seconds ago. Answers (row, 0) when
+        renewed, (row, seconds to wait) when too soon, (row, 0) unchanged when it is
+        verified already, (None, 0) when it is not the user's."""
+
+    @abc.abstractmethod
+    async def contact_method_by_token(self, token_hash: str, issued_after: float) -> Row | None:
+        """The unverified contact method (of any user) whose token has this hash and was
+        issued after `issued_after`."""
+
+    @abc.abstractmethod
+    async def verify_contact_method(
+        self, token_hash: str, issued_after: float, now: float
+    ) -> Row | None:
+        """Mark verified the unverified contact method whose token has this hash and was
+        issued after `issued_after` (the token is used up); None when there is none."""
+
+    @abc.abstractmethod
+    async def list_notification_rules(self, user_ids: Collection[int]) -> list[Row]:
+        """The notification rules of these users (`contact_method_id`, `delay_minutes`),
+        by user, delay and id."""
+
+    @abc.abstractmethod
+    async def replace_notification_rules(
+        self, user_id: int, rules: Sequence[tuple[int, int]]
+    ) -> list[Row]:
+        """Replace the user's rules with `(contact method id, delay in minutes)` each, in
+        one transaction; NotFoundError (its `field`: `notification_rules.{i}.
+        contact_method_id`) when a method is not the user's."""
+
+    # -- paging: integration keys and inbound events (store/sql/paging.py) --------------
+
+    @abc.abstractmethod
+    async def integration_key_by_hash(self, key_hash: str) -> Row | None:
+        """The integration key (of any organisation, revoked or not: `revoked_at` says)
+        with this SHA-256 hash, every column but the hash."""
+
+    @abc.abstractmethod
+    async def open_inbound_incidents(self) -> list[Row]:
+        """Every inbound incident not resolved, of every organisation, oldest first; each
+        with `aliases`: the dedup keys that joined it by grouping (its `grouped`
+        timeline events), besides its own."""
+
+    @abc.abstractmethod
+    async def write_inbound_batch(
+        self,
+        *,
+        new_incidents: Sequence[Mapping[str, Any]],
+        updates: Sequence[tuple[int, Mapping[str, Any]]],
+        events: Sequence[InboundEventRow],
+        timeline: Sequence[tuple[int, int, str, Mapping[str, Any], float]],
+        deliveries: Sequence[tuple[int, int, Mapping[str, Any]]],
+        keys_seen: Mapping[int, float],
+    ) -> list[int]:
+        """Apply a batch of inbound events in ONE transaction, with a fixed number of
+        statements: insert `new_incidents` (incident columns and `organization_id`),
+        update incidents (`(id, fields)`, fields among status, severity, title,
+        acknowledged_at, resolved_at, event_count, last_event_at and
+        escalation_due_at: one that sets `status` ACKNOWLEDGED changes only an OPEN
+        incident, RESOLVED only one not resolved yet), insert the events,
+        the timeline events `(organization_id, incident_id, kind, detail, at)` and the
+        outbox rows `(organization_id, incident_id, delivery)` (as planned by
+        `Router.plan`), and move each key's `last_event_at` forward. An incident id
+        below zero names `new_incidents[-id - 1]`. Returns the new incidents' ids."""
+
+    @abc.abstractmethod
+    async def list_inbound_incidents(
+        self,
+        org_ids: Collection[int],
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        integration_key_id: int | None = None,
+        text: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Row], int]:
+        """A page of inbound incidents, newest first, and how many match: `text` in the
+        title (any letter case), started at or after `since` and before `until`."""

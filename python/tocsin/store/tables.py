@@ -45,10 +45,12 @@ TABLES: dict[str, Table] = {
         _t(
             "incidents",
             "check_id kind status severity title cause dedup_key sources started_at"
-            " acknowledged_at acknowledged_by resolved_at resolved_by",
-            json=frozenset({"sources"}),
-            refs={"check_id": "checks"},
-            filters=frozenset({"check_id", "status", "kind", "dedup_key"}),
+            " acknowledged_at acknowledged_by resolved_at resolved_by integration_key_id"
+            " event_count details last_event_at escalation_policy_id escalation_step"
+            " escalation_round escalation_due_at",
+            json=frozenset({"sources", "details"}),
+            refs={"check_id": "checks", "integration_key_id": "integration_keys"},
+            filters=frozenset({"check_id", "status", "kind", "dedup_key", "integration_key_id"}),
         ),
         _t(
             "incident_notes",
@@ -155,6 +157,25 @@ TABLES: dict[str, Table] = {
             "schedule_id user_id starts_at ends_at created_by",
             refs={"schedule_id": "oncall_schedules"},
             filters=frozenset({"schedule_id"}),
+        ),
+        _t(
+            "escalation_policies",
+            "name description steps repeat_count",
+            json=frozenset({"steps"}),
+        ),
+        _t(
+            "integration_keys",
+            "name key_hash prefix escalation_policy_id grouping_type grouping_window_seconds"
+            " grouping_field created_by last_event_at revoked_at",
+            refs={"escalation_policy_id": "escalation_policies"},
+        ),
+        _t(
+            "inbound_events",
+            "integration_key_id incident_id action dedup_key source_format summary severity"
+            " payload received_at",
+            json=frozenset({"payload"}),
+            refs={"integration_key_id": "integration_keys", "incident_id": "incidents"},
+            filters=frozenset({"integration_key_id", "incident_id", "dedup_key"}),
         ),
     )
 }

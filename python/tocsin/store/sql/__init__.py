@@ -13,7 +13,9 @@ shared plumbing of `base` (connections, row shaping, migrations):
 - `notifications`: claiming and settling deliveries, channel routing;
 - `status_pages`: status pages and their subscribers;
 - `reports`: reports built in the background;
-- `metrics`: metrics keys."""
+- `metrics`: metrics keys;
+- `profile`: a user's contact methods and notification rules;
+- `paging`: integration keys, inbound events, pending escalations."""
 
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ from tocsin.store.sql.incidents import IncidentSql
 from tocsin.store.sql.metrics import MetricsSql
 from tocsin.store.sql.notifications import NotificationSql
 from tocsin.store.sql.organizations import OrganizationSql
+from tocsin.store.sql.paging import PagingSql
+from tocsin.store.sql.profile import ProfileSql
 from tocsin.store.sql.reports import ReportSql
 from tocsin.store.sql.status_pages import StatusPageSql
 
@@ -48,6 +52,8 @@ class SqlStore(
     StatusPageSql,
     ReportSql,
     MetricsSql,
+    ProfileSql,
+    PagingSql,
 ):
     """The whole `Store` over SQL; a backend (`SqliteStore`, `PostgresStore`) subclasses it
     and implements the abstract methods of `SqlBase`."""

@@ -30,6 +30,14 @@ class IncidentSql(SqlBase):
             "acknowledged_by": None,
             "resolved_at": None,
             "resolved_by": None,
+            "integration_key_id": None,
+            "event_count": 0,
+            "details": {},
+            "last_event_at": None,
+            "escalation_policy_id": None,
+            "escalation_step": 0,
+            "escalation_round": 0,
+            "escalation_due_at": None,
         }
 
     async def write_incident_change(
@@ -181,26 +189,27 @@ class IncidentSql(SqlBase):
         return list(range(top + 1, top + 1 + n))
 
     async def _checks_of(self, c: Conn, ops: Sequence[Mapping[str, Any]]) -> None:
-        """The checks of new incidents must be their organisation's (one query for the
-        batch, not one per incident)."""
-        assert set(TABLES["incidents"].refs) == {"check_id"}
-        wanted = {
-            (int(op["org_id"]), int(op["fields"]["check_id"]))
-            for op in ops
-            if op.get("incident_id") is None
-            and op.get("ref") is None
-            and op["fields"].get("check_id") is not None
-        }
-        if not wanted:
-            return
-        rows = await c.fetch(
-            f"SELECT id, organization_id FROM checks WHERE {self._in('id')}",
-            self._list(sorted({cid for _, cid in wanted})),
-        )
-        owner = {int(r["id"]): int(r["organization_id"]) for r in rows}
-        for org_id, check_id in sorted(wanted):
-            if owner.get(check_id) != org_id:
-                raise NotFoundError(f"check_id {check_id} not found", field="check_id")
+        """The rows new incidents point at (their check, their integration key) must be
+        their organisation's (one query per referenced table for the batch, not one per
+        incident)."""
+        for column, table in TABLES["incidents"].refs.items():
+            wanted = {
+                (int(op["org_id"]), int(op["fields"][column]))
+                for op in ops
+                if op.get("incident_id") is None
+                and op.get("ref") is None
+                and op["fields"].get(column) is not None
+            }
+            if not wanted:
+                continue
+            rows = await c.fetch(
+                f"SELECT id, organization_id FROM {table} WHERE {self._in('id')}",
+                self._list(sorted({ref for _, ref in wanted})),
+            )
+            owner = {int(r["id"]): int(r["organization_id"]) for r in rows}
+            for org_id, ref in sorted(wanted):
+                if owner.get(ref) != org_id:
+                    raise NotFoundError(f"{column} {ref} not found", field=column)
 
     async def check_incidents_between(
         self,
@@ -286,3 +295,43 @@ class IncidentSql(SqlBase):
                 *args,
             )
         return [self._row(TABLES["incidents"], r) for r in rows]
+
+    async def escalating_incidents(self) -> list[tuple[int, float]]:
+        async with self._read() as c:
+            rows = await c.fetch(
+                "SELECT id, escalation_due_at FROM incidents"
+                " WHERE escalation_due_at IS NOT NULL AND status = 'OPEN' ORDER BY id"
+            )
+        return [(int(r["id"]), float(r["escalation_due_at"])) for r in rows]
+
+    async def incidents_by_id(self, ids: Collection[int]) -> list[Row]:
+        if not ids:
+            return []
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT * FROM incidents WHERE {self._in('id')} ORDER BY id",
+                self._list(sorted(ids)),
+            )
+        return [self._row(TABLES["incidents"], r) for r in rows]
+
+    async def delete_escalation_policy(self, org_ids: Collection[int], policy_id: int) -> bool:
+        if not org_ids:
+            return False
+        async with self._write() as c:
+            row = await c.fetchrow(
+                f"SELECT organization_id FROM escalation_policies WHERE id = ?"
+                f" AND {self._in('organization_id')}",
+                policy_id,
+                self._list(org_ids),
+            )
+            if row is None:
+                return False
+            org_id = int(row["organization_id"])
+            await c.execute(
+                "UPDATE checks SET escalation_policy_id = NULL"
+                " WHERE organization_id = ? AND escalation_policy_id = ?",
+                org_id,
+                policy_id,
+            )
+            await c.execute("DELETE FROM escalation_policies WHERE id = ?", policy_id)
+        return True

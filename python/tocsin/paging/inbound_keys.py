@@ -1,0 +1,163 @@
+"""Who may send inbound events: integration keys (`ik_…`, kept as SHA-256 hashes like API
+tokens), looked up by hash and cached briefly, and the events each key may send per
+second (a token bucket per key)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tocsin.security import hash_token, new_token
+from tocsin.store.base import Row, Store
+
+KEY_PREFIX = "ik_"
+# `ik_` and 32 URL-safe random characters (192 bits).
+KEY_LENGTH = len(KEY_PREFIX) + 32
+# How long a key's lookup (and a refusal) is believed; a change or a revocation made in
+# this process drops it at once.
+KEY_CACHE_TTL = 30.0
+KEY_CACHE_SIZE = 10_000
+GROUPING_TYPES = ("dedup_key", "none", "time_window", "payload_field")
+
+ENV_RATE = "TOCSIN_INBOUND_RATE"
+ENV_BURST = "TOCSIN_INBOUND_BURST"
+# Events per second per key, sustained, and the burst: far above what a monitoring
+# system sends, low enough that one runaway sender cannot starve the others.
+DEFAULT_RATE = 600.0
+DEFAULT_BURST = 3000.0
+
+
+def new_key() -> str:
+    return new_token(KEY_PREFIX)[:KEY_LENGTH]
+
+
+def key_prefix(key: str) -> str:
+    """What reads show of a key: enough to tell keys apart, not to use one."""
+    return key[: len(KEY_PREFIX) + 4]
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationKey:
+    """What an event's processing needs of its key."""
+
+    id: int
+    org_id: int
+    escalation_policy_id: int | None
+    grouping_type: str
+    grouping_window_seconds: int
+    grouping_field: str | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> IntegrationKey:
+        return cls(
+            id=int(row["id"]),
+            org_id=int(row["organization_id"]),
+            escalation_policy_id=row["escalation_policy_id"],
+            grouping_type=row["grouping_type"],
+            grouping_window_seconds=int(row["grouping_window_seconds"] or 0),
+            grouping_field=row["grouping_field"],
+        )
+
+
+class KeyBook:
+    """key → `IntegrationKey` for ingest, cached `KEY_CACHE_TTL` seconds; unknown and
+    revoked keys too, so guessing costs no database read per attempt beyond the first."""
+
+    def __init__(self, store: Store, *, ttl: float = KEY_CACHE_TTL) -> None:
+        self._store = store
+        self._ttl = ttl
+        # hash -> (expires at, key or None)
+        self._cache: dict[str, tuple[float, IntegrationKey | None]] = {}
+
+    async def find(self, key: str) -> IntegrationKey | None:
+        """The live key, or None for an unknown or revoked one (alike)."""
+        if not key.startswith(KEY_PREFIX) or len(key) != KEY_LENGTH:
+            return None
+        key_hash = hash_token(key)
+        now = time.monotonic()
+        hit = self._cache.get(key_hash)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await self._store.integration_key_by_hash(key_hash)
+        found = None
+        if row is not None and row["revoked_at"] is None:
+            found = IntegrationKey.from_row(row)
+        if len(self._cache) >= KEY_CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key_hash] = (now + self._ttl, found)
+        return found
+
+    def forget(self, key_id: int) -> None:
+        """The key changed or was revoked: look it up again next time."""
+        for key_hash, (_, found) in list(self._cache.items()):
+            if found is not None and found.id == key_id:
+                del self._cache[key_hash]
+
+
+def _from_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of events per second, got {raw!r}") from None
+    if value < 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be >= 0 (0 turns the limit off), got {raw!r}")
+    return value
+
+
+class EventBudget:
+    """A token bucket of events per key. A request may spend more than one event (an
+    Alertmanager group): it passes when the bucket holds them all, or when the bucket
+    is full (a group larger than the burst is not refused forever); the bucket may then
+    go below zero, so the key waits it out."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        max_keys: int = KEY_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._clock = clock
+        # key id -> [tokens, at]
+        self._buckets: OrderedDict[int, list[float]] = OrderedDict()
+
+    @classmethod
+    def from_env(cls) -> EventBudget | None:
+        """From TOCSIN_INBOUND_RATE and TOCSIN_INBOUND_BURST (events per second and the
+        burst; a rate of 0 turns the limit off: None)."""
+        rate = _from_env(ENV_RATE, DEFAULT_RATE)
+        if rate == 0:
+            return None
+        burst = _from_env(ENV_BURST, max(DEFAULT_BURST, rate * DEFAULT_BURST / DEFAULT_RATE))
+        return cls(rate, max(1.0, burst))
+
+    def spend(self, key_id: int, n: int) -> int:
+        """Spend `n` events of the key: 0 when allowed, else whole seconds to wait."""
+        now = self._clock()
+        bucket = self._buckets.get(key_id)
+        if bucket is None:
+            bucket = self._buckets[key_id] = [self.burst, now]
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key_id)
+            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        if bucket[0] >= min(n, self.burst):
+            bucket[0] -= n
+            return 0
+        need = min(n, self.burst) - bucket[0]
+        return max(1, math.ceil(need / self.rate))
