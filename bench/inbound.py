@@ -79,7 +79,7 @@ request = function()
   if r < 0.7 or n == 0 then
     d = math.random(0, {dedup} - 1)
     n = n + 1
-    recent[(n % 64) + 1] = d
+    recent[((n - 1) % 64) + 1] = d
   else
     d = recent[math.random(1, math.min(n, 64))]
     if r >= 0.9 then action = "resolve" end
@@ -90,7 +90,9 @@ end
 
 
 class Sink(BaseHTTPRequestHandler):
-    """The pages' webhook: answers 200 to everything."""
+    """The pages' webhook: answers 200 to everything (keep-alive, as a real receiver)."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--check-interval", type=int, default=30, help="the TCP checks' interval")
     p.add_argument("--incidents", type=int, default=100_000, help="pending escalation steps")
-    p.add_argument("--spread", type=float, default=60.0, help="seconds the steps fall due over")
+    p.add_argument("--spread", type=float, default=120.0, help="seconds the steps fall due over")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     ensure_wrk()

@@ -148,6 +148,39 @@ async def test_guessing_tokens_is_limited_per_address_even_on_the_default_limits
     assert (await get(http, server.base + "/api/users/me", server.headers))[0] == 200
 
 
+async def test_inbound_events_spend_the_keys_budget_not_the_addresss_and_bad_keys_are_throttled(
+    slow_server: Server, http: aiohttp.ClientSession
+) -> None:
+    server = slow_server
+    async with http.get(server.base + "/api/organizations/", headers=server.headers) as resp:
+        org = (await resp.json())[0]["id"]
+    async with http.post(
+        f"{server.base}/api/organizations/{org}/integration-keys",
+        headers=server.headers,
+        json={"name": "am"},
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        key = (await resp.json())["key"]
+
+    async def send(routing_key: str, n: int) -> int:
+        body = {
+            "routing_key": routing_key,
+            "event_action": "trigger",
+            "dedup_key": f"d{n}",
+            "payload": {"summary": "disk full", "source": "srv01"},
+        }
+        async with http.post(server.base + "/api/events/ingest", json=body) as resp:
+            return resp.status
+
+    # 30 events from one address on a 2/s per-address limit: all taken.
+    assert [await send(key, n) for n in range(30)] == [200] * 30
+    # Unknown keys count as failed authentication of the address.
+    wrong = "ik_" + "x" * 32
+    codes = [await send(wrong, n) for n in range(30)]
+    assert codes[:FAILED_AUTH_BURST_INT] == [404] * FAILED_AUTH_BURST_INT, codes
+    assert set(codes[FAILED_AUTH_BURST_INT:]) <= {404, 429} and 429 in codes, codes
+
+
 async def test_a_limit_of_zero_turns_rate_limiting_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession
 ) -> None:

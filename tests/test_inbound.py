@@ -1002,3 +1002,21 @@ async def test_a_batch_that_fails_leaves_the_index_as_it_was(tmp_path: Path) -> 
         if processor is not None:
             await processor.close()
         await store.close()
+
+
+async def test_a_deleted_organisations_key_is_not_found_at_once(
+    shared: Server, http: aiohttp.ClientSession
+) -> None:
+    owner, org = await other_org_user(shared)
+    key = await new_key(http, shared, org, token=owner)
+    opened = await event(http, shared, key["key"], "trigger", "disk-srv09")
+    assert opened["incident_id"] is not None
+    code, orgs = await api(http, shared, "GET", f"/api/organizations/{org}", token=owner)
+    assert code == 200, orgs
+    code, _ = await api(
+        http, shared, "DELETE", f"/api/organizations/{org}?confirm={orgs['name']}", token=owner
+    )
+    assert code == 204
+    body = {"routing_key": key["key"], "event_action": "resolve", "dedup_key": "disk-srv09"}
+    code, answer, _ = await post(http, shared, INGEST, json=body)
+    assert code == 404 and answer == {"detail": "Integration key not found"}, answer

@@ -190,6 +190,7 @@ class OrganizationResource:
     def __init__(self, ctx: AppContext) -> None:
         self._store = ctx.store
         self._engine = ctx.engine
+        self._inbound = ctx.inbound
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int
@@ -228,6 +229,7 @@ class OrganizationResource:
         # Stored first: a refused delete (the database unavailable) leaves them scheduled.
         await self._store.delete_organization([org_id], org_id)
         self._engine.remove(check_ids)
+        self._inbound.forget_organization(org_id)
         for m in members:
             auth.forget_user(m["user_id"])
         resp.status = falcon.HTTP_204

@@ -1,7 +1,9 @@
 """Rate limits over HTTP: the budgets (tocsin/ratelimits.py, built with the other
 services) spent per API token (or session) on authenticated routes, per client address
 on everything else, pings in a bucket of their own, and per client address for failed
-authentication, so credentials cannot be guessed at line rate. Over a limit, 429 with
+authentication, so credentials cannot be guessed at line rate. Inbound events are not
+limited per address (each integration key has its own budget, paging/inbound_keys.py),
+but an unknown key counts as a failed authentication. Over a limit, 429 with
 `Retry-After`."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import falcon
 import falcon.asgi
 
 from tocsin.api.auth import SESSION_COOKIE
-from tocsin.api.paths import PING_PREFIX
+from tocsin.api.paths import INBOUND_PREFIXES, PING_PREFIX
 from tocsin.ratelimits import (
     ENV_PER_ADDRESS,
     ENV_PER_TOKEN,
@@ -45,7 +47,8 @@ class RateLimitMiddleware:
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if self._failures is None or req.path.startswith(PING_PREFIX):
             return
-        if req.get_header("Authorization") is None and not req.cookies:
+        inbound = req.path.startswith(INBOUND_PREFIXES)
+        if not inbound and req.get_header("Authorization") is None and not req.cookies:
             return
         wait = self._failures.wait(("fail", req.remote_addr))
         if wait:
@@ -58,7 +61,10 @@ class RateLimitMiddleware:
         resource: Any,
         req_succeeded: bool,
     ) -> None:
-        if self._failures is not None and resp.status_code == 401:
+        if self._failures is not None and (
+            resp.status_code == 401
+            or (resp.status_code == 404 and req.path.startswith(INBOUND_PREFIXES))
+        ):
             self._failures.take(("fail", req.remote_addr))
 
     async def process_resource(
@@ -74,7 +80,7 @@ class RateLimitMiddleware:
             wait = self._tokens.take(("token", hash_token(_credential(req))))
             if wait:
                 _refuse_json(resp, wait)
-        elif self._addresses is not None:
+        elif self._addresses is not None and not req.path.startswith(INBOUND_PREFIXES):
             ping = req.path.startswith(PING_PREFIX)
             wait = self._addresses.take(("ping" if ping else "addr", req.remote_addr))
             if wait:

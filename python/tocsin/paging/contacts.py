@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import secrets
 import urllib.parse
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal, Protocol, get_args
 
 from tocsin.notify.channels import message, validate_config
 from tocsin.notify.router import check_links
 from tocsin.notify.router import public_url as default_public_url
 from tocsin.notify.subscribers import normalize_email, token_hash
-from tocsin.store.base import Row, Store
+from tocsin.store.base import Principal, Row
 
 __all__ = [
     "KINDS",
@@ -165,8 +165,23 @@ def check_info(check: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: check.get(k) for k in ("name", "type", "url", "host")}
 
 
+class PeopleReads(Protocol):
+    """What planning pages reads: the store, or a cache of it over one batch of steps
+    (`paging/escalation.py`)."""
+
+    async def principal_for_user(self, user_id: int) -> Principal | None: ...
+
+    async def list_contact_methods(
+        self, user_ids: Collection[int], *, verified_only: bool = False
+    ) -> list[Row]: ...
+
+    async def list_notification_rules(self, user_ids: Collection[int]) -> list[Row]: ...
+
+    async def get_check(self, org_ids: Collection[int], check_id: int) -> Row | None: ...
+
+
 async def plan_pages(
-    store: Store,
+    store: PeopleReads,
     incident: Mapping[str, Any],
     user_ids: Sequence[int],
     *,

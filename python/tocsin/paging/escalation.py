@@ -31,7 +31,7 @@ from tocsin.models import FiredTimer
 from tocsin.notify.router import Router
 from tocsin.paging import contacts
 from tocsin.paging.policies import Policy, Step, after, policy_of
-from tocsin.store.base import Row, Store, StoreUnavailableError
+from tocsin.store.base import Principal, Row, Store, StoreUnavailableError
 
 log = logging.getLogger("tocsin.paging")
 
@@ -188,7 +188,7 @@ class Escalator:
         key = f"{{incident}}:r{round_}:s{step_index + 1}"
         # The first page reads as the news of the incident; later ones as escalations.
         event = "opened" if (step_index, round_) == (0, 0) else "escalated"
-        deliveries = await self._plan_pages(self._store, row, users, at=now, key=key, event=event)
+        deliveries = await self._plan_pages(batch, row, users, at=now, key=key, event=event)
         paged_users = {d["payload"].get("user_id") for d in deliveries}
         unreachable += [
             {"type": "user", "id": u, "reason": "no verified contact method"}
@@ -269,13 +269,45 @@ def _page_summary(delivery: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Lookups:
-    """What one batch of steps reads, read once per batch."""
+    """What one batch of steps reads, read once per batch (also what planning the pages
+    reads: `contacts.PeopleReads`)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._policies: dict[tuple[int, int], Policy | None] = {}
         self._schedules: dict[tuple[int, int], oncall.Schedule | None] = {}
         self._channels: dict[tuple[int, int], Row | None] = {}
+        self._principals: dict[int, Principal | None] = {}
+        self._methods: dict[tuple[tuple[int, ...], bool], list[Row]] = {}
+        self._rules: dict[tuple[int, ...], list[Row]] = {}
+        self._checks: dict[tuple[tuple[int, ...], int], Row | None] = {}
+
+    async def principal_for_user(self, user_id: int) -> Principal | None:
+        if user_id not in self._principals:
+            self._principals[user_id] = await self._store.principal_for_user(user_id)
+        return self._principals[user_id]
+
+    async def list_contact_methods(
+        self, user_ids: Collection[int], *, verified_only: bool = False
+    ) -> list[Row]:
+        key = (tuple(sorted(user_ids)), verified_only)
+        if key not in self._methods:
+            self._methods[key] = await self._store.list_contact_methods(
+                key[0], verified_only=verified_only
+            )
+        return self._methods[key]
+
+    async def list_notification_rules(self, user_ids: Collection[int]) -> list[Row]:
+        key = tuple(sorted(user_ids))
+        if key not in self._rules:
+            self._rules[key] = await self._store.list_notification_rules(key)
+        return self._rules[key]
+
+    async def get_check(self, org_ids: Collection[int], check_id: int) -> Row | None:
+        key = (tuple(sorted(org_ids)), check_id)
+        if key not in self._checks:
+            self._checks[key] = await self._store.get_check(key[0], check_id)
+        return self._checks[key]
 
     async def policy(self, org_id: int, policy_id: Any) -> Policy | None:
         if not policy_id:

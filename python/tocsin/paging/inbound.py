@@ -233,6 +233,12 @@ class InboundProcessor:
             await self._process(batch)
             self._last_commit = time.monotonic()
 
+    def forget_organization(self, org_id: int) -> None:
+        """The organisation was deleted: its keys and open incidents are gone (a key of
+        it is unknown at once, not after the key cache's time)."""
+        self.keys.forget_organization(org_id)
+        self.index.forget_organization(org_id)
+
     async def _process(self, batch: list[_Request]) -> None:
         try:
             await self._commit(batch)

@@ -266,6 +266,11 @@ class InboundIndex:
         inc.aliases.remove(dedup_key)
         self._drop(self._dedup, (inc.key_id, dedup_key), inc)
 
+    def forget_organization(self, org_id: int) -> None:
+        """The organisation was deleted (its incidents with it)."""
+        for inc in [i for i in self.by_id.values() if i.org_id == org_id]:
+            self.discard(inc)
+
     def discard(self, inc: OpenIncident) -> None:
         """Forget an incident (resolved, or never written)."""
         for alias in inc.aliases:

@@ -91,6 +91,12 @@ class KeyBook:
         self._cache[key_hash] = (now + self._ttl, found)
         return found
 
+    def forget_organization(self, org_id: int) -> None:
+        """The organisation was deleted: its keys are unknown from now on."""
+        for key_hash, (_, found) in list(self._cache.items()):
+            if found is not None and found.org_id == org_id:
+                del self._cache[key_hash]
+
     def forget(self, key_id: int) -> None:
         """The key changed or was revoked: look it up again next time."""
         for key_hash, (_, found) in list(self._cache.items()):

@@ -61,6 +61,30 @@ def _executemany(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
     db.executemany(sql, rows).close()
 
 
+# A statement sent later (`_WriteConn`): (many, sql, args or rows).
+_Queued = tuple[bool, str, Sequence[Any]]
+
+
+def _send_then(
+    db: sqlite3.Connection,
+    queued: Sequence[_Queued],
+    fn: Callable[..., T] | None,
+    args: tuple[Any, ...],
+) -> T | None:
+    """The queued statements in order, then `fn(db, *args)`: one trip to the thread."""
+    for many, sql, values in queued:
+        if many:
+            db.executemany(sql, values).close()
+        else:
+            db.execute(sql, values).close()
+    return None if fn is None else fn(db, *args)
+
+
+def _rollback_if_open(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK").close()
+
+
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(
@@ -157,6 +181,48 @@ class _ThreadConn(Conn):
             await self._worker.run(_executemany, sql, rows)
 
 
+class _WriteConn(Conn):
+    """A write transaction's connection. PERF: statements that answer nothing
+    (`executemany`, `execute_later`, and the BEGIN) wait and go to the writer's thread
+    with the next one that answers something, the COMMIT at the latest: each trip to
+    the thread waits for a busy event loop to come back to it, so a batch of inserts
+    and updates costs one or two trips, not one per statement."""
+
+    def __init__(self, worker: _Worker) -> None:
+        self._worker = worker
+        self._queued: list[_Queued] = [(False, "BEGIN IMMEDIATE", ())]
+
+    async def _send(self, fn: Callable[..., T] | None, *args: Any) -> T | None:
+        queued, self._queued = self._queued, []
+        return await self._worker.run(_send_then, queued, fn, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        rows = await self._send(_fetch, sql, args)
+        assert rows is not None
+        return rows
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        count = await self._send(_execute, sql, args)
+        assert count is not None
+        return count
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._queued.append((True, sql, rows))
+
+    async def execute_later(self, sql: str, *args: Any) -> None:
+        self._queued.append((False, sql, args))
+
+    async def commit(self) -> None:
+        self._queued.append((False, "COMMIT", ()))
+        await self._send(None)
+
+    async def rollback(self) -> None:
+        """Whatever was sent is undone; what was not is dropped."""
+        self._queued = []
+        await self._worker.run(_rollback_if_open)
+
+
 class _InlineConn(Conn):
     """Reads on the event loop's thread; a read that would wait for a lock goes to the
     reader thread."""
@@ -222,13 +288,13 @@ class SqliteStore(SqlStore):
         assert worker is not None, "store is not open"
         self.writes += 1
         async with self._lock:
-            await worker.run(_execute, "BEGIN IMMEDIATE", ())
+            conn = _WriteConn(worker)
             try:
-                yield _ThreadConn(worker)
+                yield conn
+                await conn.commit()
             except BaseException:
-                await worker.run(_execute, "ROLLBACK", ())
+                await conn.rollback()
                 raise
-            await worker.run(_execute, "COMMIT", ())
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[Conn]:

@@ -58,7 +58,15 @@ class Conn(abc.ABC):
         """Run one statement; returns the rows it changed."""
 
     @abc.abstractmethod
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of `rows`. Inside a write transaction a backend
+        may send it later, with the next statement that answers something (a fetch,
+        an `execute`, the COMMIT): an error it causes is raised there."""
+
+    async def execute_later(self, sql: str, *args: Any) -> None:
+        """`execute` whose row count is not wanted, sent like `executemany` (later,
+        with the next statement that answers something, where the backend can)."""
+        await self.execute(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetch(sql, *args)
@@ -250,7 +258,7 @@ class SqlBase(Store):
         step = self._INSERT_CHUNK
         for i in range(0, len(rows), step):
             chunk = rows[i : i + step]
-            await c.execute(
+            await c.execute_later(
                 f"{head} VALUES {', '.join([one] * len(chunk))}{tail}",
                 *[v for row in chunk for v in row],
             )
