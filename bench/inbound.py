@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check-interval", type=int, default=30, help="the TCP checks' interval")
     p.add_argument("--incidents", type=int, default=100_000, help="pending escalation steps")
     p.add_argument("--spread", type=float, default=120.0, help="seconds the steps fall due over")
+    p.add_argument("--skip-events", action="store_true", help="only the escalation part")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     ensure_wrk()
@@ -302,61 +303,65 @@ def main(argv: list[str] | None = None) -> int:
         data.mkdir()
         db = data / "tocsin.db"
         serve = Serve(data)
-        serve.start()
-        base = f"http://127.0.0.1:{serve.port}"
-        keys, policy = asyncio.run(setup_api(base, token(data), sink_port))
-        serve.stop()
-        asyncio.run(store_checks(data, tcp_port, args.check_interval))
-        script = Path(tmp) / "events.lua"
-        script.write_text(
-            EVENTS_LUA.format(keys=",".join(f'"{k}"' for k in keys), dedup=DEDUP_KEYS)
-        )
-
-        serve.start()
-        time.sleep(3)  # the checks load and start probing
-        run = wrk("events", base + "/api/events/ingest", args.connections, args.duration, script)
-        serve.stop()
-        counted = count_events(db)
-        answered = run["requests"] - run["non_2xx"]
-        out["events"] = {
-            **run,
-            **counted,
-            "answered_2xx": answered,
-            "stored_minus_answered": counted["stored_events"] - answered,
-            "applied_once": counted["sum_event_count"] == counted["stored_triggers"],
-            "checks": CHECKS,
-            "check_interval_s": args.check_interval,
-        }
-
-        # Written relative to 0, then moved to 20 s after the next start (writing them
-        # takes a while).
-        due_of = asyncio.run(store_incidents(data, args.incidents, policy, 0.0, args.spread))
-        first_due = time.time() + 20
-        con = sqlite3.connect(db)
-        with con:
-            con.execute(
-                "UPDATE incidents SET escalation_due_at = escalation_due_at + ?,"
-                " started_at = started_at + ? WHERE escalation_due_at IS NOT NULL",
-                (first_due, first_due),
+        try:
+            serve.start()
+            base = f"http://127.0.0.1:{serve.port}"
+            keys, policy = asyncio.run(setup_api(base, token(data), sink_port))
+            serve.stop()
+            asyncio.run(store_checks(data, tcp_port, args.check_interval))
+            script = Path(tmp) / "events.lua"
+            script.write_text(
+                EVENTS_LUA.format(keys=",".join(f'"{k}"' for k in keys), dedup=DEDUP_KEYS)
             )
-        con.close()
-        due_of = {k: v + first_due for k, v in due_of.items()}
-        serve.start()
-        assert serve.proc is not None
-        wait = first_due - time.time() - 1
-        if wait > 0:
-            time.sleep(wait)
-        rss_before = rss_kib(serve.proc.pid)
-        time.sleep(max(0.0, first_due + args.spread + 5 - time.time()))
-        rss_after = rss_kib(serve.proc.pid)
-        serve.stop()
-        out["escalation"] = {
-            **escalation_lateness(db, due_of),
-            "spread_s": args.spread,
-            "rss_before_mib": round(rss_before / 1024, 1),
-            "rss_after_mib": round(rss_after / 1024, 1),
-            "rss_growth_mib": round((rss_after - rss_before) / 1024, 1),
-        }
+
+            serve.start()
+            time.sleep(3)  # the checks load and start probing
+            seconds = 1 if args.skip_events else args.duration
+            run = wrk("events", base + "/api/events/ingest", args.connections, seconds, script)
+            serve.stop()
+            counted = count_events(db)
+            answered = run["requests"] - run["non_2xx"]
+            out["events"] = {
+                **run,
+                **counted,
+                "answered_2xx": answered,
+                "stored_minus_answered": counted["stored_events"] - answered,
+                "applied_once": counted["sum_event_count"] == counted["stored_triggers"],
+                "checks": CHECKS,
+                "check_interval_s": args.check_interval,
+            }
+
+            # Written relative to 0, then moved to 20 s after the next start (writing them
+            # takes a while).
+            due_of = asyncio.run(store_incidents(data, args.incidents, policy, 0.0, args.spread))
+            first_due = time.time() + 20
+            con = sqlite3.connect(db)
+            with con:
+                con.execute(
+                    "UPDATE incidents SET escalation_due_at = escalation_due_at + ?,"
+                    " started_at = started_at + ? WHERE escalation_due_at IS NOT NULL",
+                    (first_due, first_due),
+                )
+            con.close()
+            due_of = {k: v + first_due for k, v in due_of.items()}
+            serve.start()
+            assert serve.proc is not None
+            wait = first_due - time.time() - 1
+            if wait > 0:
+                time.sleep(wait)
+            rss_before = rss_kib(serve.proc.pid)
+            time.sleep(max(0.0, first_due + args.spread + 5 - time.time()))
+            rss_after = rss_kib(serve.proc.pid)
+            serve.stop()
+            out["escalation"] = {
+                **escalation_lateness(db, due_of),
+                "spread_s": args.spread,
+                "rss_before_mib": round(rss_before / 1024, 1),
+                "rss_after_mib": round(rss_after / 1024, 1),
+                "rss_growth_mib": round((rss_after - rss_before) / 1024, 1),
+            }
+        finally:
+            serve.stop()  # also when something above failed: never leave it running
 
     e, s = out["events"], out["escalation"]
     print(

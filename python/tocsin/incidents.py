@@ -363,20 +363,11 @@ class IncidentManager:
         missed its recovery (e.g. a crash in between); resolve it."""
         rows = await self._store.all_checks()
         up = {r["id"] for r in rows if r["status"] == Status.UP.value}
-        orgs = {int(r["organization_id"]) for r in rows}
-        if not orgs or not up:
+        if not up:
             return
-        stale = []
-        for status in (OPEN, ACKNOWLEDGED):
-            offset = 0
-            while True:
-                page = await self._store.select(
-                    "incidents", orgs, where={"status": status}, limit=500, offset=offset
-                )
-                stale += [i for i in page if i["kind"] == "check" and i["check_id"] in up]
-                if len(page) < 500:
-                    break
-                offset += 500
+        # One read of the unresolved incidents of those checks (not a walk through every
+        # open incident: inbound ones can be many).
+        stale = await self._store.open_check_incidents(up)
         for inc in stale:
             async with self._lock:
                 await self._resolve(inc, actor=None, at=time.time(), why="recovered while stopped")

@@ -23,7 +23,7 @@ from tocsin.notify.router import Router
 from tocsin.notify.subscribers import KINDS as SUBSCRIBER_KINDS
 from tocsin.notify.subscribers import SubscriberMail
 from tocsin.paging.contacts import PAGE
-from tocsin.paging.pager import Pager, Suppressed
+from tocsin.paging.pager import Pager, PageReads, Suppressed
 from tocsin.store.base import Row, Store, StoreUnavailableError
 
 log = logging.getLogger("tocsin.notify")
@@ -150,13 +150,21 @@ class Outbox:
             cid = r["channel_id"]
             if cid is not None and cid not in channels:
                 channels[cid] = await self._router.channel(int(r["organization_id"]), cid)
+        page_reads: PageReads | None = None
+        if self.pager is not None and any(
+            r["channel_id"] is None and (r["payload"] or {}).get("kind") == PAGE for r in rows
+        ):
+            try:
+                page_reads = await self.pager.prefetch(rows)
+            except Exception as exc:  # each page reads for itself (and retries) instead
+                log.warning("reading this round's pages failed: %s", exc)
         if self._gate is None:
             self._gate = asyncio.Semaphore(s.concurrency)
         gate = self._gate
 
         async def one(r: Row) -> tuple[int, dict[str, Any]]:
             async with gate:
-                return r["id"], await self._deliver(r, channels.get(r["channel_id"]))
+                return r["id"], await self._deliver(r, channels.get(r["channel_id"]), page_reads)
 
         updates = await asyncio.gather(*(one(r) for r in rows))
         self.sent += sum(1 for _, f in updates if f.get("status") == "delivered")
@@ -177,11 +185,13 @@ class Outbox:
                 self._unsettled = pending + self._unsettled
                 raise
 
-    async def _deliver(self, row: Row, channel: Row | None) -> dict[str, Any]:
+    async def _deliver(
+        self, row: Row, channel: Row | None, page_reads: PageReads | None = None
+    ) -> dict[str, Any]:
         if row["channel_id"] is None and (row["payload"] or {}).get("kind") in SUBSCRIBER_KINDS:
             return await self._deliver_to_subscribers(row)
         if row["channel_id"] is None and (row["payload"] or {}).get("kind") == PAGE:
-            return await self._deliver_page(row)
+            return await self._deliver_page(row, page_reads)
         if channel is None:
             return _final("failed", "the channel was deleted")
         if not channel["is_active"]:
@@ -208,13 +218,13 @@ class Outbox:
             out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
         return self._answer(row, out)
 
-    async def _deliver_page(self, row: Row) -> dict[str, Any]:
+    async def _deliver_page(self, row: Row, reads: PageReads | None = None) -> dict[str, Any]:
         """A page to a person's contact method (paging/pager.py); one whose incident was
         acknowledged or resolved before it came due ends `suppressed`, unsent."""
         if self.pager is None:
             return _final("failed", "paging is not set up in this process")
         try:
-            out = await self.pager.deliver(row)
+            out = await self.pager.deliver(row, reads)
         except Exception as exc:  # a database outage while reading: try again
             log.warning("page delivery %s: %s", row["id"], exc)
             out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)

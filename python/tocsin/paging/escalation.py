@@ -41,6 +41,10 @@ BATCH = 500
 # A step is applied when its due time is at most this far ahead (the wheel's tick).
 EARLY_S = 0.05
 MAX_BACKOFF = 5.0
+# Steps falling due one after another are gathered this long into one transaction: a
+# transaction (its commit) costs far more than a step, so a steady stream of due steps
+# goes out in a few tens of transactions a second, not one per millisecond tick.
+LINGER_S = 0.02
 
 PlanPages = Callable[..., Awaitable[list[dict[str, Any]]]]
 
@@ -110,6 +114,8 @@ class Escalator:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if len(self._due) < BATCH:
+                await asyncio.sleep(LINGER_S)
             while self._due:
                 ids = sorted(self._due)[:BATCH]
                 self._due.difference_update(ids)

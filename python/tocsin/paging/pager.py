@@ -15,8 +15,8 @@ import email.utils
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tocsin.notify.channels import Outcome, Sender, message, send_mail, text
@@ -29,7 +29,7 @@ from tocsin.paging.contacts import (
     mask,
     sender_config,
 )
-from tocsin.store.base import Row, Store
+from tocsin.store.base import Principal, Row, Store
 
 log = logging.getLogger("tocsin.paging")
 
@@ -46,6 +46,17 @@ SUPPRESSED = {
 class Suppressed(Outcome):
     """A page not sent because its incident moved on: the outbox row ends `suppressed`
     with `error` as the reason."""
+
+
+@dataclass(slots=True)
+class PageReads:
+    """What a round of pages reads, read once for the whole round (`Pager.prefetch`)
+    rather than four reads per page."""
+
+    incidents: dict[int, Row] = field(default_factory=dict)
+    methods: dict[int, Row] = field(default_factory=dict)
+    principals: dict[int, Principal | None] = field(default_factory=dict)
+    checks: dict[int, Row] = field(default_factory=dict)
 
 
 def _one_line(value: str) -> str:
@@ -93,32 +104,71 @@ class Pager:
 
     # -- the outbox worker's side ---------------------------------------------------------
 
-    async def deliver(self, row: Row) -> Outcome:
+    async def prefetch(self, rows: Sequence[Row]) -> PageReads:
+        """The incidents, contact methods, people and checks of a round's page rows, in
+        a few reads (what `deliver` would otherwise read for each page)."""
+        reads = PageReads()
+        pages = [r for r in rows if (r["payload"] or {}).get("kind") == PAGE]
+        if not pages:
+            return reads
+        incident_ids = {
+            int(i)
+            for r in pages
+            if (i := r.get("incident_id") or r["payload"].get("incident_id")) is not None
+        }
+        for inc in await self._store.incidents_by_id(incident_ids):
+            reads.incidents[int(inc["id"])] = inc
+        users = sorted({int(r["payload"]["user_id"]) for r in pages})
+        for m in await self._store.list_contact_methods(users):
+            reads.methods[int(m["id"])] = m
+        for uid in users:
+            reads.principals[uid] = await self._store.principal_for_user(uid)
+        by_org: dict[int, set[int]] = {}
+        for inc in reads.incidents.values():
+            if inc.get("check_id") is not None:
+                by_org.setdefault(int(inc["organization_id"]), set()).add(int(inc["check_id"]))
+        for org, check_ids in by_org.items():
+            for check in await self._store.get_checks([org], check_ids):
+                reads.checks[int(check["id"])] = check
+        return reads
+
+    async def deliver(self, row: Row, reads: PageReads | None = None) -> Outcome:
         """Send one page row (payload kind `page`), unless its incident is no longer open
-        (`Suppressed`) or its contact method cannot take it (a final failure)."""
+        (`Suppressed`) or its contact method cannot take it (a final failure). `reads`:
+        what `prefetch` read for the round this row is in."""
         payload = row["payload"] or {}
         if payload.get("kind") != PAGE:
             return Outcome(False, error="not a page", retry=False)
         org = int(row["organization_id"])
         incident_id = row.get("incident_id") or payload.get("incident_id")
-        incident = (
-            await self._store.get("incidents", [org], int(incident_id))
-            if incident_id is not None
-            else None
-        )
+        incident: Row | None = None
+        if incident_id is not None and reads is not None:
+            incident = reads.incidents.get(int(incident_id))
+            if incident is not None and int(incident["organization_id"]) != org:
+                incident = None
+        elif incident_id is not None:
+            incident = await self._store.get("incidents", [org], int(incident_id))
         if incident is None:
             return Outcome(False, error="the incident was deleted", retry=False)
         status = str(incident["status"])
         if status != "OPEN":
             return Suppressed(False, error=SUPPRESSED.get(status, f"the incident is {status}"))
         user_id, method_id = int(payload["user_id"]), int(payload["contact_method_id"])
-        method = await self._store.get_contact_method(user_id, method_id)
+        if reads is not None:
+            method = reads.methods.get(method_id)
+            if method is not None and int(method["user_id"]) != user_id:
+                method = None
+        else:
+            method = await self._store.get_contact_method(user_id, method_id)
         if method is None:
             return Outcome(False, error="the contact method was deleted", retry=False)
         if not method["verified"]:
             return Outcome(False, error="the contact method is not verified", retry=False)
         # Planned minutes ago (or a day): whoever left the organisation since is not paged.
-        p = await self._store.principal_for_user(user_id)
+        if reads is not None and user_id in reads.principals:
+            p = reads.principals[user_id]
+        else:
+            p = await self._store.principal_for_user(user_id)
         if p is None or org not in p.roles:
             return Outcome(
                 False,
@@ -127,7 +177,13 @@ class Pager:
             )
         event = str((payload.get("message") or {}).get("event") or "opened")
         check_id = incident.get("check_id")
-        check = await self._store.get_check([org], int(check_id)) if check_id is not None else None
+        check: Row | None = None
+        if check_id is not None:
+            check = (
+                reads.checks.get(int(check_id))
+                if reads is not None
+                else await self._store.get_check([org], int(check_id))
+            )
         m = message(
             event=event,
             incident=incident,
