@@ -179,6 +179,12 @@ async def test_inbound_events_spend_the_keys_budget_not_the_addresss_and_bad_key
     codes = [await send(wrong, n) for n in range(30)]
     assert codes[:FAILED_AUTH_BURST_INT] == [404] * FAILED_AUTH_BURST_INT, codes
     assert set(codes[FAILED_AUTH_BURST_INT:]) <= {404, 429} and 429 in codes, codes
+    body = {"routing_key": wrong, "event_action": "resolve", "dedup_key": "d1"}
+    async with http.post(server.base + "/api/events/ingest", json=body) as resp:
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+        assert await resp.json() == {"detail": "Too many requests"}
+    # A dead key configured somewhere never holds back the address's live key.
+    assert [await send(key, n) for n in range(5)] == [200] * 5
 
 
 async def test_a_limit_of_zero_turns_rate_limiting_off(

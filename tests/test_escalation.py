@@ -186,6 +186,20 @@ async def test_nobody_acknowledges_so_step_two_pages_after_its_delay(
     await asyncio.sleep(1.5)
     assert len(receiver.of("a1")) == 1 and len(receiver.of("b1")) == 1
 
+    # Each page's outcome is on the timeline too: who, how, when.
+    async def delivered() -> Any:
+        code, body = await api(
+            http, shared, "GET", f"/api/organizations/{org}/incidents/check/{iid}/timeline"
+        )
+        assert code == 200, body
+        found = [e for e in body["timeline"] if e["kind"] == "page_delivered"]
+        return found if len(found) == 2 else None
+
+    outcomes = await wait_for(delivered)
+    assert [e["detail"]["user_id"] for e in outcomes] == [a.user_id, b.user_id]
+    assert {e["detail"]["kind"] for e in outcomes} == {"webhook"}
+    assert all("•••" in e["detail"]["to"] for e in outcomes)
+
 
 async def test_an_acknowledgement_between_steps_stops_the_escalation(
     shared: Server, http: aiohttp.ClientSession, receiver: Receiver
@@ -420,7 +434,8 @@ async def test_policies_crud_validation_roles_and_isolation(
     )
     assert code == 422, err  # not a member of their organisation
 
-    # Deleting it clears it from the checks that used it.
+    # Deleting it clears it from the checks that used it, in the store and in the
+    # engine: the check's next incident does not escalate.
     code, check = await api(
         http,
         server,
@@ -433,3 +448,12 @@ async def test_policies_crud_validation_roles_and_isolation(
     assert (await api(http, server, "GET", f"{base}/{pid}"))[0] == 404
     code, check = await api(http, server, "GET", f"/api/checks/{check['id']}")
     assert code == 200 and check["escalation_policy_id"] is None
+    async with http.post(server.base + f"/api/ping/{check['uuid']}/fail") as resp:
+        assert resp.status == 200
+
+    async def opened() -> Any:
+        code, page = await api(http, server, "GET", f"/api/checks/{check['id']}/incidents")
+        assert code == 200, page
+        return page["incidents"][0] if page["incidents"] else None
+
+    assert (await wait_for(opened))["escalation"] is None

@@ -1020,3 +1020,25 @@ async def test_a_deleted_organisations_key_is_not_found_at_once(
     body = {"routing_key": key["key"], "event_action": "resolve", "dedup_key": "disk-srv09"}
     code, answer, _ = await post(http, shared, INGEST, json=body)
     assert code == 404 and answer == {"detail": "Integration key not found"}, answer
+
+
+async def test_an_inbound_incident_is_resolved_by_hand_and_a_new_trigger_opens_another(
+    shared: Server, http: aiohttp.ClientSession
+) -> None:
+    org = await admin_org(http, shared)
+    key = await new_key(http, shared, org)
+    first = await event(http, shared, key["key"], "trigger", "stuck-job")
+    iid = first["incident_id"]
+    code, resolved = await api(http, shared, "POST", f"{incidents_path(org)}/{iid}/resolve")
+    assert code == 200 and resolved["status"] == "RESOLVED", resolved
+    assert resolved["escalation"] is None
+    code, again = await api(http, shared, "POST", f"{incidents_path(org)}/{iid}/resolve")
+    assert code == 409, again
+    # The processor heard of it: the same dedup key now opens a new incident.
+    second = await event(http, shared, key["key"], "trigger", "stuck-job")
+    assert second["incident_id"] not in (None, iid)
+    stranger, other = await other_org_user(shared)
+    code, _ = await api(
+        http, shared, "POST", f"{incidents_path(other)}/{iid}/resolve", token=stranger
+    )
+    assert code == 404

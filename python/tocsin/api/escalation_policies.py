@@ -18,6 +18,9 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID, ORG
 from tocsin.api.schemas import Id, json_number, parse
+from tocsin.checks import runnable, scheduled_check
+from tocsin.engine import Engine
+from tocsin.paging.inbound import InboundProcessor
 from tocsin.paging.policies import (
     MAX_DELAY_S,
     MAX_REPEATS,
@@ -223,8 +226,10 @@ class PolicyResource:
     body_models: ClassVar = {"put": PolicyBody}
     response_models: ClassVar = {"get": PolicyJson, "put": PolicyJson, "delete": None}
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, engine: Engine, inbound: InboundProcessor) -> None:
         self._store = store
+        self._engine = engine
+        self._inbound = inbound
 
     async def _get(self, req: falcon.asgi.Request, org_id: int, policy_id: int, role: str) -> Row:
         require_role(principal(req), org_id, role)
@@ -255,12 +260,19 @@ class PolicyResource:
         """Delete the policy; checks and integration keys that used it no longer
         escalate, and incidents it was paging stop at their next step."""
         require_role(principal(req), org_id, "ADMIN")
-        if not await self._store.delete_escalation_policy([org_id], policy_id):
+        cleared = await self._store.delete_escalation_policy([org_id], policy_id)
+        if cleared is None:
             raise falcon.HTTPNotFound(description=NOT_FOUND)
+        # The engine's copy of those checks, and the cached keys, drop it too: their next
+        # incidents do not escalate.
+        for row in await self._store.get_checks([org_id], cleared):
+            if runnable(row["type"]):
+                self._engine.upsert([scheduled_check(row, self._engine)])
+        self._inbound.keys.forget_policy(policy_id)
         resp.status = falcon.HTTP_204
 
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     base = f"{ORG}/escalation-policies"
     app.add_route(base, PoliciesResource(ctx.store))
-    app.add_route(f"{base}/{{policy_id:{ID}}}", PolicyResource(ctx.store))
+    app.add_route(f"{base}/{{policy_id:{ID}}}", PolicyResource(ctx.store, ctx.engine, ctx.inbound))

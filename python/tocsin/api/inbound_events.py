@@ -44,6 +44,7 @@ from tocsin.paging.inbound_formats import (
     parse_grafana,
 )
 from tocsin.paging.inbound_keys import IntegrationKey
+from tocsin.ratelimits import TokenBuckets
 
 log = logging.getLogger("tocsin.api.inbound")
 
@@ -116,12 +117,27 @@ class _Ingest:
 
     auth_public = True
 
+    # Failed authentications per client address (tocsin/ratelimits.py), set by
+    # `register`: an unknown or revoked key is one, so keys are not guessed at line rate.
+    failures: TokenBuckets | None = None
+
     def __init__(self, processor: InboundProcessor) -> None:
         self._processor = processor
 
-    async def _key(self, text: str | None) -> IntegrationKey:
-        key = await self._processor.keys.find(text) if text else None
+    async def _key(self, text: str | None, req: falcon.asgi.Request) -> IntegrationKey:
+        keys = self._processor.keys
+        known = keys.cached(text) if text else None
+        if known is not None:
+            return known  # a live key is never held back by its address's failures
+        address = ("fail", req.remote_addr)
+        if self.failures is not None:
+            wait = self.failures.wait(address)
+            if wait:
+                raise falcon.HTTPTooManyRequests(description="Too many requests", retry_after=wait)
+        key = await keys.find(text) if text else None
         if key is None:
+            if self.failures is not None:
+                self.failures.take(address)
             raise falcon.HTTPNotFound(description=NOT_FOUND)
         return key
 
@@ -155,7 +171,7 @@ class IngestResource(_Ingest):
             routing_key, event = parse_event(body)
         except InboundFormatError as exc:
             raise ValidationFailed(exc.errors) from None
-        key = await self._key(routing_key)
+        key = await self._key(routing_key, req)
         (done,) = await self._submit(key, [event], "native")
         answer: IngestAnswerJson = {
             "status": "success",
@@ -177,7 +193,7 @@ class PagerDutyResource(_Ingest):
             routing_key, event = parse_event(body, pagerduty=True)
         except InboundFormatError as exc:
             raise ValidationFailed(exc.errors) from None
-        key = await self._key(routing_key)
+        key = await self._key(routing_key, req)
         (done,) = await self._submit(key, [event], "pagerduty")
         answer: PagerDutyAnswerJson = {
             "status": "success",
@@ -203,7 +219,7 @@ class _WebhookResource(_Ingest):
         self._parser = parser
 
     async def _handle(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        key = await self._key(_header_key(req) or ROUTING_KEY.get(req))
+        key = await self._key(_header_key(req) or ROUTING_KEY.get(req), req)
         body = _body(await read_bytes(req, MAX_BODY))
         try:
             events = self._parser(body)
@@ -250,7 +266,12 @@ class GrafanaResource(_WebhookResource):
 
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     processor = ctx.inbound
-    app.add_route("/api/events/ingest", IngestResource(processor))
-    app.add_route("/api/events/v2/enqueue", PagerDutyResource(processor))
-    app.add_route("/api/events/alertmanager", AlertmanagerResource(processor))
-    app.add_route("/api/events/grafana", GrafanaResource(processor))
+    routes: dict[str, _Ingest] = {
+        "/api/events/ingest": IngestResource(processor),
+        "/api/events/v2/enqueue": PagerDutyResource(processor),
+        "/api/events/alertmanager": AlertmanagerResource(processor),
+        "/api/events/grafana": GrafanaResource(processor),
+    }
+    for path, resource in routes.items():
+        resource.failures = ctx.limits.failures
+        app.add_route(path, resource)

@@ -163,8 +163,25 @@ class InboundAckResource:
         resp.media = incident_json(await self._manager.acknowledge(row, principal(req).user_id))
 
 
+class InboundResolveResource:
+    response_models: ClassVar = {"post": IncidentJson}
+
+    def __init__(self, store: Store, manager: IncidentManager) -> None:
+        self._store = store
+        self._manager = manager
+
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, org_id: int, ref: int
+    ) -> None:
+        """Resolve an inbound incident by hand (for a sender that never resolves); 409
+        once resolved. A later trigger with its dedup key opens a new one."""
+        row = await inbound_incident(self._store, req, org_id, ref)
+        resp.media = incident_json(await self._manager.resolve(row, principal(req).user_id))
+
+
 def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[type-arg]
     base = f"{ORG}/inbound-incidents"
     app.add_route(base, InboundIncidentsResource(ctx.store))
     app.add_route(f"{base}/{{ref:{ID}}}", InboundIncidentResource(ctx.store))
     app.add_route(f"{base}/{{ref:{ID}}}/ack", InboundAckResource(ctx.store, ctx.incidents))
+    app.add_route(f"{base}/{{ref:{ID}}}/resolve", InboundResolveResource(ctx.store, ctx.incidents))

@@ -2,9 +2,10 @@
 services) spent per API token (or session) on authenticated routes, per client address
 on everything else, pings in a bucket of their own, and per client address for failed
 authentication, so credentials cannot be guessed at line rate. Inbound events are not
-limited per address (each integration key has its own budget, paging/inbound_keys.py),
-but an unknown key counts as a failed authentication. Over a limit, 429 with
-`Retry-After`."""
+limited per address (each integration key has its own budget, paging/inbound_keys.py);
+their routes count an unknown key as a failed authentication themselves
+(api/inbound_events.py), so a sender's live keys are never held back by a dead one.
+Over a limit, 429 with `Retry-After`."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ class RateLimitMiddleware:
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         if self._failures is None or req.path.startswith(PING_PREFIX):
             return
-        inbound = req.path.startswith(INBOUND_PREFIXES)
-        if not inbound and req.get_header("Authorization") is None and not req.cookies:
+        if req.path.startswith(INBOUND_PREFIXES):
+            return  # an integration key is not a credential of this middleware's
+        if req.get_header("Authorization") is None and not req.cookies:
             return
         wait = self._failures.wait(("fail", req.remote_addr))
         if wait:
@@ -61,10 +63,7 @@ class RateLimitMiddleware:
         resource: Any,
         req_succeeded: bool,
     ) -> None:
-        if self._failures is not None and (
-            resp.status_code == 401
-            or (resp.status_code == 404 and req.path.startswith(INBOUND_PREFIXES))
-        ):
+        if self._failures is not None and resp.status_code == 401:
             self._failures.take(("fail", req.remote_addr))
 
     async def process_resource(

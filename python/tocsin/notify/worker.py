@@ -169,7 +169,48 @@ class Outbox:
         updates = await asyncio.gather(*(one(r) for r in rows))
         self.sent += sum(1 for _, f in updates if f.get("status") == "delivered")
         await self._settle(updates)
+        await self._page_outcomes(rows, dict(updates))
         return len(rows)
+
+    async def _page_outcomes(self, rows: list[Row], updates: dict[int, dict[str, Any]]) -> None:
+        """Pages that went out, failed for good or were suppressed, on their incident's
+        timeline (who, how, when): one transaction for the round. Not written again if
+        this fails (the delivery rows keep the outcome)."""
+        ops = []
+        now = time.time()
+        for r in rows:
+            payload = r["payload"] or {}
+            status = updates.get(r["id"], {}).get("status")
+            if (
+                payload.get("kind") != PAGE
+                or r.get("incident_id") is None
+                or status not in ("delivered", "failed", "suppressed")
+            ):
+                continue
+            detail = {
+                "delivery_id": r["id"],
+                "user_id": payload.get("user_id"),
+                "contact_method_id": payload.get("contact_method_id"),
+                "kind": payload.get("method_kind"),
+                "to": payload.get("masked"),
+            }
+            error = updates[r["id"]].get("last_error")
+            if error:
+                detail["error"] = error
+            ops.append(
+                {
+                    "org_id": int(r["organization_id"]),
+                    "incident_id": int(r["incident_id"]),
+                    "fields": {},
+                    "event": {"kind": f"page_{status}", "at": now, "detail": detail},
+                }
+            )
+        if not ops:
+            return
+        try:
+            await self._store.write_incident_batch(ops)
+        except Exception as exc:
+            log.warning("the outcome of %d pages is not on their timelines: %s", len(ops), exc)
 
     async def _settle(self, updates: list[tuple[int, dict[str, Any]]]) -> None:
         """Write answers (and any left over from a database outage); on failure they are

@@ -41,6 +41,8 @@ BATCH = 500
 # A step is applied when its due time is at most this far ahead (the wheel's tick).
 EARLY_S = 0.05
 MAX_BACKOFF = 5.0
+# An incident whose step failed (not the database: its data) is tried again this later.
+RETRY_S = 30.0
 # Steps falling due one after another are gathered this long into one transaction: a
 # transaction (its commit) costs far more than a step, so a steady stream of due steps
 # goes out in a few tens of transactions a second, not one per millisecond tick.
@@ -152,7 +154,15 @@ class Escalator:
             if float(due) > now + EARLY_S:
                 early.append((int(current["id"]), float(due)))  # moved since it was armed
                 continue
-            op = await self._step(current, batch, float(due), now)
+            try:
+                op = await self._step(current, batch, float(due), now)
+            except StoreUnavailableError:
+                raise
+            except Exception:
+                # This incident only: the others in the batch go on; it is tried again.
+                log.exception("escalation step of incident %s failed", current["id"])
+                early.append((int(current["id"]), now + RETRY_S))
+                continue
             if op is not None:
                 ops.append(op)
                 lateness.append(now - float(due))
@@ -191,7 +201,9 @@ class Escalator:
             }
         step = policy.steps[step_index]
         users, channels, unreachable = await self._targets(org_id, step, batch, now)
-        key = f"{{incident}}:r{round_}:s{step_index + 1}"
+        # The step's due time too: SQLite may give a deleted incident's id to a new one,
+        # whose pages must not collide with the old ones' dedup keys.
+        key = f"{{incident}}:{round(due * 1000)}:r{round_}:s{step_index + 1}"
         # The first page reads as the news of the incident; later ones as escalations.
         event = "opened" if (step_index, round_) == (0, 0) else "escalated"
         deliveries = await self._plan_pages(batch, row, users, at=now, key=key, event=event)
@@ -202,14 +214,25 @@ class Escalator:
             if u not in paged_users
         ]
         if channels and self._router is not None:
-            deliveries += await self._router.plan(
-                org_id,
-                row,
-                "escalated",
-                at=now,
-                suffix=f"-r{round_}s{step_index + 1}",
-                channels=channels,
-            )
+            try:
+                deliveries += await self._router.plan(
+                    org_id,
+                    row,
+                    "escalated",
+                    at=now,
+                    suffix=f"-{round(due * 1000)}-r{round_}s{step_index + 1}",
+                    channels=channels,
+                )
+            except StoreUnavailableError:
+                raise
+            except Exception:
+                # The people are still paged; the channels' failure is on the timeline.
+                log.exception("planning the channels of incident %s failed", row["id"])
+                unreachable += [
+                    {"type": "channel", "id": int(c["id"]), "reason": "planning failed"}
+                    for c in channels
+                ]
+                channels = []
         nxt = after(policy, step_index, round_, due, now)
         detail = {
             "policy_id": policy.id,

@@ -73,6 +73,13 @@ class KeyBook:
         # hash -> (expires at, key or None)
         self._cache: dict[str, tuple[float, IntegrationKey | None]] = {}
 
+    def cached(self, key: str) -> IntegrationKey | None:
+        """The live key if this process knows it already (no read)."""
+        if not key.startswith(KEY_PREFIX) or len(key) != KEY_LENGTH:
+            return None
+        hit = self._cache.get(hash_token(key))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     async def find(self, key: str) -> IntegrationKey | None:
         """The live key, or None for an unknown or revoked one (alike)."""
         if not key.startswith(KEY_PREFIX) or len(key) != KEY_LENGTH:
@@ -90,6 +97,12 @@ class KeyBook:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key_hash] = (now + self._ttl, found)
         return found
+
+    def forget_policy(self, policy_id: int) -> None:
+        """The escalation policy was deleted: keys that named it are read again."""
+        for key_hash, (_, found) in list(self._cache.items()):
+            if found is not None and found.escalation_policy_id == policy_id:
+                del self._cache[key_hash]
 
     def forget_organization(self, org_id: int) -> None:
         """The organisation was deleted: its keys are unknown from now on."""

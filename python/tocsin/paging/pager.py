@@ -290,4 +290,7 @@ class Pager:
             out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
         if out.error and smtp.password:
             out.error = out.error.replace(smtp.password, "[redacted]")
+        if out.error:
+            # A refusal may quote the address: what is stored shows it masked, as reads do.
+            out.error = out.error.replace(to, mask("email", to))
         return out

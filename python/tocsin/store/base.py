@@ -572,9 +572,12 @@ class Store(abc.ABC):
         reads; never for a caller's request)."""
 
     @abc.abstractmethod
-    async def delete_escalation_policy(self, org_ids: Collection[int], policy_id: int) -> bool:
+    async def delete_escalation_policy(
+        self, org_ids: Collection[int], policy_id: int
+    ) -> list[int] | None:
         """Delete the policy and clear it from the organisation's checks, in one
-        transaction (integration keys drop it by their foreign key)."""
+        transaction (integration keys drop it by their foreign key): the ids of the
+        checks that named it, or None when there is no such policy."""
 
     @abc.abstractmethod
     async def channel_checks(self, org_ids: Collection[int], channel_id: int) -> list[int]:

@@ -2,8 +2,11 @@
 transactions take turns on it) and reader connections (WAL lets reads proceed while a
 batch is being written).
 
-Each connection lives on its own thread and every statement is one hop to it and back
-(aiosqlite takes three per query, which made a point read cost ~0.6 ms). Point reads by
+Each connection lives on its own thread. A read is one hop to it and back (aiosqlite
+takes three per query, which made a point read cost ~0.6 ms); in a write transaction the
+statements that answer nothing (BEGIN, inserts and updates sent with `executemany` or
+`execute_later`) wait and go with the next one that answers (a fetch, an `execute`, the
+COMMIT), so a batch costs one or two hops, and an error they cause is raised there. Point reads by
 key (a check, a token) take no hop at all: they run on the event loop's thread on a
 connection of their own, which a WAL reader can do without waiting for writers; one that
 would wait is sent to the reader thread instead."""
@@ -208,10 +211,10 @@ class _WriteConn(Conn):
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self._queued.append((True, sql, rows))
+            self._queued.append((True, sql, list(rows)))  # sent later: what was given now
 
     async def execute_later(self, sql: str, *args: Any) -> None:
-        self._queued.append((False, sql, args))
+        self._queued.append((False, sql, tuple(args)))
 
     async def commit(self) -> None:
         self._queued.append((False, "COMMIT", ()))

@@ -314,9 +314,11 @@ class IncidentSql(SqlBase):
             )
         return [self._row(TABLES["incidents"], r) for r in rows]
 
-    async def delete_escalation_policy(self, org_ids: Collection[int], policy_id: int) -> bool:
+    async def delete_escalation_policy(
+        self, org_ids: Collection[int], policy_id: int
+    ) -> list[int] | None:
         if not org_ids:
-            return False
+            return None
         async with self._write() as c:
             row = await c.fetchrow(
                 f"SELECT organization_id FROM escalation_policies WHERE id = ?"
@@ -325,8 +327,13 @@ class IncidentSql(SqlBase):
                 self._list(org_ids),
             )
             if row is None:
-                return False
+                return None
             org_id = int(row["organization_id"])
+            checks = await c.fetch(
+                "SELECT id FROM checks WHERE organization_id = ? AND escalation_policy_id = ?",
+                org_id,
+                policy_id,
+            )
             await c.execute(
                 "UPDATE checks SET escalation_policy_id = NULL"
                 " WHERE organization_id = ? AND escalation_policy_id = ?",
@@ -334,4 +341,4 @@ class IncidentSql(SqlBase):
                 policy_id,
             )
             await c.execute("DELETE FROM escalation_policies WHERE id = ?", policy_id)
-        return True
+        return [int(r["id"]) for r in checks]

@@ -77,6 +77,11 @@ CREATE TABLE inbound_events (
 CREATE INDEX inbound_events_incident ON inbound_events (incident_id, id);
 CREATE INDEX inbound_events_key ON inbound_events (integration_key_id, dedup_key, id);
 
+-- Before this migration a check's escalation_policy_id was stored unchecked and meant
+-- nothing (there were no policies): cleared, so no check starts following a policy that
+-- happens to get its number.
+UPDATE checks SET escalation_policy_id = NULL WHERE escalation_policy_id IS NOT NULL;
+
 ALTER TABLE incidents ADD COLUMN integration_key_id BIGINT
     REFERENCES integration_keys(id) ON DELETE SET NULL;
 ALTER TABLE incidents ADD COLUMN event_count INTEGER NOT NULL DEFAULT 0;
