@@ -688,7 +688,12 @@ class IncidentManager:
                 only_if_status=(OPEN,),
             )
             if updated is None:
-                raise NotFoundError("Incident not found")
+                # Changed elsewhere since it was read (an inbound event resolved or
+                # acknowledged it): answer for its state now.
+                now_row = await self._fresh(row)
+                if now_row["status"] == RESOLVED:
+                    raise ConflictError("the incident is already resolved")
+                return now_row
             self._notified()
             self._publish("incident.ack", updated)
             return updated
