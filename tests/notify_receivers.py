@@ -21,7 +21,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from helpers import free_port
+from helpers import free_port, wait_for
 
 WEBHOOK_SECRET = "s3cret-hmac-key"
 TELEGRAM_TOKEN = "123456:ABC-token"
@@ -240,3 +240,34 @@ class SmtpReceiver:
 async def settle(seconds: float) -> None:
     """Give a process time to (wrongly) do more; used only to show nothing else came."""
     await asyncio.sleep(seconds)
+
+
+# -- reading what arrived ---------------------------------------------------------------------
+
+
+def text_of(msg: Message) -> str:
+    for part in msg.walk():
+        if part.get_content_type() == "text/plain":
+            raw = part.get_payload(decode=True)
+            assert isinstance(raw, bytes)
+            return raw.decode()
+    raise AssertionError("no text/plain part")
+
+
+def mails_to(smtp: SmtpReceiver, address: str) -> list[Message]:
+    return [m.message for m in smtp.mails if address in m.recipients]
+
+
+async def mail_to(
+    smtp: SmtpReceiver, address: str, subject_part: str, timeout: float = 40.0
+) -> Message:
+    """The first mail to `address` whose subject holds `subject_part`, once it arrives."""
+
+    async def found() -> Message | None:
+        for msg in mails_to(smtp, address):
+            if subject_part in str(msg["Subject"]):
+                return msg
+        return None
+
+    msg: Message = await wait_for(found, timeout=timeout)
+    return msg

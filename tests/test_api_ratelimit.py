@@ -214,6 +214,18 @@ def test_buckets_refill_at_the_rate_and_say_how_long_to_wait() -> None:
     assert slow.take("a") == 10
 
 
+def test_a_group_spends_its_size_and_one_larger_than_the_burst_passes_on_a_full_bucket() -> None:
+    now = [0.0]
+    events = TokenBuckets(10.0, 20.0, clock=lambda: now[0])
+    assert events.take("key", 15) == 0
+    assert events.take("key", 10) == 1  # 5 left, 10 needed: 0.5 s, rounded up
+    now[0] += 1.5  # 20 again (the burst)
+    assert events.take("key", 50) == 0  # larger than the burst: passes on a full bucket
+    assert events.take("key", 1) == 4  # 30 below zero: 3.1 s until one is back
+    now[0] += 5.0
+    assert events.take("key", 1) == 0
+
+
 def test_buckets_forget_idle_callers_and_stay_bounded() -> None:
     now = [0.0]
     buckets = TokenBuckets(10.0, 10.0, max_keys=100, clock=lambda: now[0])

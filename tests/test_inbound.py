@@ -1026,12 +1026,23 @@ async def test_an_inbound_incident_is_resolved_by_hand_and_a_new_trigger_opens_a
     shared: Server, http: aiohttp.ClientSession
 ) -> None:
     org = await admin_org(http, shared)
-    key = await new_key(http, shared, org)
+    code, me = await api(http, shared, "GET", "/api/users/me")
+    assert code == 200, me
+    code, policy = await api(
+        http,
+        shared,
+        "POST",
+        f"/api/organizations/{org}/escalation-policies",
+        json={"name": "p", "steps": [{"targets": [{"type": "user", "id": me["id"]}]}]},
+    )
+    assert code == 201, policy
+    key = await new_key(http, shared, org, escalation_policy_id=policy["id"])
     first = await event(http, shared, key["key"], "trigger", "stuck-job")
     iid = first["incident_id"]
+    assert (await incident(http, shared, org, iid))["escalation"]["policy_id"] == policy["id"]
     code, resolved = await api(http, shared, "POST", f"{incidents_path(org)}/{iid}/resolve")
     assert code == 200 and resolved["status"] == "RESOLVED", resolved
-    assert resolved["escalation"] is None
+    assert resolved["escalation"]["next_at"] is None
     code, again = await api(http, shared, "POST", f"{incidents_path(org)}/{iid}/resolve")
     assert code == 409, again
     # The processor heard of it: the same dedup key now opens a new incident.

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from helpers import Server, api, call, free_port, other_org_user, wait_for
-from notify_receivers import SMTP_PASSWORD, SMTP_USER, SmtpReceiver
+from notify_receivers import SMTP_PASSWORD, SMTP_USER, SmtpReceiver, text_of
 from paging_helpers import Receiver
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -143,7 +143,7 @@ async def test_alertmanager_fires_into_an_incident_that_pages_the_on_call_person
     async def confirmation() -> str | None:
         for mail in smtp.mails:
             if email in mail.recipients:
-                body = _text(mail.message)
+                body = text_of(mail.message)
                 m = re.search(r"http://\S+/api/contact-methods/verify/[A-Za-z0-9._~-]+", body)
                 if m:
                     return m.group(0)
@@ -241,11 +241,3 @@ async def test_alertmanager_fires_into_an_incident_that_pages_the_on_call_person
 
 async def _has(receiver: Receiver, name: str) -> bool:
     return bool(receiver.of(name))
-
-
-def _text(msg: Any) -> str:
-    for part in msg.walk():
-        if part.get_content_type() == "text/plain":
-            raw = part.get_payload(decode=True)
-            return raw.decode() if isinstance(raw, bytes) else str(raw)
-    return str(msg.get_payload())

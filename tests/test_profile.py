@@ -25,7 +25,10 @@ from notify_receivers import (
     TELEGRAM_TOKEN,
     Receivers,
     SmtpReceiver,
+    mail_to,
+    mails_to,
     settle,
+    text_of,
 )
 from store_helpers import NOW, raw_fetch, store
 from tocsin.notify.channels import message
@@ -136,30 +139,6 @@ class Client:
 
 def locs(body: Any) -> list[list[Any]]:
     return [e["loc"] for e in body["detail"]]
-
-
-def text_of(msg: Message) -> str:
-    for part in msg.walk():
-        if part.get_content_type() == "text/plain":
-            raw = part.get_payload(decode=True)
-            assert isinstance(raw, bytes)
-            return raw.decode()
-    raise AssertionError("no text/plain part")
-
-
-def mails_to(smtp: SmtpReceiver, address: str) -> list[Message]:
-    return [m.message for m in smtp.mails if address in m.recipients]
-
-
-async def mail_to(smtp: SmtpReceiver, address: str, subject_part: str) -> Message:
-    async def found() -> Message | None:
-        for msg in mails_to(smtp, address):
-            if subject_part in str(msg["Subject"]):
-                return msg
-        return None
-
-    msg: Message = await wait_for(found, timeout=30)
-    return msg
 
 
 def verify_link(msg: Message) -> str:
@@ -684,7 +663,7 @@ async def test_pages_reach_verified_methods_through_the_outbox(
         assert rows[0]["payload"]["message"]["summary"] == "Incident: Disk full on db-1"
         assert HOOK_SECRET not in json.dumps(rows) and address not in json.dumps(rows)
         summaries = page_summaries(rows)
-        assert {(p["user_id"], p["kind"], p["due_at"]) for p in summaries} == {
+        assert {(p["user_id"], p["kind"], p["at"]) for p in summaries} == {
             (me, kind, now) for kind in ("email", "webhook", "slack", "telegram")
         }
         # Written twice (a retried step): the dedup keys make each page once.

@@ -18,7 +18,15 @@ import aiohttp
 import pytest
 
 from helpers import Server, Target, api, call, create_check, other_org_user, server_store, wait_for
-from notify_receivers import SMTP_PASSWORD, SMTP_USER, SmtpReceiver, settle
+from notify_receivers import (
+    SMTP_PASSWORD,
+    SMTP_USER,
+    SmtpReceiver,
+    mail_to,
+    mails_to,
+    settle,
+    text_of,
+)
 
 
 @pytest.fixture
@@ -49,15 +57,6 @@ def mail_server(
 # -- helpers ------------------------------------------------------------------------------
 
 
-def text_of(msg: Message) -> str:
-    for part in msg.walk():
-        if part.get_content_type() == "text/plain":
-            raw = part.get_payload(decode=True)
-            assert isinstance(raw, bytes)
-            return raw.decode()
-    raise AssertionError("no text/plain part")
-
-
 def html_of(msg: Message) -> str:
     for part in msg.walk():
         if part.get_content_type() == "text/html":
@@ -65,21 +64,6 @@ def html_of(msg: Message) -> str:
             assert isinstance(raw, bytes)
             return raw.decode()
     raise AssertionError("no text/html part")
-
-
-def mails_to(smtp: SmtpReceiver, address: str) -> list[Message]:
-    return [m.message for m in smtp.mails if address in m.recipients]
-
-
-async def mail_to(smtp: SmtpReceiver, address: str, subject_part: str) -> Message:
-    async def found() -> Message | None:
-        for msg in mails_to(smtp, address):
-            if subject_part in str(msg["Subject"]):
-                return msg
-        return None
-
-    msg: Message = await wait_for(found, timeout=40)
-    return msg
 
 
 def link(msg: Message, what: str) -> str:

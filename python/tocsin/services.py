@@ -31,7 +31,6 @@ from tocsin.notify.subscribers import SmtpSettings, SubscriberMail
 from tocsin.notify.worker import Outbox
 from tocsin.paging.escalation import Escalator
 from tocsin.paging.inbound import InboundProcessor
-from tocsin.paging.inbound_keys import EventBudget
 from tocsin.paging.pager import Pager
 from tocsin.pings import PingRecorder
 from tocsin.ratelimits import RateLimits
@@ -120,7 +119,7 @@ class Services:
         incidents = IncidentManager(store, engine, events, router)
         escalation = Escalator(store, engine, router)
         incidents.on_change.append(escalation.watch)
-        inbound = InboundProcessor(store, events, router, budget=EventBudget.from_env())
+        inbound = InboundProcessor(store, events, router)
         inbound.on_change.append(escalation.watch_many)
         return cls(
             store=store,

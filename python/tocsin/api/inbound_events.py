@@ -117,12 +117,13 @@ class _Ingest:
 
     auth_public = True
 
-    # Failed authentications per client address (tocsin/ratelimits.py), set by
-    # `register`: an unknown or revoked key is one, so keys are not guessed at line rate.
-    failures: TokenBuckets | None = None
-
     def __init__(self, processor: InboundProcessor) -> None:
         self._processor = processor
+        # The server's budgets (tocsin/ratelimits.py), set by `register`: events per key,
+        # and failed authentications per client address (an unknown or revoked key is
+        # one, so keys are not guessed at line rate).
+        self.failures: TokenBuckets | None = None
+        self.events: TokenBuckets | None = None
 
     async def _key(self, text: str | None, req: falcon.asgi.Request) -> IntegrationKey:
         keys = self._processor.keys
@@ -144,9 +145,8 @@ class _Ingest:
     async def _submit(
         self, key: IntegrationKey, events: Sequence[InboundEvent], fmt: SourceFormat
     ) -> list[Accepted]:
-        budget = self._processor.budget
-        if budget is not None and events:
-            wait = budget.spend(key.id, len(events))
+        if self.events is not None and events:
+            wait = self.events.take(key.id, len(events))
             if wait:
                 raise falcon.HTTPTooManyRequests(
                     description="Too many events for this integration key", retry_after=wait
@@ -273,5 +273,5 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
         "/api/events/grafana": GrafanaResource(processor),
     }
     for path, resource in routes.items():
-        resource.failures = ctx.limits.failures
+        resource.failures, resource.events = ctx.limits.failures, ctx.limits.events
         app.add_route(path, resource)

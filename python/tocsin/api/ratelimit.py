@@ -2,7 +2,7 @@
 services) spent per API token (or session) on authenticated routes, per client address
 on everything else, pings in a bucket of their own, and per client address for failed
 authentication, so credentials cannot be guessed at line rate. Inbound events are not
-limited per address (each integration key has its own budget, paging/inbound_keys.py);
+limited per address (each integration key has its own budget, `RateLimits.events`);
 their routes count an unknown key as a failed authentication themselves
 (api/inbound_events.py), so a sender's live keys are never held back by a dead one.
 Over a limit, 429 with `Retry-After`."""

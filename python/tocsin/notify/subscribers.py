@@ -154,6 +154,54 @@ class SmtpSettings:
         user = f"{self.username}@" if self.username else ""
         return f"{self.security} {user}{self.host}:{self.port} from {self.from_address}"
 
+    async def send(
+        self,
+        to: str,
+        subject: str,
+        text: str,
+        *,
+        html: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        send_timeout: float = 10.0,
+    ) -> Outcome:
+        """One of the server's own mails (to a status page subscriber, a person paged or
+        an address to verify); never raises: a network error is a retry, and the error
+        never holds the SMTP password."""
+        # Long header lines stay whole (a folded List-Unsubscribe URL would become encoded
+        # words no mail client reads as a link); 998 is SMTP's line limit.
+        msg = email.message.EmailMessage(policy=_POLICY)
+        # Names typed by users may hold line breaks: never in a header.
+        msg["Subject"] = one_line(subject)
+        msg["From"] = self.from_address
+        msg["To"] = to
+        msg["Date"] = email.utils.formatdate(usegmt=True)
+        msg["Message-ID"] = email.utils.make_msgid(domain="tocsin")
+        msg["Auto-Submitted"] = "auto-generated"
+        for name, value in (headers or {}).items():
+            msg[name] = one_line(value)
+        msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+        try:
+            out = await send_mail(
+                # Flattened here: aiosmtplib would fold long headers at 78 characters.
+                msg.as_bytes(policy=_POLICY.clone(linesep="\r\n")),
+                [to],
+                sender=self.from_address,
+                host=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                security=self.security,
+                tls_verify=self.tls_verify,
+                send_timeout=send_timeout,
+            )
+        except Exception as exc:  # network errors (and anything unforeseen): try again
+            out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
+        if out.error and self.password:
+            out.error = out.error.replace(self.password, "[redacted]")
+        return out
+
 
 def parse_public_url(url: str) -> str:
     """The base of links in mails: an absolute http(s) URL, without a trailing slash."""
@@ -709,39 +757,14 @@ class SubscriberMail:
                 "no SMTP server configured for subscriber mails (--smtp-url / TOCSIN_SMTP_URL)",
                 retry=False,
             )
-        # Long header lines stay whole (a folded List-Unsubscribe URL would become encoded
-        # words no mail client reads as a link); 998 is SMTP's line limit.
-        msg = email.message.EmailMessage(policy=_POLICY)
-        # Names typed by users may hold line breaks: never in a header.
-        msg["Subject"] = _one_line(str(payload["subject"]))
-        msg["From"] = smtp.from_address
-        msg["To"] = str(payload["to"])
-        msg["Date"] = email.utils.formatdate(usegmt=True)
-        msg["Message-ID"] = email.utils.make_msgid(domain="tocsin")
-        msg["Auto-Submitted"] = "auto-generated"
-        for name, value in (payload.get("headers") or {}).items():
-            msg[str(name)] = _one_line(str(value))
-        msg.set_content(str(payload["text"]))
-        msg.add_alternative(str(payload["html"]), subtype="html")
-        try:
-            out = await send_mail(
-                # Flattened here: aiosmtplib would fold long headers at 78 characters.
-                msg.as_bytes(policy=_POLICY.clone(linesep="\r\n")),
-                [str(payload["to"])],
-                sender=smtp.from_address,
-                host=smtp.host,
-                port=smtp.port,
-                username=smtp.username,
-                password=smtp.password,
-                security=smtp.security,
-                tls_verify=smtp.tls_verify,
-                send_timeout=self.timeout,
-            )
-        except Exception as exc:  # network errors (and anything unforeseen): try again
-            out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
-        if out.error and smtp.password:
-            out.error = out.error.replace(smtp.password, "[redacted]")
-        return out
+        return await smtp.send(
+            str(payload["to"]),
+            str(payload["subject"]),
+            str(payload["text"]),
+            html=str(payload["html"]),
+            headers={str(k): str(v) for k, v in (payload.get("headers") or {}).items()},
+            send_timeout=self.timeout,
+        )
 
 
 def _check_name(payload: Mapping[str, Any], check_id: int) -> str:
@@ -755,6 +778,6 @@ def _page_view(page: Mapping[str, Any], url: str) -> dict[str, Any]:
     return {"name": page["name"], "url": url, "logo_url": page.get("logo_url")}
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A header value: control characters (line breaks among them) become spaces."""
     return "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text).strip()

@@ -251,18 +251,21 @@ async def plan_pages(
 
 
 def page_summaries(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """What an incident's timeline tells of planned pages: `{user_id, contact_method_id,
-    kind, masked, due_at}` each (never the contact method's value)."""
+    """What an incident's timeline tells of the pages among these outbox rows:
+    `{user_id, contact_method_id, kind, to, at}` each (`to` masked: never the contact
+    method's value; `at` when it is due)."""
     out = []
     for row in rows:
         p = row["payload"]
+        if p.get("kind") != PAGE:
+            continue
         out.append(
             {
                 "user_id": p["user_id"],
                 "contact_method_id": p["contact_method_id"],
                 "kind": p["method_kind"],
-                "masked": p["masked"],
-                "due_at": row["next_attempt_at"],
+                "to": p["masked"],
+                "at": row["next_attempt_at"],
             }
         )
     return out

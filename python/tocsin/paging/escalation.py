@@ -238,7 +238,7 @@ class Escalator:
             "policy_id": policy.id,
             "step": step_index + 1,
             "round": round_,
-            "pages": [_page_summary(d) for d in deliveries if d["payload"].get("kind") == "page"],
+            "pages": contacts.page_summaries(deliveries),
             "channels": [int(c["id"]) for c in channels],
             "unreachable": unreachable,
             "next_step_at": nxt.due,
@@ -284,17 +284,6 @@ class Escalator:
                 else:
                     channels.append(channel)
         return list(dict.fromkeys(users)), channels, unreachable
-
-
-def _page_summary(delivery: Mapping[str, Any]) -> dict[str, Any]:
-    p = delivery["payload"]
-    return {
-        "user_id": p.get("user_id"),
-        "contact_method_id": p.get("contact_method_id"),
-        "kind": p.get("method_kind"),
-        "to": p.get("masked"),
-        "at": delivery.get("next_attempt_at"),
-    }
 
 
 class _Lookups:

@@ -43,7 +43,7 @@ from tocsin.paging.inbound_index import (
     InboundIndex,
     OpenIncident,
 )
-from tocsin.paging.inbound_keys import EventBudget, IntegrationKey, KeyBook
+from tocsin.paging.inbound_keys import IntegrationKey, KeyBook
 from tocsin.store.base import InboundEventRow, Row, Store, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -124,7 +124,6 @@ class InboundProcessor:
         events: EventHub,
         router: Router | None = None,
         *,
-        budget: EventBudget | None = None,
         batch: int = BATCH,
         max_pending: int = MAX_PENDING,
     ) -> None:
@@ -133,7 +132,6 @@ class InboundProcessor:
         self.router = router
         self.keys = KeyBook(store)
         # Events per second per key (None: no limit).
-        self.budget = budget
         self.index = InboundIndex()
         # Called after each commit with the rows of every incident the batch opened,
         # acknowledged or resolved (as they ended up); escalation arms and cancels its

@@ -1,14 +1,10 @@
 """Who may send inbound events: integration keys (`ik_…`, kept as SHA-256 hashes like API
-tokens), looked up by hash and cached briefly, and the events each key may send per
-second (a token bucket per key)."""
+tokens), looked up by hash and cached briefly. The events each key may send per second
+are a budget of the server's (`RateLimits.events`, tocsin/ratelimits.py)."""
 
 from __future__ import annotations
 
-import math
-import os
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tocsin.security import hash_token, new_token
@@ -22,13 +18,6 @@ KEY_LENGTH = len(KEY_PREFIX) + 32
 KEY_CACHE_TTL = 30.0
 KEY_CACHE_SIZE = 10_000
 GROUPING_TYPES = ("dedup_key", "none", "time_window", "payload_field")
-
-ENV_RATE = "TOCSIN_INBOUND_RATE"
-ENV_BURST = "TOCSIN_INBOUND_BURST"
-# Events per second per key, sustained, and the burst: far above what a monitoring
-# system sends, low enough that one runaway sender cannot starve the others.
-DEFAULT_RATE = 600.0
-DEFAULT_BURST = 3000.0
 
 
 def new_key() -> str:
@@ -115,68 +104,3 @@ class KeyBook:
         for key_hash, (_, found) in list(self._cache.items()):
             if found is not None and found.id == key_id:
                 del self._cache[key_hash]
-
-
-def _from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of events per second, got {raw!r}") from None
-    if value < 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be >= 0 (0 turns the limit off), got {raw!r}")
-    return value
-
-
-class EventBudget:
-    """A token bucket of events per key. A request may spend more than one event (an
-    Alertmanager group): it passes when the bucket holds them all, or when the bucket
-    is full (a group larger than the burst is not refused forever); the bucket may then
-    go below zero, so the key waits it out."""
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float,
-        *,
-        max_keys: int = KEY_CACHE_SIZE,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
-        self.rate = rate
-        self.burst = burst
-        self._max_keys = max_keys
-        self._clock = clock
-        # key id -> [tokens, at]
-        self._buckets: OrderedDict[int, list[float]] = OrderedDict()
-
-    @classmethod
-    def from_env(cls) -> EventBudget | None:
-        """From TOCSIN_INBOUND_RATE and TOCSIN_INBOUND_BURST (events per second and the
-        burst; a rate of 0 turns the limit off: None)."""
-        rate = _from_env(ENV_RATE, DEFAULT_RATE)
-        if rate == 0:
-            return None
-        burst = _from_env(ENV_BURST, max(DEFAULT_BURST, rate * DEFAULT_BURST / DEFAULT_RATE))
-        return cls(rate, max(1.0, burst))
-
-    def spend(self, key_id: int, n: int) -> int:
-        """Spend `n` events of the key: 0 when allowed, else whole seconds to wait."""
-        now = self._clock()
-        bucket = self._buckets.get(key_id)
-        if bucket is None:
-            bucket = self._buckets[key_id] = [self.burst, now]
-            if len(self._buckets) > self._max_keys:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key_id)
-            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-            bucket[1] = now
-        if bucket[0] >= min(n, self.burst):
-            bucket[0] -= n
-            return 0
-        need = min(n, self.burst) - bucket[0]
-        return max(1, math.ceil(need / self.rate))

@@ -10,8 +10,6 @@ resolved meanwhile, the row ends `suppressed` and nothing is sent."""
 
 from __future__ import annotations
 
-import email.message
-import email.utils
 import logging
 import time
 import urllib.parse
@@ -19,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tocsin.notify.channels import Outcome, Sender, message, send_mail, text
+from tocsin.notify.channels import Outcome, Sender, message, text
 from tocsin.notify.subscribers import SmtpSettings
 from tocsin.paging.contacts import (
     PAGE,
@@ -57,11 +55,6 @@ class PageReads:
     methods: dict[int, Row] = field(default_factory=dict)
     principals: dict[int, Principal | None] = field(default_factory=dict)
     checks: dict[int, Row] = field(default_factory=dict)
-
-
-def _one_line(value: str) -> str:
-    """A header value: control characters (line breaks among them) become spaces."""
-    return "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in value).strip()
 
 
 class Pager:
@@ -266,30 +259,7 @@ class Pager:
         smtp = self.smtp
         if smtp is None:
             return Outcome(False, error=NO_SMTP, retry=False)
-        msg = email.message.EmailMessage()
-        msg["Subject"] = _one_line(subject)
-        msg["From"] = smtp.from_address
-        msg["To"] = to
-        msg["Date"] = email.utils.formatdate(usegmt=True)
-        msg["Message-ID"] = email.utils.make_msgid(domain="tocsin")
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(body)
-        try:
-            out = await send_mail(
-                msg,
-                [to],
-                host=smtp.host,
-                port=smtp.port,
-                username=smtp.username,
-                password=smtp.password,
-                security=smtp.security,
-                tls_verify=smtp.tls_verify,
-                send_timeout=self.timeout,
-            )
-        except Exception as exc:  # network errors (and anything unforeseen): try again
-            out = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], retry=True)
-        if out.error and smtp.password:
-            out.error = out.error.replace(smtp.password, "[redacted]")
+        out = await smtp.send(to, subject, body, send_timeout=self.timeout)
         if out.error:
             # A refusal may quote the address: what is stored shows it masked, as reads do.
             out.error = out.error.replace(to, mask("email", to))
