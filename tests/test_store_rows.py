@@ -78,6 +78,50 @@ def sample(kind: str, refs: dict[str, int]) -> dict[str, Any]:
             "dedup_key": "disk-full",
             "received_at": NOW,
         },
+        "teams": lambda: {"name": "Payments", "slug": "payments"},
+        "team_members": lambda: {"team_id": refs["teams"], "user_id": refs["users"]},
+        "services": lambda: {
+            "name": "checkout",
+            "owner_team_id": refs["teams"],
+            "escalation_policy_id": refs["escalation_policies"],
+            "notification_channel_ids": [refs["notification_channels"]],
+        },
+        "playbooks": lambda: {
+            "name": "pb",
+            "trigger_type": "incident_opened",
+            "service_id": refs["services"],
+            "steps": [{"type": "add_note", "body": "x"}],
+        },
+        "playbook_runs": lambda: {
+            "playbook_id": refs["playbooks"],
+            "incident_id": refs["incidents"],
+            "started_at": NOW,
+        },
+        "war_rooms": lambda: {
+            "incident_id": refs["incidents"],
+            "title": "db down",
+            "opened_at": NOW,
+        },
+        "war_room_members": lambda: {"war_room_id": refs["war_rooms"], "user_id": refs["users"]},
+        "war_room_entries": lambda: {
+            "war_room_id": refs["war_rooms"],
+            "kind": "note",
+            "body": "x",
+            "at": NOW,
+        },
+        "postmortems": lambda: {"title": "pm", "incident_ids": [refs["incidents"]]},
+        "lifecycle_watches": lambda: {"platform": "postgresql", "channel_ids": []},
+        "lifecycle_notices": lambda: {
+            "watch_id": refs["lifecycle_watches"],
+            "notice": "eol:16:30d",
+            "at": NOW,
+        },
+        "slo_events": lambda: {
+            "slo_id": refs["slos"],
+            "check_id": refs["checks"],
+            "kind": "budget_warning",
+            "at": NOW,
+        },
     }[kind]()
 
 
@@ -104,6 +148,18 @@ ORDER = [
     "escalation_policies",
     "integration_keys",
     "inbound_events",
+    "teams",
+    "team_members",
+    "services",
+    "playbooks",
+    "playbook_runs",
+    "war_rooms",
+    "war_room_members",
+    "war_room_entries",
+    "postmortems",
+    "lifecycle_watches",
+    "lifecycle_notices",
+    "slo_events",
 ]
 
 

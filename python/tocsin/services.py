@@ -40,6 +40,9 @@ from tocsin.statuspages.cache import PublicCache
 from tocsin.statuspages.invalidation import Invalidation
 from tocsin.store import Retention, Store, StoreUnavailableError
 from tocsin.windows import WindowBook
+from tocsin.workflow.lifecycle import LifecycleWatcher
+from tocsin.workflow.playbooks import PlaybookRunner
+from tocsin.workflow.slo_alerts import SloAlerter
 
 log = logging.getLogger("tocsin.services")
 
@@ -80,6 +83,12 @@ class Services:
     # Inbound events (integration keys) applied to incidents by group commit; owns the
     # index of open inbound incidents (paging/inbound.py).
     inbound: InboundProcessor
+    # Runs matching playbooks when incidents open (workflow/playbooks.py).
+    playbooks: PlaybookRunner
+    # Notices from lifecycle watches (workflow/lifecycle.py).
+    lifecycle: LifecycleWatcher
+    # SLO budget and burn-rate alerts (workflow/slo_alerts.py).
+    slo_alerts: SloAlerter
     retention: Retention = field(default_factory=Retention)
     retention_interval: float = 3600.0
     # Enables `GET /metrics` (the server's own metrics) for this bearer token; None: off.
@@ -121,6 +130,9 @@ class Services:
         incidents.on_change.append(escalation.watch)
         inbound = InboundProcessor(store, events, router)
         inbound.on_change.append(escalation.watch_many)
+        playbooks = PlaybookRunner(store, engine, events, router)
+        incidents.on_change.append(playbooks.watch)
+        inbound.on_change.append(playbooks.watch_many)
         return cls(
             store=store,
             engine=engine,
@@ -143,6 +155,9 @@ class Services:
             pager=pager,
             escalation=escalation,
             inbound=inbound,
+            playbooks=playbooks,
+            lifecycle=LifecycleWatcher(store, router),
+            slo_alerts=SloAlerter(store, engine, events, router),
             operational_metrics_token=operational_metrics_token,
             retention=retention or Retention(),
             retention_interval=retention_interval,
@@ -164,6 +179,7 @@ class Services:
         self.incidents.start()
         await self.escalation.start()
         await self.inbound.start()
+        await self.playbooks.start()
         await self.windows.load()
         self.live.start()
         for cache in (self.public_cache, self.badge_cache):
@@ -172,6 +188,8 @@ class Services:
         await self.subscribers.refresh()
         self.subscribers.start()
         self.reports.start()
+        await self.lifecycle.start()
+        await self.slo_alerts.start()
         await load_checks(self.store, self.engine)
 
     def close_streams(self) -> int:
@@ -188,10 +206,13 @@ class Services:
                 await self._retention_task
             self._retention_task = None
         for name, step in (
+            ("SLO alerts", self.slo_alerts.close),
+            ("lifecycle watches", self.lifecycle.close),
             ("reports", self.reports.close),
             ("status page subscribers", self.subscribers.close),
             ("notification outbox", self.outbox.close),
             ("live events", self.live.close),
+            ("playbooks", self.playbooks.close),
             ("inbound events", self.inbound.close),
             ("escalation", self.escalation.close),
             ("incidents", self.incidents.close),

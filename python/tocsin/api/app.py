@@ -20,10 +20,12 @@ from tocsin.api import (
     channels,
     checks,
     escalation_policies,
+    feedback,
     inbound_events,
     inbound_incidents,
     incidents,
     integration_keys,
+    lifecycle_watches,
     live,
     maintenance,
     members,
@@ -32,13 +34,19 @@ from tocsin.api import (
     openapi,
     organizations,
     pings,
+    playbooks,
+    postmortems,
     profile,
     reports,
+    services,
     sessions,
+    slo_alerts,
     status_pages,
     status_public,
     status_subscriptions,
+    teams,
     users,
+    war_rooms,
 )
 from tocsin.api.auth import AuthMiddleware
 from tocsin.api.context import AppContext
@@ -75,6 +83,14 @@ AREAS = (
     integration_keys,
     inbound_events,
     inbound_incidents,
+    teams,
+    services,
+    playbooks,
+    war_rooms,
+    postmortems,
+    lifecycle_watches,
+    feedback,
+    slo_alerts,
 )
 
 

@@ -282,6 +282,50 @@ def message(
     }
 
 
+def notice(
+    *,
+    event: str,
+    summary: str,
+    status: str,
+    organization_id: int,
+    at: float,
+    severity: str = "warning",
+    check: Mapping[str, Any] | None = None,
+    target: str | None = None,
+    error: str | None = None,
+    links: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A message that is not an incident's transition (an SLO crossing its budget, a
+    product nearing end of life, a playbook's notification): the same keys as
+    `message`, so every channel type formats it; `extra` adds keys (kept in webhook
+    bodies)."""
+    check = check or {}
+    links = links or {}
+    return {
+        "event": event,
+        "summary": summary,
+        "status": status,
+        "severity": severity,
+        "incident_id": None,
+        "incident_title": None,
+        "check_id": check.get("id"),
+        "check_name": check.get("name") or summary,
+        "check_type": check.get("type"),
+        "target": target or check.get("url") or check.get("host"),
+        "organization_id": organization_id,
+        "since": None,
+        "at": _iso(at),
+        "resolved_at": None,
+        "error": error,
+        "sources": {},
+        "actor": None,
+        "check_link": links.get("check"),
+        "check_api_link": links.get("check_api"),
+        **(extra or {}),
+    }
+
+
 def text(m: Mapping[str, Any]) -> str:
     lines = [m["summary"]]
     if m.get("since"):

@@ -47,10 +47,16 @@ TABLES: dict[str, Table] = {
             "check_id kind status severity title cause dedup_key sources started_at"
             " acknowledged_at acknowledged_by resolved_at resolved_by integration_key_id"
             " event_count details last_event_at escalation_policy_id escalation_step"
-            " escalation_round escalation_due_at",
+            " escalation_round escalation_due_at service_id",
             json=frozenset({"sources", "details"}),
-            refs={"check_id": "checks", "integration_key_id": "integration_keys"},
-            filters=frozenset({"check_id", "status", "kind", "dedup_key", "integration_key_id"}),
+            refs={
+                "check_id": "checks",
+                "integration_key_id": "integration_keys",
+                "service_id": "services",
+            },
+            filters=frozenset(
+                {"check_id", "status", "kind", "dedup_key", "integration_key_id", "service_id"}
+            ),
         ),
         _t(
             "incident_notes",
@@ -95,10 +101,11 @@ TABLES: dict[str, Table] = {
         ),
         _t(
             "status_pages",
-            "name slug description is_public logo_url check_ids components",
+            "name slug description is_public logo_url check_ids components owner_team_id",
             json=frozenset({"check_ids", "components"}),
             bools=frozenset({"is_public"}),
-            filters=frozenset({"slug"}),
+            refs={"owner_team_id": "teams"},
+            filters=frozenset({"slug", "owner_team_id"}),
         ),
         _t(
             "status_page_subscribers",
@@ -122,7 +129,9 @@ TABLES: dict[str, Table] = {
             "slos",
             "check_id sli_type target_percentage window_days latency_threshold_ms"
             " notify_on_budget_warn budget_warn_pct notify_on_budget_exhausted"
-            " burn_rate_alert_enabled burn_rate_threshold burn_rate_window_minutes",
+            " burn_rate_alert_enabled burn_rate_threshold burn_rate_window_minutes"
+            " alert_state evaluated_at",
+            json=frozenset({"alert_state"}),
             bools=frozenset(
                 {"notify_on_budget_warn", "notify_on_budget_exhausted", "burn_rate_alert_enabled"}
             ),
@@ -149,8 +158,10 @@ TABLES: dict[str, Table] = {
         _t("system_groups", "name description"),
         _t(
             "oncall_schedules",
-            "name description timezone layers",
+            "name description timezone layers owner_team_id",
             json=frozenset({"layers"}),
+            refs={"owner_team_id": "teams"},
+            filters=frozenset({"owner_team_id"}),
         ),
         _t(
             "oncall_overrides",
@@ -160,14 +171,17 @@ TABLES: dict[str, Table] = {
         ),
         _t(
             "escalation_policies",
-            "name description steps repeat_count",
+            "name description steps repeat_count owner_team_id",
             json=frozenset({"steps"}),
+            refs={"owner_team_id": "teams"},
+            filters=frozenset({"owner_team_id"}),
         ),
         _t(
             "integration_keys",
             "name key_hash prefix escalation_policy_id grouping_type grouping_window_seconds"
-            " grouping_field created_by last_event_at revoked_at",
-            refs={"escalation_policy_id": "escalation_policies"},
+            " grouping_field created_by last_event_at revoked_at service_id",
+            refs={"escalation_policy_id": "escalation_policies", "service_id": "services"},
+            filters=frozenset({"service_id"}),
         ),
         _t(
             "inbound_events",
@@ -176,6 +190,84 @@ TABLES: dict[str, Table] = {
             json=frozenset({"payload"}),
             refs={"integration_key_id": "integration_keys", "incident_id": "incidents"},
             filters=frozenset({"integration_key_id", "incident_id", "dedup_key"}),
+        ),
+        _t("teams", "name slug description", filters=frozenset({"slug"})),
+        _t(
+            "team_members",
+            "team_id user_id role",
+            refs={"team_id": "teams"},
+            filters=frozenset({"team_id", "user_id"}),
+        ),
+        _t(
+            "services",
+            "name description repo_url docs_url owner_team_id escalation_policy_id tier"
+            " notification_channel_ids slack_channel metadata_json",
+            json=frozenset({"notification_channel_ids", "metadata_json"}),
+            refs={"owner_team_id": "teams", "escalation_policy_id": "escalation_policies"},
+            filters=frozenset({"owner_team_id", "tier"}),
+        ),
+        _t(
+            "playbooks",
+            "name description trigger_type trigger_conditions service_id"
+            " suppress_default_notifications is_active steps created_by",
+            json=frozenset({"trigger_conditions", "steps"}),
+            bools=frozenset({"suppress_default_notifications", "is_active"}),
+            refs={"service_id": "services"},
+            filters=frozenset({"trigger_type", "service_id", "is_active"}),
+        ),
+        _t(
+            "playbook_runs",
+            "playbook_id incident_id status steps started_at finished_at",
+            json=frozenset({"steps"}),
+            refs={"playbook_id": "playbooks", "incident_id": "incidents"},
+            filters=frozenset({"playbook_id", "incident_id", "status"}),
+        ),
+        _t(
+            "war_rooms",
+            "incident_id title status summary opened_by closed_by opened_at closed_at",
+            refs={"incident_id": "incidents"},
+            filters=frozenset({"incident_id", "status"}),
+        ),
+        _t(
+            "war_room_members",
+            "war_room_id user_id role added_by",
+            refs={"war_room_id": "war_rooms"},
+            filters=frozenset({"war_room_id", "user_id"}),
+        ),
+        _t(
+            "war_room_entries",
+            "war_room_id kind actor_id body at",
+            refs={"war_room_id": "war_rooms"},
+            filters=frozenset({"war_room_id"}),
+        ),
+        _t(
+            "postmortems",
+            "title status incident_ids timeline summary impact root_cause what_went_well"
+            " what_went_wrong action_items author_id published_at",
+            json=frozenset({"incident_ids", "timeline", "action_items"}),
+            filters=frozenset({"status"}),
+        ),
+        _t(
+            "lifecycle_watches",
+            "vendor platform resource_id resource_type version notify_on_new notify_90d"
+            " notify_30d notify_7d channel_ids last_checked_at known_latest created_by",
+            json=frozenset({"channel_ids"}),
+            bools=frozenset({"notify_on_new", "notify_90d", "notify_30d", "notify_7d"}),
+            filters=frozenset({"platform", "vendor"}),
+        ),
+        _t(
+            "lifecycle_notices",
+            "watch_id notice detail at",
+            json=frozenset({"detail"}),
+            refs={"watch_id": "lifecycle_watches"},
+            filters=frozenset({"watch_id"}),
+        ),
+        _t(
+            "slo_events",
+            "slo_id check_id kind detail at",
+            json=frozenset({"detail"}),
+            refs={"slo_id": "slos", "check_id": "checks"},
+            filters=frozenset({"slo_id", "check_id"}),
         ),
     )
 }
@@ -203,6 +295,8 @@ CHECK_COLUMNS = (
     "alert_after_failures",
     "runbook_url",
     "escalation_policy_id",
+    "owner_team_id",
+    "service_id",
     "is_active",
     "tags",
     "assigned_agent_ids",
@@ -233,6 +327,8 @@ CHECK_DEFAULTS: dict[str, object] = {
     "alert_after_failures": 1,
     "runbook_url": None,
     "escalation_policy_id": None,
+    "owner_team_id": None,
+    "service_id": None,
     "is_active": True,
     "tags": [],
     "assigned_agent_ids": [],

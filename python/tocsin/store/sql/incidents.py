@@ -38,6 +38,7 @@ class IncidentSql(SqlBase):
             "escalation_step": 0,
             "escalation_round": 0,
             "escalation_due_at": None,
+            "service_id": None,
         }
 
     async def write_incident_change(
