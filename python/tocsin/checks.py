@@ -49,6 +49,9 @@ def engine_check(row: Row, engine: Engine | None = None) -> Check:
     if row.get("escalation_policy_id"):
         # Read by the incident manager when the check's incident opens.
         options["escalation_policy_id"] = row["escalation_policy_id"]
+    if row.get("service_id"):
+        # Its incidents belong to the service (its policy and channels apply).
+        options["service_id"] = row["service_id"]
     critical = row.get("check_source_critical") or {}
     if engine is not None and critical:
         options["critical_sources"] = sorted(

@@ -24,6 +24,7 @@ from tocsin.timestamps import iso
 
 if TYPE_CHECKING:
     from tocsin.notify.router import Router
+from tocsin.workflow.service_book import ServiceBook
 
 log = logging.getLogger("tocsin.incidents")
 
@@ -258,6 +259,9 @@ class IncidentManager:
         self._engine = engine
         self._events = events
         self.directory = CheckDirectory(store, engine)
+        # Services of checks: their escalation policy and channels (set by the
+        # composition root; None: services are not looked at).
+        self.services: ServiceBook | None = None
         self._pending: collections.deque[StatusChange] = collections.deque()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -469,7 +473,7 @@ class IncidentManager:
                 if change.in_maintenance:
                     continue
                 if cur is None:
-                    fields = self._open_fields(change, severity)
+                    fields = await self._with_service(org_id, self._open_fields(change, severity))
                     detail = {
                         "status": change.current.value,
                         "severity": severity,
@@ -539,8 +543,27 @@ class IncidentManager:
             ),
         }
 
+    async def _with_service(self, org_id: int, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new incident of a check that belongs to a service belongs to it too, and
+        takes the service's escalation policy when the check has none."""
+        check = self.directory.check(fields["check_id"])
+        service_id = check.options.get("service_id") if check is not None else None
+        if not service_id or self.services is None:
+            return fields
+        fields["service_id"] = service_id
+        if fields.get("escalation_policy_id") is None:
+            try:
+                policy = await self.services.policy(org_id, service_id)
+            except StoreUnavailableError:
+                raise
+            except Exception:
+                log.exception("reading service %s failed", service_id)
+                policy = None
+            fields.update(escalation_start(policy, fields["started_at"]))
+        return fields
+
     async def _open(self, org_id: int, change: StatusChange, severity: str) -> None:
-        fields = self._open_fields(change, severity)
+        fields = await self._with_service(org_id, self._open_fields(change, severity))
         detail = {"status": change.current.value, "severity": severity, "reason": change.reason}
         try:
             row = await self._store.write_incident_change(

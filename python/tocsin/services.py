@@ -42,6 +42,7 @@ from tocsin.store import Retention, Store, StoreUnavailableError
 from tocsin.windows import WindowBook
 from tocsin.workflow.lifecycle import LifecycleWatcher
 from tocsin.workflow.playbooks import PlaybookRunner
+from tocsin.workflow.service_book import ServiceBook
 from tocsin.workflow.slo_alerts import SloAlerter
 
 log = logging.getLogger("tocsin.services")
@@ -83,6 +84,8 @@ class Services:
     # Inbound events (integration keys) applied to incidents by group commit; owns the
     # index of open inbound incidents (paging/inbound.py).
     inbound: InboundProcessor
+    # Services' escalation policies and channels, as incidents need them (cached).
+    service_book: ServiceBook
     # Runs matching playbooks when incidents open (workflow/playbooks.py).
     playbooks: PlaybookRunner
     # Notices from lifecycle watches (workflow/lifecycle.py).
@@ -116,6 +119,8 @@ class Services:
         engine = engine if engine is not None else Engine(**(engine_options or {}))
         events = events if events is not None else EventHub()
         router = Router(store, engine)
+        service_book = ServiceBook(store)
+        router.services = service_book
         windows = WindowBook(store, engine)
         outbox = Outbox(store, router)
         key = session_key(data_dir)
@@ -126,6 +131,7 @@ class Services:
         outbox.pager = pager
         # Every incident change plans its notifications in its own transaction.
         incidents = IncidentManager(store, engine, events, router)
+        incidents.services = service_book
         escalation = Escalator(store, engine, router)
         incidents.on_change.append(escalation.watch)
         inbound = InboundProcessor(store, events, router)
@@ -155,6 +161,7 @@ class Services:
             pager=pager,
             escalation=escalation,
             inbound=inbound,
+            service_book=service_book,
             playbooks=playbooks,
             lifecycle=LifecycleWatcher(store, router),
             slo_alerts=SloAlerter(store, engine, events, router),

@@ -112,6 +112,8 @@ class CheckFields(TypedDict):
     alert_after_failures: int
     runbook_url: str | None
     escalation_policy_id: int | None
+    owner_team_id: int | None
+    service_id: int | None
     is_active: bool
     tags: list[str]
     assigned_agent_ids: list[int]
@@ -183,6 +185,8 @@ def check_json(row: Row, engine: Engine | None = None) -> CheckJson:
         "alert_after_failures": row["alert_after_failures"],
         "runbook_url": row["runbook_url"],
         "escalation_policy_id": row["escalation_policy_id"],
+        "owner_team_id": row.get("owner_team_id"),
+        "service_id": row.get("service_id"),
         "is_active": row["is_active"],
         "tags": row["tags"],
         "assigned_agent_ids": row["assigned_agent_ids"],
@@ -334,7 +338,15 @@ class Checks:
         return row
 
     async def check_refs(self, org_id: int, common: CheckCommon) -> None:
-        """The agents and the escalation policy the check names are the organisation's."""
+        """The agents, escalation policy, team and service the check names are the
+        organisation's."""
+        for name, kind, what in (
+            ("owner_team_id", "teams", "team"),
+            ("service_id", "services", "service"),
+        ):
+            ref = getattr(common, name)
+            if ref and await self.store.get(kind, [org_id], ref) is None:
+                raise field_error(name, f"{what} {ref} not found", "not_found")
         for agent_id in common.assigned_agent_ids:
             if await self.store.get("agents", [org_id], agent_id) is None:
                 raise field_error("assigned_agent_ids", f"agent {agent_id} not found", "not_found")
@@ -381,6 +393,8 @@ ORG_ID = query.OptInt("org_id", 1, query.MAX_ID, "only this organisation's check
 TYPE = query.Text("type", "only checks of this type", choices=CHECK_TYPES)
 STATUS = query.Text("status", "only checks in this status", choices=tuple(Status.__members__))
 TAG = query.Text("tag", "only checks with this tag")
+TEAM = query.OptInt("team_id", 1, query.MAX_ID, "only checks owned by this team")
+SERVICE = query.OptInt("service_id", 1, query.MAX_ID, "only checks of this service")
 SEARCH = query.Text("q", "text in the name, URL or host")
 SEARCH_ALIAS = query.Text("search", "the same as q")
 LOGS_LIMIT = query.limit(50, 500)
@@ -391,7 +405,7 @@ class ChecksResource:
     body_models: ClassVar = {"post": CheckCreate}
     response_models: ClassVar = {"get": list[CheckJson], "post": CheckJson}
     query_params: ClassVar = {
-        "get": (LIST_LIMIT, OFFSET, ORG_ID, TYPE, STATUS, TAG, SEARCH, SEARCH_ALIAS)
+        "get": (LIST_LIMIT, OFFSET, ORG_ID, TYPE, STATUS, TAG, TEAM, SERVICE, SEARCH, SEARCH_ALIAS)
     }
 
     def __init__(self, checks: Checks) -> None:
@@ -415,6 +429,8 @@ class ChecksResource:
             status=status,
             tag=TAG.get(req),
             text=text,
+            team_id=TEAM.get(req),
+            service_id=SERVICE.get(req),
         )
         resp.media = [check_json(r, self._c.engine) for r in rows]
 

@@ -17,7 +17,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID, ORG
-from tocsin.api.schemas import Id, json_number, parse
+from tocsin.api.schemas import MAX_ID, Id, json_number, parse
 from tocsin.checks import runnable, scheduled_check
 from tocsin.engine import Engine
 from tocsin.paging.inbound import InboundProcessor
@@ -31,6 +31,7 @@ from tocsin.paging.policies import (
 from tocsin.store.base import Row, Store
 
 KIND = "escalation_policies"
+TEAM = query.OptInt("team_id", 1, query.MAX_ID, "only policies owned by this team")
 NOT_FOUND = "Escalation policy not found"
 
 
@@ -95,7 +96,11 @@ class PolicyBody(BaseModel):
         " acknowledged by the end of the last step",
     )
 
-    @field_validator("repeat_count", mode="before")
+    owner_team_id: int | None = Field(
+        default=None, ge=0, le=MAX_ID, description="the team that owns it (0 or null: none)"
+    )
+
+    @field_validator("repeat_count", "owner_team_id", mode="before")
     @classmethod
     def _number(cls, v: Any) -> Any:
         return json_number(v)
@@ -128,6 +133,7 @@ class PolicyJson(TypedDict):
     name: str
     description: str
     repeat_count: int
+    owner_team_id: int | None
     steps: list[StepJson]
     created_at: str
     updated_at: str
@@ -151,6 +157,7 @@ def policy_json(row: Row) -> PolicyJson:
         "name": row["name"],
         "description": row["description"] or "",
         "repeat_count": int(row["repeat_count"] or 0),
+        "owner_team_id": row.get("owner_team_id"),
         "steps": steps,
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
@@ -182,6 +189,9 @@ async def policy_fields(store: Store, org_id: int, body: PolicyBody) -> dict[str
         fields["description"] = body.description
     if body.repeat_count is not None:
         fields["repeat_count"] = body.repeat_count
+    if "owner_team_id" in body.model_fields_set:
+        # The store checks the team is the organisation's (422 naming the field).
+        fields["owner_team_id"] = body.owner_team_id or None
     if body.steps is not None:
         await _check_targets(store, org_id, body.steps)
         fields["steps"] = [
@@ -198,7 +208,7 @@ class PoliciesResource:
     body_models: ClassVar = {"post": PolicyCreate}
     response_models: ClassVar = {"get": list[PolicyJson], "post": PolicyJson}
     response_status: ClassVar = {"post": 201}
-    query_params: ClassVar = {"get": (query.limit(100, 500), query.OFFSET)}
+    query_params: ClassVar = {"get": (query.limit(100, 500), query.OFFSET, TEAM)}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -208,8 +218,10 @@ class PoliciesResource:
     ) -> None:
         require_role(principal(req), org_id, "VIEWER")
         limit, offset = query.limit(100, 500).get(req), query.OFFSET.get(req)
-        rows = await self._store.select(KIND, [org_id], limit=limit, offset=offset)
-        resp.set_header("X-Total-Count", str(await self._store.count(KIND, [org_id])))
+        team = TEAM.get(req)
+        where = {"owner_team_id": team} if team is not None else None
+        rows = await self._store.select(KIND, [org_id], where=where, limit=limit, offset=offset)
+        resp.set_header("X-Total-Count", str(await self._store.count(KIND, [org_id], where=where)))
         resp.media = [policy_json(r) for r in rows]
 
     async def on_post(

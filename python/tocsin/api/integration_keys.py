@@ -43,6 +43,11 @@ class KeyUpdate(Body):
     escalation_policy_id: Id | None = Field(
         default=None, description="the policy its incidents follow (of this organisation)"
     )
+    service_id: Id | None = Field(
+        default=None,
+        description="the service its incidents belong to (of this organisation): they take"
+        " the service's escalation policy when the key has none, and its channels",
+    )
     grouping_type: GroupingType = Field(
         default=LEFT_OUT,
         description="dedup_key (the default): a trigger updates the open incident of its"
@@ -64,7 +69,7 @@ class KeyUpdate(Body):
         description="for payload_field: a dotted path such as component or custom_details.cluster",
     )
 
-    @field_validator("escalation_policy_id", "grouping_window_seconds", mode="before")
+    @field_validator("escalation_policy_id", "service_id", "grouping_window_seconds", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
         return json_number(v)
@@ -83,6 +88,7 @@ class IntegrationKeyJson(TypedDict):
     # the key's first characters (the key itself is shown only when created)
     prefix: str
     escalation_policy_id: int | None
+    service_id: int | None
     grouping_type: str
     grouping_window_seconds: int
     grouping_field: str | None
@@ -107,6 +113,7 @@ def key_json(row: Row) -> IntegrationKeyJson:
         "name": row["name"],
         "prefix": row["prefix"],
         "escalation_policy_id": row["escalation_policy_id"],
+        "service_id": row.get("service_id"),
         "grouping_type": row["grouping_type"],
         "grouping_window_seconds": int(row["grouping_window_seconds"] or 0),
         "grouping_field": row["grouping_field"],

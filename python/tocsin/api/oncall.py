@@ -51,6 +51,9 @@ ClockTime = str
 Time = float | str
 
 
+TEAM = query.OptInt("team_id", 1, query.MAX_ID, "only schedules owned by this team")
+
+
 class RestrictionBody(BaseModel):
     """On each of `days`, someone is on call from `start` to `end` (local wall time; an
     `end` at or before `start` is on the next day)."""
@@ -107,8 +110,11 @@ class ScheduleBody(BaseModel):
     start: str | None = Field(default=None, max_length=40)
     participants: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_PARTICIPANTS)
     restrictions: list[RestrictionBody] | None = Field(default=None, max_length=MAX_RESTRICTIONS)
+    owner_team_id: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="the team that owns it (0 or null: none)"
+    )
 
-    @field_validator("rotation_length_hours", "participants", mode="before")
+    @field_validator("rotation_length_hours", "participants", "owner_team_id", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
         return json_number(v)
@@ -178,6 +184,7 @@ class ScheduleJson(TypedDict):
     rotation_type: str
     handoff_time: str
     participants: list[int]
+    owner_team_id: int | None
     created_at: str
     updated_at: str
 
@@ -243,6 +250,7 @@ def schedule_json(row: Row) -> ScheduleJson:
         "rotation_type": first.get("rotation_type", "daily"),
         "handoff_time": first.get("handoff_time", "09:00"),
         "participants": first.get("participants", []),
+        "owner_team_id": row.get("owner_team_id"),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
@@ -319,6 +327,9 @@ def schedule_fields(body: ScheduleBody, old: Row | None) -> dict[str, Any]:
         raise field_error("name", "Field required", "missing")
     if body.description is not None:
         fields["description"] = body.description
+    if "owner_team_id" in body.model_fields_set:
+        # The store checks the team is the organisation's (422 naming the field).
+        fields["owner_team_id"] = body.owner_team_id or None
     tz = body.timezone if body.timezone is not None else (old or {}).get("timezone") or "UTC"
     try:
         zone = schedules.time_zone(tz)
@@ -376,7 +387,7 @@ class SchedulesResource:
     body_models: ClassVar = {"post": ScheduleCreate}
     response_models: ClassVar = {"get": list[ScheduleJson], "post": ScheduleJson}
     response_status: ClassVar = {"post": 201}
-    query_params: ClassVar = {"get": (query.limit(100, 500), query.OFFSET)}
+    query_params: ClassVar = {"get": (query.limit(100, 500), query.OFFSET, TEAM)}
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -386,8 +397,10 @@ class SchedulesResource:
     ) -> None:
         require_role(principal(req), org_id, "VIEWER")
         limit, offset = query.limit(100, 500).get(req), query.OFFSET.get(req)
-        rows = await self._store.select(KIND, [org_id], limit=limit, offset=offset)
-        resp.set_header("X-Total-Count", str(await self._store.count(KIND, [org_id])))
+        team = TEAM.get(req)
+        where = {"owner_team_id": team} if team is not None else None
+        rows = await self._store.select(KIND, [org_id], where=where, limit=limit, offset=offset)
+        resp.set_header("X-Total-Count", str(await self._store.count(KIND, [org_id], where=where)))
         resp.media = [schedule_json(r) for r in rows]
 
     async def on_post(

@@ -28,7 +28,8 @@ from tocsin.api.identity_common import (
 from tocsin.api.paths import ID, ORG
 from tocsin.api.query import OFFSET
 from tocsin.api.schemas import TimeZoneName, parse
-from tocsin.store.base import Principal, Row, Store
+from tocsin.slugs import SLUG_PATTERN
+from tocsin.store.base import ConflictError, Principal, Row, Store
 
 CONFIRM = query.Text("confirm", "the organisation's name, to confirm its deletion")
 
@@ -36,8 +37,26 @@ CONFIRM = query.Text("confirm", "the organisation's name, to confirm its deletio
 # -- request bodies -----------------------------------------------------------------------
 
 
+SLUG_FIELD = Field(
+    default=None,
+    min_length=1,
+    max_length=64,
+    pattern=SLUG_PATTERN,
+    description="lower-case letters, digits and inner hyphens; unique across the server",
+)
+
+
 class OrganizationCreate(Body):
     name: str = Field(min_length=1, max_length=100)
+    # Made from the name when absent (numbered when taken: `acme-2`).
+    slug: str | None = SLUG_FIELD
+
+
+class OrganizationUpdate(Body):
+    """A rename (ADMIN) or a new slug (OWNER); what is left out stays."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    slug: str | None = SLUG_FIELD
 
 
 class OrganizationSettings(Body):
@@ -70,6 +89,8 @@ class OrganizationJson(TypedDict):
 
     id: int
     name: str
+    # Unique across the server: `GET /api/organizations/by-slug/{slug}`.
+    slug: str
     role: Role
     default_project_id: int | None
     created_at: str
@@ -80,6 +101,7 @@ def org_json(row: Row, caller_role: str) -> OrganizationJson:
     return {
         "id": row["id"],
         "name": row["name"],
+        "slug": row.get("slug") or f"org-{row['id']}",
         "role": role(caller_role),
         "default_project_id": row["default_project_id"],
         "created_at": iso(row["created_at"]),
@@ -175,7 +197,10 @@ class OrganizationsResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         p = principal(req)
         body: OrganizationCreate = parse(OrganizationCreate, await read_json_object(req))
-        row = await self._store.create_organization(body.name)
+        try:
+            row = await self._store.create_organization(body.name, body.slug)
+        except ConflictError:
+            raise field_error("slug", "is taken by another organisation", "unique") from None
         await self._store.add_membership(row["id"], p.user_id, "OWNER")
         auth.forget_user(p.user_id)
         resp.status = falcon.HTTP_201
@@ -184,7 +209,7 @@ class OrganizationsResource:
 
 class OrganizationResource:
     query_params: ClassVar = {"delete": (CONFIRM,)}
-    body_models: ClassVar = {"put": OrganizationCreate}
+    body_models: ClassVar = {"put": OrganizationUpdate}
     response_models: ClassVar = {"get": OrganizationJson, "put": OrganizationJson, "delete": None}
 
     def __init__(self, ctx: AppContext) -> None:
@@ -204,8 +229,20 @@ class OrganizationResource:
     ) -> None:
         p = principal(req)
         require_role(p, org_id, "ADMIN")
-        body: OrganizationCreate = parse(OrganizationCreate, await read_json_object(req))
-        row = await self._store.update_organization([org_id], org_id, {"name": body.name})
+        body: OrganizationUpdate = parse(OrganizationUpdate, await read_json_object(req))
+        fields: dict[str, Any] = {}
+        if body.name is not None:
+            fields["name"] = body.name
+        if body.slug is not None:
+            # The slug is in URLs others may have kept: only an OWNER changes it.
+            require_role(p, org_id, "OWNER")
+            fields["slug"] = body.slug
+        if not fields:
+            raise field_error("name", "Field required", "missing")
+        try:
+            row = await self._store.update_organization([org_id], org_id, fields)
+        except ConflictError:
+            raise field_error("slug", "is taken by another organisation", "unique") from None
         if row is None:
             raise falcon.HTTPNotFound(description="Organization not found")
         resp.media = org_json(row, p.roles[org_id])
@@ -233,6 +270,23 @@ class OrganizationResource:
         for m in members:
             auth.forget_user(m["user_id"])
         resp.status = falcon.HTTP_204
+
+
+class BySlugResource:
+    """`GET /api/organizations/by-slug/{slug}`: an organisation the caller is a member
+    of, by its slug (404 otherwise, as for an id)."""
+
+    response_models: ClassVar = {"get": OrganizationJson}
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, slug: str) -> None:
+        p = principal(req)
+        row = await self._store.organization_by_slug(slug)
+        if row is None or row["id"] not in p.roles:
+            raise falcon.HTTPNotFound(description="Organization not found")
+        resp.media = org_json(row, p.roles[row["id"]])
 
 
 class UsageResource:
@@ -358,6 +412,7 @@ def register(app: falcon.asgi.App, ctx: AppContext) -> None:  # type: ignore[typ
     store = ctx.store
     app.add_route("/api/organizations", OrganizationsResource(store))
     app.add_route(ORG, OrganizationResource(ctx))
+    app.add_route("/api/organizations/by-slug/{slug}", BySlugResource(store))
     app.add_route(f"{ORG}/usage", UsageResource(store))
     app.add_route(f"{ORG}/settings", SettingsResource(store))
     app.add_route(f"{ORG}/projects", ProjectsResource(store))

@@ -286,6 +286,16 @@ class CheckCommon(_Part):
         json_schema_extra={"pattern": f"^$|{HTTP_URL_PATTERN}", "description": '"": none'},
     )
     escalation_policy_id: int | None = Field(default=None, ge=0, le=MAX_ID)
+    owner_team_id: int | None = Field(
+        default=None, ge=0, le=MAX_ID, description="the team that owns the check (0: none)"
+    )
+    service_id: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ID,
+        description="the service the check belongs to (0: none); its incidents take the"
+        " service's escalation policy (unless the check has one) and channels",
+    )
     tags: list[str] = Field(
         default_factory=list,
         max_length=50,
@@ -356,6 +366,8 @@ class CheckCommon(_Part):
         self.assigned_agent_id = None
         self.alert_after_failures = self.alert_after_failures or 1
         self.escalation_policy_id = self.escalation_policy_id or None
+        self.owner_team_id = self.owner_team_id or None
+        self.service_id = self.service_id or None
         self.project_id = self.project_id or None
         return self
 
@@ -658,7 +670,9 @@ CHECK_SETTINGS: dict[str, type[_Part]] = {
 # Settings stored as check columns rather than in `config`.
 COLUMN_SETTINGS = ("url", "host", "port")
 # Fields that may be null: a null anywhere else means "the default".
-NULLABLE = frozenset({"runbook_url", "escalation_policy_id", "project_id", "org_id"})
+NULLABLE = frozenset(
+    {"runbook_url", "escalation_policy_id", "owner_team_id", "service_id", "project_id", "org_id"}
+)
 
 
 def _union_fields() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
 from tocsin.api.schemas import MAX_ID, Id, json_number, parse
+from tocsin.slugs import slugify
 from tocsin.statuspages.invalidation import invalidate_page
 from tocsin.statuspages.model import SLUG_RE, Component, components_of
 from tocsin.statuspages.public import page_url
@@ -68,8 +69,11 @@ class PageBody(BaseModel):
     components: list[ComponentBody] | None = Field(default=None, max_length=MAX_COMPONENTS)
     organization_id: int | None = Field(default=None, ge=0, le=MAX_ID)
     org_id: int | None = Field(default=None, ge=0, le=MAX_ID)
+    owner_team_id: int | None = Field(
+        default=None, ge=0, le=MAX_ID, description="the team that owns it (0 or null: none)"
+    )
 
-    @field_validator("organization_id", "org_id", "check_ids", mode="before")
+    @field_validator("organization_id", "org_id", "check_ids", "owner_team_id", mode="before")
     @classmethod
     def _numbers(cls, v: Any) -> Any:
         return json_number(v)
@@ -98,6 +102,7 @@ class StatusPageJson(TypedDict):
     logo_url: str | None
     check_ids: list[int]
     components: list[ComponentJson]
+    owner_team_id: int | None
     # the public HTML page (404 while the page is private)
     url: str
     created_at: str
@@ -115,6 +120,7 @@ def page_json(row: Row) -> StatusPageJson:
         "is_public": bool(row["is_public"]),
         "logo_url": row.get("logo_url") or None,
         "check_ids": [c.check_id for c in comps],
+        "owner_team_id": row.get("owner_team_id"),
         "components": [
             {
                 "check_id": c.check_id,
@@ -128,18 +134,6 @@ def page_json(row: Row) -> StatusPageJson:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
-
-
-def slugify(name: str) -> str:
-    out, dash = [], False
-    for ch in name.lower():
-        if "a" <= ch <= "z" or "0" <= ch <= "9":
-            out.append(ch)
-            dash = False
-        elif out and not dash:
-            out.append("-")
-            dash = True
-    return "".join(out).strip("-")[:64].strip("-")
 
 
 def _logo(url: str) -> str | None:
@@ -201,6 +195,9 @@ async def page_fields(store: Store, body: PageBody, old: Row | None, org_id: int
         fields["slug"] = slug
     if body.description is not None:
         fields["description"] = body.description
+    if "owner_team_id" in body.model_fields_set:
+        # The store checks the team is the organisation's (422 naming the field).
+        fields["owner_team_id"] = body.owner_team_id or None
     if body.is_public is not None:
         fields["is_public"] = body.is_public
     if body.logo_url is not None:
@@ -231,10 +228,15 @@ async def _write(store: Store, op: Any, *args: Any) -> Any:
         raise field_error("slug", "is taken by another status page", "unique") from None
 
 
+TEAM = query.OptInt("team_id", 1, query.MAX_ID, "only pages owned by this team")
+
+
 class PagesResource:
     body_models: ClassVar = {"post": PageCreate}
     response_models: ClassVar = {"get": list[StatusPageJson], "post": StatusPageJson}
-    query_params: ClassVar = {"get": (query.limit(100, 500), query.OFFSET, query.ORGANIZATION_ID)}
+    query_params: ClassVar = {
+        "get": (query.limit(100, 500), query.OFFSET, query.ORGANIZATION_ID, TEAM)
+    }
 
     def __init__(self, ctx: AppContext) -> None:
         self._ctx = ctx
@@ -249,8 +251,10 @@ class PagesResource:
             resp.set_header("X-Total-Count", "0")
             return
         store = self._ctx.store
-        rows = await store.select(KIND, org_ids, limit=limit, offset=offset)
-        resp.set_header("X-Total-Count", str(await store.count(KIND, org_ids)))
+        team = TEAM.get(req)
+        where = {"owner_team_id": team} if team is not None else None
+        rows = await store.select(KIND, org_ids, where=where, limit=limit, offset=offset)
+        resp.set_header("X-Total-Count", str(await store.count(KIND, org_ids, where=where)))
         resp.media = [page_json(r) for r in rows]
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:

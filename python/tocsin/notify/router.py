@@ -20,13 +20,14 @@ import logging
 import os
 import time
 import zoneinfo
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from tocsin.engine import Engine
 from tocsin.notify.channels import message
 from tocsin.notify.subscribers import SubscriberMail
 from tocsin.store.base import Row, Store
+from tocsin.workflow.service_book import ServiceBook
 
 log = logging.getLogger("tocsin.notify")
 
@@ -92,6 +93,13 @@ class Router:
         self.public_url = public_url()
         # Mails to status page subscribers (set by the composition root).
         self.subscribers: SubscriberMail | None = None
+        # Services' channels: an incident of a service is also told to them (set by the
+        # composition root).
+        self.services: ServiceBook | None = None
+        # Whether something else takes over an incident's notifications (a playbook with
+        # `suppress_default_notifications`): `fn(org_id, incident)` answers the reason, or
+        # None. Its channel rows are then kept as `suppressed` with that reason.
+        self.takeovers: list[Callable[[int, Mapping[str, Any]], str | None]] = []
 
     def invalidate(self) -> None:
         """Channels or their links changed."""
@@ -224,6 +232,10 @@ class Router:
                 extra.append(fanout)
         if channels is None:
             channels = await self.channels_for(org_id, check_id)
+            if incident.get("service_id") and self.services is not None:
+                channels = await self._with_service_channels(
+                    org_id, channels, incident["service_id"]
+                )
         if not channels:
             return extra
         actor = None
@@ -239,6 +251,11 @@ class Router:
             actor=actor,
         )
         reason = self.suppression(check_id)
+        if reason is None and suffix == "":
+            for takeover in self.takeovers:
+                reason = takeover(org_id, incident)
+                if reason is not None:
+                    break
         rows = []
         for ch in channels:
             payload = dict(m)
@@ -264,6 +281,21 @@ class Router:
             )
         return rows + extra
 
+    async def _with_service_channels(
+        self, org_id: int, channels: list[Row], service_id: int
+    ) -> list[Row]:
+        assert self.services is not None
+        out = list(channels)
+        have = {int(ch["id"]) for ch in channels}
+        for cid in await self.services.channel_ids(org_id, service_id):
+            if cid in have:
+                continue
+            ch = await self.channel(org_id, cid)
+            if ch is not None and ch["is_active"]:
+                have.add(cid)
+                out.append(ch)
+        return out
+
     async def _recipients(
         self, org_id: int, config: Mapping[str, Any], event: str, severity: str, now: float
     ) -> list[str]:
@@ -278,3 +310,40 @@ class Router:
                         continue
             out.append(addr)
         return out
+
+    async def queue_notice(
+        self,
+        org_id: int,
+        channel_ids: Sequence[int],
+        notice: Mapping[str, Any],
+        dedup_key: str,
+        *,
+        at: float | None = None,
+        check_id: int | None = None,
+    ) -> int:
+        """Outbox rows for a message that is not an incident's transition (an
+        `tocsin.notify.channels.notice`), one per active channel of the organisation in
+        `channel_ids`; the dedup key is `{dedup_key}:{channel}`, so a notice queued twice
+        is sent once. Answers how many channels it went to."""
+        at = time.time() if at is None else at
+        rows = []
+        for channel_id in dict.fromkeys(channel_ids):
+            ch = await self.channel(org_id, int(channel_id))
+            if ch is None or not ch["is_active"]:
+                continue
+            payload = dict(notice)
+            rows.append(
+                {
+                    "channel_id": ch["id"],
+                    "check_id": check_id,
+                    "event": str(notice.get("event") or "notice"),
+                    "dedup_key": f"{dedup_key}:{ch['id']}",
+                    "payload": payload,
+                    "status": "pending",
+                    "next_attempt_at": at,
+                }
+            )
+        if rows:
+            await self._store.queue_deliveries(org_id, rows)
+            self.written()
+        return len(rows)

@@ -390,6 +390,7 @@ class InboundProcessor:
             escalation_policy_id=policy,
             # The policy's first step is due at once; escalation pages from these.
             escalation_due_at=at if policy is not None else None,
+            service_id=key.service_id,
         )
         self.index.add(inc)
         plan.created.append(inc)

@@ -56,6 +56,7 @@ class OpenIncident:
         "org_id",
         "resolved_at",
         "seq",
+        "service_id",
         "severity",
         "started_at",
         "status",
@@ -83,6 +84,7 @@ class OpenIncident:
         escalation_step: int = 0,
         escalation_round: int = 0,
         escalation_due_at: float | None = None,
+        service_id: int | None = None,
     ) -> None:
         self.seq = seq
         self.id = id
@@ -103,6 +105,8 @@ class OpenIncident:
         self.escalation_step = escalation_step
         self.escalation_round = escalation_round
         self.escalation_due_at = escalation_due_at
+        # The service of its integration key, if any (its channels hear of it too).
+        self.service_id = service_id
         # The value of the key's grouping field, and the field it was read for.
         self.group: str | None = None
         self.group_field: str | None = None
@@ -148,6 +152,7 @@ class OpenIncident:
             "escalation_step": self.escalation_step,
             "escalation_round": self.escalation_round,
             "escalation_due_at": self.escalation_due_at,
+            "service_id": self.service_id,
         }
 
 
@@ -196,6 +201,7 @@ class InboundIndex:
                 escalation_step=int(row.get("escalation_step") or 0),
                 escalation_round=int(row.get("escalation_round") or 0),
                 escalation_due_at=row.get("escalation_due_at"),
+                service_id=row.get("service_id"),
             )
             self.add(inc)
             self.by_id[inc.id] = inc

@@ -39,16 +39,20 @@ class IntegrationKey:
     grouping_type: str
     grouping_window_seconds: int
     grouping_field: str | None
+    # The service the key belongs to; without a policy of its own, the key's incidents
+    # take the service's (resolved when the key is read).
+    service_id: int | None = None
 
     @classmethod
-    def from_row(cls, row: Row) -> IntegrationKey:
+    def from_row(cls, row: Row, service_policy_id: int | None = None) -> IntegrationKey:
         return cls(
             id=int(row["id"]),
             org_id=int(row["organization_id"]),
-            escalation_policy_id=row["escalation_policy_id"],
+            escalation_policy_id=row["escalation_policy_id"] or service_policy_id,
             grouping_type=row["grouping_type"],
             grouping_window_seconds=int(row["grouping_window_seconds"] or 0),
             grouping_field=row["grouping_field"],
+            service_id=row.get("service_id"),
         )
 
 
@@ -81,7 +85,13 @@ class KeyBook:
         row = await self._store.integration_key_by_hash(key_hash)
         found = None
         if row is not None and row["revoked_at"] is None:
-            found = IntegrationKey.from_row(row)
+            service_policy = None
+            if row.get("service_id") and not row["escalation_policy_id"]:
+                service = await self._store.get(
+                    "services", [int(row["organization_id"])], int(row["service_id"])
+                )
+                service_policy = service["escalation_policy_id"] if service else None
+            found = IntegrationKey.from_row(row, service_policy)
         if len(self._cache) >= KEY_CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key_hash] = (now + self._ttl, found)
@@ -92,6 +102,10 @@ class KeyBook:
         for key_hash, (_, found) in list(self._cache.items()):
             if found is not None and found.escalation_policy_id == policy_id:
                 del self._cache[key_hash]
+
+    def forget_all(self) -> None:
+        """Services changed (their policies): every key is read again."""
+        self._cache.clear()
 
     def forget_organization(self, org_id: int) -> None:
         """The organisation was deleted: its keys are unknown from now on."""

@@ -12,14 +12,13 @@ is), else OPERATIONAL (also for a page with no component)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-# A slug: lower-case letters, digits and inner hyphens, 1 to 64 characters.
-SLUG_PATTERN: Final = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
-SLUG_RE: Final = re.compile(SLUG_PATTERN)
+from tocsin.slugs import SLUG_PATTERN, SLUG_RE
+
+__all__ = ["SLUG_PATTERN", "SLUG_RE"]
 
 # The statuses a component shows (a check's verdict, or MAINTENANCE).
 OPERATIONAL: Final = "OPERATIONAL"

@@ -150,11 +150,16 @@ class Store(abc.ABC):
     async def update_user(self, user_id: int, fields: Mapping[str, Any]) -> Row | None: ...
 
     @abc.abstractmethod
-    async def create_organization(self, name: str) -> Row:
-        """Create an organisation with its default project."""
+    async def create_organization(self, name: str, slug: str | None = None) -> Row:
+        """Create an organisation with its default project. Its slug is `slug` (a
+        ConflictError when taken) or made from the name (numbered when taken)."""
 
     @abc.abstractmethod
     async def list_organizations(self, org_ids: Collection[int]) -> list[Row]: ...
+
+    @abc.abstractmethod
+    async def organization_by_slug(self, slug: str) -> Row | None:
+        """The organisation with that slug (callers check membership)."""
 
     @abc.abstractmethod
     async def update_organization(
@@ -372,6 +377,8 @@ class Store(abc.ABC):
         status: str | None = None,
         tag: str | None = None,
         text: str | None = None,
+        team_id: int | None = None,
+        service_id: int | None = None,
     ) -> list[Row]: ...
 
     @abc.abstractmethod
@@ -653,9 +660,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def queue_deliveries(self, org_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Outbox rows with no channel (`event`, `dedup_key`, `payload`, optionally
-        `check_id`, `status`, `next_attempt_at`), in one transaction; a row whose
-        dedup_key exists is skipped."""
+        """Outbox rows outside an incident change (`event`, `dedup_key`, `payload`,
+        optionally `channel_id`, `check_id`, `status`, `next_attempt_at`), in one
+        transaction; a row whose dedup_key exists is skipped."""
 
     # -- reports (store/sql/reports.py) ---------------------------------------------------
 

@@ -168,6 +168,8 @@ class CheckSql(SqlBase):
         status: str | None = None,
         tag: str | None = None,
         text: str | None = None,
+        team_id: int | None = None,
+        service_id: int | None = None,
     ) -> list[Row]:
         clauses, args = "", list[Any]()
         if type is not None:
@@ -182,6 +184,12 @@ class CheckSql(SqlBase):
         if tag is not None:
             clauses += f" AND {self._json_has('c.tags')}"
             args.append(tag)
+        if team_id is not None:
+            clauses += " AND c.owner_team_id = ?"
+            args.append(team_id)
+        if service_id is not None:
+            clauses += " AND c.service_id = ?"
+            args.append(service_id)
         if text:
             pattern = contains_pattern(text.lower())
             clauses += (

@@ -9,6 +9,7 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from tocsin.slugs import numbered, slugify
 from tocsin.store.base import ConflictError, NotFoundError, Row
 from tocsin.store.sql.base import Conn, SqlBase, from_json
 from tocsin.store.tables import LINKS, TABLES, Table
@@ -17,43 +18,62 @@ from tocsin.store.tables import LINKS, TABLES, Table
 class OrganizationSql(SqlBase):
     # -- organisations and projects ------------------------------------------------------
 
-    async def create_organization(self, name: str) -> Row:
+    async def create_organization(self, name: str, slug: str | None = None) -> Row:
         now = time.time()
         # Names are not unique: refusing one would tell the caller that an organisation
-        # it cannot see has that name.
-        async with self._write() as c:
-            org_id = int(
-                await c.fetchval(
-                    "INSERT INTO organizations (name, created_at, updated_at) VALUES (?, ?, ?)"
-                    " RETURNING id",
-                    name,
-                    now,
-                    now,
-                )
-            )
-            project_id = int(
-                await c.fetchval(
-                    "INSERT INTO projects (organization_id, name, is_default, created_at,"
-                    " updated_at) VALUES (?, 'Default', ?, ?, ?) RETURNING id",
-                    org_id,
-                    True,
-                    now,
-                    now,
-                )
-            )
-        return {
-            "id": org_id,
-            "name": name,
-            "settings": {},
-            "default_project_id": project_id,
-            "created_at": now,
-            "updated_at": now,
-        }
+        # it cannot see has that name. Slugs are: one made from the name is numbered
+        # (`acme-2`) when taken; one asked for and taken is a ConflictError.
+        base = slug or slugify(name) or "org"
+        for attempt in range(1, 50):
+            candidate = base if attempt == 1 else numbered(base, attempt)
+            try:
+                async with self._write() as c:
+                    if slug is None and await c.fetchval(
+                        "SELECT 1 FROM organizations WHERE slug = ?", candidate
+                    ):
+                        continue
+                    org_id = int(
+                        await c.fetchval(
+                            "INSERT INTO organizations (name, slug, created_at, updated_at)"
+                            " VALUES (?, ?, ?, ?) RETURNING id",
+                            name,
+                            candidate,
+                            now,
+                            now,
+                        )
+                    )
+                    project_id = int(
+                        await c.fetchval(
+                            "INSERT INTO projects (organization_id, name, is_default, created_at,"
+                            " updated_at) VALUES (?, 'Default', ?, ?, ?) RETURNING id",
+                            org_id,
+                            True,
+                            now,
+                            now,
+                        )
+                    )
+            except Exception as exc:
+                # Taken by a concurrent create: the next number (or, asked for, refused).
+                if not self._is_conflict(exc):
+                    raise
+                if slug is not None:
+                    raise ConflictError("an organisation with that slug already exists") from None
+                continue
+            return {
+                "id": org_id,
+                "name": name,
+                "slug": candidate,
+                "settings": {},
+                "default_project_id": project_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        raise ConflictError("no free slug for that name; send one")
 
     async def list_organizations(self, org_ids: Collection[int]) -> list[Row]:
         async with self._read() as c:
             rows = await c.fetch(
-                "SELECT o.id, o.name, o.settings, o.created_at, o.updated_at,"
+                "SELECT o.id, o.name, o.slug, o.settings, o.created_at, o.updated_at,"
                 " p.id AS default_project_id FROM organizations o"
                 " LEFT JOIN projects p ON p.organization_id = o.id AND p.is_default = ?"
                 f" WHERE {self._in('o.id')} ORDER BY o.id",
@@ -64,10 +84,18 @@ class OrganizationSql(SqlBase):
             r["settings"] = from_json(r["settings"])
         return rows
 
+    async def organization_by_slug(self, slug: str) -> Row | None:
+        async with self._read() as c:
+            org_id = await c.fetchval("SELECT id FROM organizations WHERE slug = ?", slug)
+        if org_id is None:
+            return None
+        rows = await self.list_organizations([int(org_id)])
+        return rows[0] if rows else None
+
     async def update_organization(
         self, org_ids: Collection[int], org_id: int, fields: Mapping[str, Any]
     ) -> Row | None:
-        unknown = set(fields) - {"name", "settings"}
+        unknown = set(fields) - {"name", "slug", "settings"}
         if unknown:
             raise ValueError(f"organizations has no writable column(s) {sorted(unknown)}")
         if org_id not in org_ids:
@@ -77,7 +105,7 @@ class OrganizationSql(SqlBase):
             values["settings"] = json.dumps(values["settings"])
         values["updated_at"] = time.time()
         sets = ", ".join(f"{k} = ?" for k in values)
-        async with self._write() as c:
+        async with self._write() as c, self._unique("an organisation with that slug"):
             n = await c.execute(
                 f"UPDATE organizations SET {sets} WHERE id = ?", *values.values(), org_id
             )

@@ -16,7 +16,7 @@ from tocsin.store.tables import TABLES
 _KEY_COLUMNS = (
     "id, organization_id, name, prefix, escalation_policy_id, grouping_type,"
     " grouping_window_seconds, grouping_field, created_by, last_event_at, revoked_at,"
-    " created_at, updated_at"
+    " service_id, created_at, updated_at"
 )
 _EVENTS_HEAD = (
     "INSERT INTO inbound_events (organization_id, integration_key_id, incident_id, action,"

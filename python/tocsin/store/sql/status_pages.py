@@ -175,8 +175,8 @@ class StatusPageSql(SqlBase):
     async def _queue(
         self, c: Conn, org_id: int, rows: Sequence[Mapping[str, Any]], now: float
     ) -> None:
-        """Outbox rows with no channel (mails to subscribers); a dedup_key already there
-        is skipped."""
+        """Outbox rows queued outside an incident change (mails to subscribers; notices
+        to channels, with `channel_id`); a dedup_key already there is skipped."""
         table = TABLES["notification_deliveries"]
         values = []
         for d in rows:
@@ -184,6 +184,7 @@ class StatusPageSql(SqlBase):
             values.append(
                 (
                     org_id,
+                    d.get("channel_id"),
                     d.get("check_id"),
                     d["event"],
                     v["dedup_key"],
@@ -196,8 +197,8 @@ class StatusPageSql(SqlBase):
             )
         await self._insert_many(
             c,
-            "INSERT INTO notification_deliveries (organization_id, check_id, event, dedup_key,"
-            " payload, status, next_attempt_at, created_at, updated_at)",
+            "INSERT INTO notification_deliveries (organization_id, channel_id, check_id, event,"
+            " dedup_key, payload, status, next_attempt_at, created_at, updated_at)",
             values,
             " ON CONFLICT (dedup_key) DO NOTHING",
         )
