@@ -554,3 +554,81 @@ async def test_a_services_policy_pages_its_on_call_user_and_its_channel_hears(
 
 async def _hit(receiver: Receiver, name: str, match: Any = None) -> bool:
     return any(match is None or match(m) for m in receiver.of(name))
+
+
+async def test_a_team_target_pages_its_leads_and_members_not_its_observers(
+    shared: Server, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    org = await admin_org(http, shared)
+    tag = uuid.uuid4().hex[:6]
+    people = {}
+    for role in ("lead", "member", "observer"):
+        token, _ = await other_org_user(shared, role="MEMBER", org_id=org)
+        code, method = await call(
+            http,
+            shared,
+            "POST",
+            "/api/profile/contact-methods",
+            token,
+            json={"kind": "webhook", "value": receiver.url(f"{role}-{tag}"), "label": role},
+        )
+        assert code == 201, method
+        people[role] = await me(http, shared, token)
+    code, team = await api(
+        http,
+        shared,
+        "POST",
+        f"/api/organizations/{org}/teams",
+        json={
+            "name": unique("On call"),
+            "members": [{"user_id": uid, "role": role} for role, uid in people.items()],
+        },
+    )
+    assert code == 201, team
+    code, policy = await api(
+        http,
+        shared,
+        "POST",
+        f"/api/organizations/{org}/escalation-policies",
+        json={
+            "name": "team first",
+            "steps": [{"delay_minutes": 30, "targets": [{"type": "team", "id": team["id"]}]}],
+        },
+    )
+    assert code == 201, policy
+    code, err = await api(
+        http,
+        shared,
+        "POST",
+        f"/api/organizations/{org}/escalation-policies",
+        json={"name": "bad", "steps": [{"targets": [{"type": "team", "id": 999999}]}]},
+    )
+    assert code == 422 and err["detail"][0]["loc"][-1] == "id", err
+    code, check = await api(
+        http,
+        shared,
+        "POST",
+        "/api/checks/",
+        json={
+            "name": unique("team-job"),
+            "type": "heartbeat",
+            "interval": 3600,
+            "grace_period": 3600,
+            "escalation_policy_id": policy["id"],
+        },
+    )
+    assert code == 200, check
+    async with http.post(shared.base + f"/api/ping/{check['uuid']}/fail") as resp:
+        assert resp.status == 200
+    await wait_for(lambda: _hit(receiver, f"lead-{tag}"))
+    await wait_for(lambda: _hit(receiver, f"member-{tag}"))
+    code, page = await api(http, shared, "GET", f"/api/checks/{check['id']}/incidents")
+    iid = page["incidents"][0]["id"]
+    code, tl = await api(
+        http, shared, "GET", f"/api/organizations/{org}/incidents/check/{iid}/timeline"
+    )
+    assert code == 200, tl
+    (escalated,) = [e for e in tl["timeline"] if e["kind"] == "escalated"]
+    paged = [p["user_id"] for p in escalated["detail"]["pages"]]
+    assert sorted(paged) == sorted([people["lead"], people["member"]]), escalated
+    assert receiver.of(f"observer-{tag}") == []

@@ -37,7 +37,8 @@ NOT_FOUND = "Escalation policy not found"
 
 class TargetBody(BaseModel):
     """Who a step pages: a `user` (by their notification rules), whoever a `schedule`
-    has on call when the step fires, or a notification `channel`."""
+    has on call when the step fires, the leads and members of a `team`, or a
+    notification `channel`."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -176,7 +177,11 @@ async def _check_targets(store: Store, org_id: int, steps: list[StepBody]) -> No
                         where, f"user {target.id} is not a member of the organisation"
                     )
                 continue
-            kind = "oncall_schedules" if target.type == "schedule" else "notification_channels"
+            kind = {
+                "schedule": "oncall_schedules",
+                "team": "teams",
+                "channel": "notification_channels",
+            }[target.type]
             if await store.get(kind, [org_id], target.id) is None:
                 raise field_error(where, f"{target.type} {target.id} not found", "not_found")
 

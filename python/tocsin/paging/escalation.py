@@ -30,7 +30,7 @@ from tocsin.engine import Engine
 from tocsin.models import FiredTimer
 from tocsin.notify.router import Router
 from tocsin.paging import contacts
-from tocsin.paging.policies import Policy, Step, after, policy_of
+from tocsin.paging.policies import PAGED_TEAM_ROLES, Policy, Step, after, policy_of
 from tocsin.store.base import Principal, Row, Store, StoreUnavailableError
 
 log = logging.getLogger("tocsin.paging")
@@ -275,6 +275,13 @@ class Escalator:
                     )
                 else:
                     users.append(who)
+            elif target.type == "team":
+                members = await batch.team(org_id, target.id)
+                if not members:
+                    reason = "team deleted" if members is None else "nobody to page in the team"
+                    unreachable.append({"type": "team", "id": target.id, "reason": reason})
+                else:
+                    users += members
             else:
                 channel = await batch.channel(org_id, target.id)
                 if channel is None:
@@ -295,6 +302,7 @@ class _Lookups:
         self._policies: dict[tuple[int, int], Policy | None] = {}
         self._schedules: dict[tuple[int, int], oncall.Schedule | None] = {}
         self._channels: dict[tuple[int, int], Row | None] = {}
+        self._teams: dict[tuple[int, int], list[int] | None] = {}
         self._principals: dict[int, Principal | None] = {}
         self._methods: dict[tuple[tuple[int, ...], bool], list[Row]] = {}
         self._rules: dict[tuple[int, ...], list[Row]] = {}
@@ -352,6 +360,21 @@ class _Lookups:
             return None
         shift = oncall.on_call_at(sched, now)
         return None if shift is None else shift.user_id
+
+    async def team(self, org_id: int, team_id: int) -> list[int] | None:
+        """The team's members a page goes to (leads first), None when it was deleted."""
+        key = (org_id, team_id)
+        if key not in self._teams:
+            found: list[int] | None = None
+            if await self._store.get("teams", [org_id], team_id) is not None:
+                rows = await self._store.select(
+                    "team_members", [org_id], where={"team_id": team_id}, limit=1000
+                )
+                rows = [r for r in rows if r["role"] in PAGED_TEAM_ROLES]
+                rows.sort(key=lambda r: (r["role"] != "lead", r["id"]))
+                found = [int(r["user_id"]) for r in rows]
+            self._teams[key] = found
+        return self._teams[key]
 
     async def channel(self, org_id: int, channel_id: int) -> Row | None:
         key = (org_id, channel_id)

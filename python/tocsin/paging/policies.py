@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-TargetType = Literal["user", "schedule", "channel"]
-TARGET_TYPES: tuple[TargetType, ...] = ("user", "schedule", "channel")
+TargetType = Literal["user", "schedule", "team", "channel"]
+TARGET_TYPES: tuple[TargetType, ...] = ("user", "schedule", "team", "channel")
+# The members of a team a `team` target pages (observers are not paged).
+PAGED_TEAM_ROLES: frozenset[str] = frozenset({"lead", "member"})
 MAX_STEPS = 20
 MAX_TARGETS = 20
 MAX_REPEATS = 9

@@ -471,6 +471,12 @@ class IdentitySql(SqlBase):
                 org_id,
                 user_id,
             )
+            # Who leaves the organisation leaves its teams.
+            await c.execute(
+                "DELETE FROM team_members WHERE organization_id = ? AND user_id = ?",
+                org_id,
+                user_id,
+            )
         return True
 
 
