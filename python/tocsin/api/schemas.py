@@ -47,6 +47,7 @@ CheckType = Literal[
     "tcp",
     "udp",
     "dns",
+    "tls",
     "ftp",
     "mail",
     "database",
@@ -528,6 +529,30 @@ class NetSettings(_Part):
     expected_response: str = Field(default="", max_length=65_536)
 
 
+class TlsSettings(_Part):
+    """`tls`: a TLS handshake with the host (the certificate's chain, name and expiry)."""
+
+    host: HostName = Field(max_length=255)
+    port: int = Field(default=443, ge=0, le=65_535, description="0 means 443")
+    tls_server_name: str = Field(
+        default="", max_length=255, description='the name sent and checked (SNI); "": the host'
+    )
+    tls_expiry_threshold_days: int = Field(
+        default=14,
+        ge=0,
+        le=3650,
+        description="DEGRADED when the certificate expires within this many days",
+    )
+    ssl_verify: StrictBool = Field(
+        default=True, description="false: an untrusted or mismatched certificate is not DOWN"
+    )
+
+    @model_validator(mode="after")
+    def _port(self) -> TlsSettings:
+        self.port = self.port or 443
+        return self
+
+
 class DnsSettings(_Part):
     host: HostName = Field(max_length=255, description="the name to resolve")
     dns_server: str = Field(
@@ -659,6 +684,7 @@ CHECK_SETTINGS: dict[str, type[_Part]] = {
     "heartbeat": HeartbeatSettings,
     "icmp": IcmpSettings,
     "tcp": NetSettings,
+    "tls": TlsSettings,
     "udp": NetSettings,
     "dns": DnsSettings,
     "ftp": FtpSettings,
