@@ -664,6 +664,33 @@ class Store(abc.ABC):
         optionally `channel_id`, `check_id`, `status`, `next_attempt_at`), in one
         transaction; a row whose dedup_key exists is skipped."""
 
+    # -- feedback (store/sql/feedback.py) -------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_feedback(
+        self, user_id: int, org_id: int | None, kind: str, message: str, page: str | None
+    ) -> Row:
+        """Store a user's feedback (`status` new)."""
+
+    @abc.abstractmethod
+    async def list_feedback(
+        self,
+        *,
+        user_id: int | None,
+        status: str | None,
+        kind: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Row], int]:
+        """Newest first, with the total; `user_id` None: everyone's."""
+
+    @abc.abstractmethod
+    async def get_feedback(self, feedback_id: int) -> Row | None: ...
+
+    @abc.abstractmethod
+    async def update_feedback(self, feedback_id: int, fields: Mapping[str, Any]) -> Row | None:
+        """Triage: `status`, `response`, `responded_by`, `responded_at`."""
+
     # -- reports (store/sql/reports.py) ---------------------------------------------------
 
     @abc.abstractmethod

@@ -31,6 +31,7 @@ from tocsin.store.sql.base import (
     day_floor,
 )
 from tocsin.store.sql.checks import ROLLUP_COLUMNS, CheckSql
+from tocsin.store.sql.feedback import FeedbackSql
 from tocsin.store.sql.identity import IdentitySql
 from tocsin.store.sql.incidents import IncidentSql
 from tocsin.store.sql.metrics import MetricsSql
@@ -54,6 +55,7 @@ class SqlStore(
     MetricsSql,
     ProfileSql,
     PagingSql,
+    FeedbackSql,
 ):
     """The whole `Store` over SQL; a backend (`SqliteStore`, `PostgresStore`) subclasses it
     and implements the abstract methods of `SqlBase`."""
