@@ -20,6 +20,11 @@ EVENT_TYPES = (
     "incident.ack",
     "check.update",
     "agent.status",
+    "slo.alert",
+    "playbook.run",
+    "war_room.opened",
+    "war_room.updated",
+    "war_room.closed",
 )
 
 

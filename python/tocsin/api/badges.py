@@ -22,11 +22,12 @@ import falcon.asgi
 
 from tocsin.api import query
 from tocsin.api.cached import answer
-from tocsin.api.check_figures import WINDOWS, History
+from tocsin.api.check_figures import WINDOWS
 from tocsin.api.context import AppContext
 from tocsin.api.paths import BADGE_PREFIX
 from tocsin.engine import Engine
 from tocsin.figures import figures
+from tocsin.history import History
 from tocsin.metrics import badges
 from tocsin.statuspages.cache import Built, Cached, PublicCache
 from tocsin.store.base import Row, Store

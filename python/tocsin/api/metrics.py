@@ -30,13 +30,13 @@ from typing_extensions import TypedDict
 
 from tocsin.api import query
 from tocsin.api.body import read_json_object
-from tocsin.api.check_figures import DAY, History
 from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.identity_common import Body
 from tocsin.api.paths import ID, METRICS_PREFIX, ORG
 from tocsin.api.schemas import parse
 from tocsin.figures import ceil_ms, figures
+from tocsin.history import DAY, History
 from tocsin.metrics import exposition, operational, otlp
 from tocsin.metrics.exposition import QUANTILES, CheckSample
 from tocsin.models import Rollup

@@ -305,6 +305,11 @@ class Store(abc.ABC):
     async def get(self, kind: str, org_ids: Collection[int], row_id: int) -> Row | None: ...
 
     @abc.abstractmethod
+    async def scan(self, kind: str, *, after_id: int = 0, limit: int = 500) -> list[Row]:
+        """Rows of every organisation, by id, after `after_id` (for the server's own
+        background work, never for a caller: callers read through their organisations)."""
+
+    @abc.abstractmethod
     async def select(
         self,
         kind: str,

@@ -212,6 +212,14 @@ class OrganizationSql(SqlBase):
             )
         return self._row(table, row) if row else None
 
+    async def scan(self, kind: str, *, after_id: int = 0, limit: int = 500) -> list[Row]:
+        table = TABLES[kind]
+        async with self._read() as c:
+            rows = await c.fetch(
+                f"SELECT * FROM {kind} WHERE id > ? ORDER BY id LIMIT ?", after_id, limit
+            )
+        return [self._row(table, r) for r in rows]
+
     def _where(self, table: Table, where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
         clauses, args = [], []
         for col, value in (where or {}).items():
