@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # (tests/pgcluster.py); no running system service is needed. iproute2 (`ip`): the agents
 # test puts one agent in a network namespace of its own. chromium: the status pages are
 # opened in a real browser (driven by Playwright); prometheus: it scrapes the metrics.
-# poppler-utils (`pdftotext`): the text of the PDF reports.
-TOCSIN_APT_EXTRA="postgresql iproute2 chromium prometheus prometheus-alertmanager poppler-utils ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
+# poppler-utils (`pdftotext`): the text of the PDF reports. mariadb-server and
+# redis-server: the database checks probe real servers (started by the tests).
+TOCSIN_APT_EXTRA="postgresql iproute2 chromium prometheus prometheus-alertmanager poppler-utils mariadb-server redis-server ${TOCSIN_APT_EXTRA:-}" ./scripts/setup.sh
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 

@@ -39,6 +39,7 @@ from tocsin.api.errors import ValidationFailed, field_error
 from tocsin.api.query import caseless
 from tocsin.headers import MAX_HEADERS, MAX_NAME, MAX_VALUE, valid_headers
 from tocsin.heartbeat import MAX_GRACE_S
+from tocsin.probes.database import readonly_problem
 
 CheckType = Literal[
     "uptime",
@@ -65,7 +66,13 @@ MASK = "******"
 DNS_RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "TXT", "SOA", "SRV", "CAA")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DB_TYPES = ("postgresql", "mysql", "redis", "mongodb")
-DB_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "mongodb": 27017}
+DB_DEFAULT_PORTS = {
+    "postgresql": 5432,
+    "mysql": 3306,
+    "mariadb": 3306,
+    "redis": 6379,
+    "mongodb": 27017,
+}
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs
 # An id in a body, also inside lists: bounded to the store's range.
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -633,18 +640,37 @@ class MailSettings(_Part):
 
 
 class DatabaseSettings(_Part):
-    db_type: Literal["postgresql", "mysql", "redis", "mongodb"]
+    """`database`: connect, authenticate, optionally run a read-only query and compare
+    the first value of its answer (probes/database.py)."""
+
+    db_type: Literal["postgresql", "mysql", "mariadb", "redis", "mongodb"]
     db_host: HostName = Field(max_length=255)
     db_port: int = Field(default=0, ge=0, le=65_535, description="0: the type's default")
-    db_name: str = Field(default="", max_length=255)
+    db_name: str = Field(default="", max_length=255, description="the database (Redis: its number)")
     db_username: str = Field(default="", max_length=255)
     db_password: str = Field(default="", max_length=4096)
-    db_query: str = Field(default="", max_length=65_536)
-    db_expected_result: str = Field(default="", max_length=4096)
+    db_ssl_enabled: StrictBool = False
+    ssl_verify: StrictBool = True
+    db_query: str = Field(
+        default="",
+        max_length=65_536,
+        description="read-only: SQL (one statement), a Redis read command, or for MongoDB"
+        ' {"collection", "filter", "op", "field"} or {"command"} as JSON',
+    )
+    db_expected_result: str = Field(
+        default="",
+        max_length=4096,
+        description='the first value of the answer: text, "> 10", "<= 5", "!= 0" or "~ regex"',
+    )
 
     @model_validator(mode="after")
     def _port(self) -> DatabaseSettings:
         self.db_port = self.db_port or DB_DEFAULT_PORTS[self.db_type]
+        problem = readonly_problem(self.db_type, self.db_query)
+        if problem is not None:
+            raise _field("db_query", problem)
+        if self.db_type == "redis" and self.db_name and not self.db_name.isdigit():
+            raise _field("db_name", "must be a Redis database number")
         return self
 
 
