@@ -89,6 +89,7 @@ def valid_bodies(target: Target) -> dict[str, dict[str, Any]]:
         "tcp": {"host": "127.0.0.1", "port": target.port},
         "udp": {"host": "127.0.0.1", "port": 9},
         "dns": {"host": "localhost", "dns_record_type": "aaaa", "dns_server": "127.0.0.1:53"},
+        "tls": {"host": "localhost", "port": 0},
         "ftp": {"host": "ftp.example.test"},
         "mail": {"host": "smtp.example.test", "port": 587},
         "database": {"db_type": "postgresql", "db_host": "db.example.test", "db_password": "pw"},
@@ -122,7 +123,9 @@ async def test_every_check_type_is_created_and_read_back(
     assert by_type["database"]["db_password"] == "******"
     assert by_type["heartbeat"]["timezone"] == "Europe/Warsaw"
     assert by_type["heartbeat"]["grace_period"] == 30
-    assert by_type["api_scenario"]["steps"][0]["url"] == target.url
+    # `steps` (the older name) is taken as `api_scenario_steps`.
+    assert by_type["api_scenario"]["api_scenario_steps"][0]["url"] == target.url
+    assert by_type["tls"]["port"] == 443
     assert by_type["uptime"]["expected_status_codes"] == [200]
     assert by_type["uptime"]["auth_password"] == ""
 
@@ -155,7 +158,7 @@ async def test_each_type_refuses_bad_settings_naming_every_bad_field(
         ({"type": "ftp", "host": "a b"}, {"host"}),
         ({"type": "mail", "host": "m", "port": 70_000}, {"port"}),
         ({"type": "database", "db_type": "oracle"}, {"db_type", "db_host"}),
-        ({"type": "api_scenario", "steps": []}, {"steps"}),
+        ({"type": "api_scenario", "steps": []}, {"api_scenario_steps"}),
         ({"type": "oidc", "url": "issuer"}, {"url"}),
         ({"type": "telepathy"}, {"type"}),
         # Refused by the native engine (no look-around in its regex dialect): not stored.

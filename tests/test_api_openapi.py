@@ -517,6 +517,7 @@ def _resources(server: Server) -> dict[str, int]:
     user = post("/api/users", {"email": "other@example.test", "password": "long enough pw"})
     project = post("/api/organizations/1/projects", {"name": "p"})
     page = post("/api/status-pages", {"name": "Status", "slug": "booleans", "is_public": False})
+    watch = post("/api/organizations/1/lifecycle-watches", {"platform": "python"})
     return {
         "check_id": check["id"],
         "slo_id": slo["slo"]["id"],
@@ -527,6 +528,7 @@ def _resources(server: Server) -> dict[str, int]:
         "project_id": project["id"],
         "page_id": page["id"],
         "slug": page["slug"],
+        "watch_id": watch["id"],
     }
 
 

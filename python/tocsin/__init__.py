@@ -10,6 +10,7 @@ from tocsin.figures import SloState, figures, slo
 from tocsin.maintenance import MaintenanceWindow
 from tocsin.models import Check, ProbeOutcome, Result, Rollup, Status, StatusChange
 from tocsin.probes import ProbeRegistry, UnknownProbeTypeError, default_registry, probe
+from tocsin.probes import api_scenario as _api_scenario  # noqa: F401  registers `api_scenario`
 from tocsin.probes import database as _database  # noqa: F401  registers `database`
 from tocsin.probes import http as _http  # noqa: F401  registers `http_aiohttp`
 

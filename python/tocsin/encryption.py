@@ -25,6 +25,7 @@ SECRET_KEYS = frozenset(
         "auth_password",
         "auth_bearer_token",
         "db_password",
+        "client_secret",
         "password",
         "smtp_password",
         "token",
@@ -40,7 +41,7 @@ SECRET_KEYS = frozenset(
 
 # Config keys holding a mapping whose every string value is a secret (request headers
 # carry `Authorization` and API keys under names of the user's choosing).
-SECRET_MAPS = frozenset({"headers", "http_headers"})
+SECRET_MAPS = frozenset({"headers", "http_headers", "api_scenario_secrets"})
 
 
 class SecretKeyError(RuntimeError):

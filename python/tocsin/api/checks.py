@@ -165,6 +165,8 @@ def check_json(row: Row, engine: Engine | None = None) -> CheckJson:
     if config.get("http_headers"):
         # Header values carry credentials (Authorization, API keys): names shown only.
         config["http_headers"] = dict.fromkeys(config["http_headers"], MASK)
+    if config.get("api_scenario_secrets"):
+        config["api_scenario_secrets"] = dict.fromkeys(config["api_scenario_secrets"], MASK)
     sources: dict[str, Status] = {}
     if engine is not None and engine.get(row["id"]) is not None:
         sources = {
@@ -296,6 +298,10 @@ def _with_secrets(body: dict[str, Any], stored: dict[str, Any] | None) -> dict[s
     headers = out.get("http_headers")
     if isinstance(headers, dict):
         out["http_headers"] = merge_masked(headers, (stored or {}).get("http_headers") or {}, MASK)
+    secrets = out.get("api_scenario_secrets")
+    if isinstance(secrets, dict):
+        kept = (stored or {}).get("api_scenario_secrets") or {}
+        out["api_scenario_secrets"] = merge_masked(secrets, kept, MASK)
     return out
 
 

@@ -674,20 +674,113 @@ class DatabaseSettings(_Part):
         return self
 
 
-class ScenarioStep(_Part):
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+_PLACEHOLDERS = re.compile(r"\{\{[^}]*\}\}")
 
+
+class ScenarioExtract(_Part):
+    """A value taken from a step's response into a variable (`{{var}}` later on)."""
+
+    var: str = Field(max_length=64, pattern=_IDENT)
+    # `from` is a Python keyword: the field is `source`, sent as `from` (or `source`).
+    source: Literal["jsonpath", "header", "regex", "status"] = Field(
+        default="jsonpath", alias="from"
+    )
+    path: str = Field(default="$", max_length=1000, description="JSONPath (RFC 9535)")
+    header: str = Field(default="", max_length=200)
+    pattern: str = Field(default="", max_length=1000, description="its first group, or the match")
+
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, serialize_by_alias=True, str_strip_whitespace=True
+    )
+
+
+class ScenarioAssertion(_Part):
+    type: Literal["status", "jsonpath", "header", "body", "latency"] = "status"
+    op: Literal[
+        "equals", "not_equals", "contains", "not_contains", "matches", "exists",
+        "not_exists", "gt", "gte", "lt", "lte",
+    ] = "equals"  # fmt: skip
+    value: Any = None
+    path: str = Field(default="$", max_length=1000)
+    name: str = Field(default="", max_length=200, description="the header, for `header`")
+    # status: any of these codes
+    in_: list[int] = Field(default_factory=list, alias="in", max_length=100)
+    lt_ms: float | None = Field(default=None, gt=0, le=3_600_000)
+
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, serialize_by_alias=True, str_strip_whitespace=True
+    )
+
+
+class ScenarioStep(_Part):
+    name: str = Field(default="", max_length=200)
     url: str = Field(max_length=2048, json_schema_extra=_URL_DOC)
-    method: str = "GET"
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict, max_length=MAX_HEADERS)
+    body: Any = None
+    body_type: Literal["json", "form", "raw", ""] = ""
+    follow_redirects: StrictBool = True
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    extract: list[ScenarioExtract] = Field(default_factory=list, max_length=20)
+    assertions: list[ScenarioAssertion] = Field(default_factory=list, max_length=50)
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        return http_url(v)
+        # Placeholders stand for text taken later; the rest must make an http(s) URL.
+        http_url(_PLACEHOLDERS.sub("x", v))
+        return v
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> Any:
+        return (v.upper() or "GET") if isinstance(v, str) else v
 
 
 class ApiScenarioSettings(_Part):
-    steps: list[ScenarioStep] = Field(min_length=1, max_length=50)
+    """`api_scenario`: ordered HTTP requests with extractions and assertions
+    (probes/api_scenario.py). `steps` is taken as `api_scenario_steps`."""
+
+    api_scenario_steps: list[ScenarioStep] = Field(
+        min_length=1, max_length=20, description="1 to 20 steps, in order (`steps` too)"
+    )
+    api_scenario_secrets: dict[Annotated[str, Field(pattern=_IDENT)], str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="name → secret, used as {{secrets.name}}; encrypted at rest, masked"
+        " on read, never in results",
+    )
+    ssl_verify: StrictBool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("api_scenario_steps") and data.get("steps"):
+            data = {**data, "api_scenario_steps": data["steps"]}
+        return data
+
+    @model_validator(mode="after")
+    def _some(self) -> ApiScenarioSettings:
+        # Steps may only use variables extracted by earlier steps, and known secrets.
+        known: set[str] = set()
+        for i, step in enumerate(self.api_scenario_steps):
+            texts = [step.url, *step.headers.values(), json.dumps(step.body)]
+            for text in texts:
+                for m in _PLACEHOLDERS.finditer(text):
+                    ref = m.group(0)[2:-2].strip()
+                    if ref.startswith("secrets."):
+                        if ref.removeprefix("secrets.") not in self.api_scenario_secrets:
+                            raise _field(
+                                f"api_scenario_steps.{i}", f"{ref} is not one of the secrets"
+                            )
+                    elif ref not in known:
+                        raise _field(
+                            f"api_scenario_steps.{i}",
+                            f"{{{{{ref}}}}} is not extracted by an earlier step",
+                        )
+            known.update(e.var for e in step.extract)
+        return self
 
 
 class OidcSettings(_Part):
@@ -784,7 +877,10 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> tuple[Any, list[d
             msg = e["msg"]
             err = (e.get("ctx") or {}).get("error")
             if isinstance(err, _FieldError):
-                loc, msg = ["body", err.field], str(err)
+                # Where the model sits (nested models), then the field it names ("a.0.b":
+                # a path).
+                path = [int(x) if x.isdigit() else x for x in err.field.split(".")]
+                loc, msg = ["body", *e["loc"], *path], str(err)
             errors.append({"loc": loc, "msg": msg, "type": e["type"]})
         return None, errors
 

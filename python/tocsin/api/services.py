@@ -186,7 +186,9 @@ async def service_fields(store: Store, org_id: int, body: ServiceBody) -> dict[s
     """The columns to write (only what the body sent), references checked (422 naming
     the field when one is not the organisation's)."""
     fields: dict[str, Any] = {}
-    for name in ("name", "description", "tier", "slack_channel", "metadata_json"):
+    if body.name is not None:
+        fields["name"] = body.name  # null: unchanged (a service always has a name)
+    for name in ("description", "tier", "slack_channel", "metadata_json"):
         if name in body.model_fields_set:
             value = getattr(body, name)
             if name == "description" and value is None:
