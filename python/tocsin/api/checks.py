@@ -167,6 +167,9 @@ def check_json(row: Row, engine: Engine | None = None) -> CheckJson:
         config["http_headers"] = dict.fromkeys(config["http_headers"], MASK)
     if config.get("api_scenario_secrets"):
         config["api_scenario_secrets"] = dict.fromkeys(config["api_scenario_secrets"], MASK)
+    oidc = config.get("oidc_config")
+    if isinstance(oidc, dict) and oidc.get("client_secret"):
+        config["oidc_config"] = {**oidc, "client_secret": MASK}
     sources: dict[str, Status] = {}
     if engine is not None and engine.get(row["id"]) is not None:
         sources = {
@@ -298,6 +301,10 @@ def _with_secrets(body: dict[str, Any], stored: dict[str, Any] | None) -> dict[s
     headers = out.get("http_headers")
     if isinstance(headers, dict):
         out["http_headers"] = merge_masked(headers, (stored or {}).get("http_headers") or {}, MASK)
+    oidc = out.get("oidc_config")
+    if isinstance(oidc, dict) and oidc.get("client_secret", MASK) == MASK:
+        kept_oidc = ((stored or {}).get("oidc_config") or {}).get("client_secret") or ""
+        out["oidc_config"] = {**oidc, "client_secret": kept_oidc}
     secrets = out.get("api_scenario_secrets")
     if isinstance(secrets, dict):
         kept = (stored or {}).get("api_scenario_secrets") or {}

@@ -783,7 +783,19 @@ class ApiScenarioSettings(_Part):
         return self
 
 
+class OidcConfig(_Part):
+    """A client of the provider, for the client-credentials grant."""
+
+    client_id: str = Field(default="", max_length=500)
+    client_secret: str = Field(default="", max_length=4096, description="masked on read")
+    scope: str = Field(default="", max_length=1000)
+    audience: str = Field(default="", max_length=1000)
+
+
 class OidcSettings(_Part):
+    """`oidc`: the provider's discovery document, JWKS and (with a client) a token
+    (probes/oidc.py)."""
+
     url: str = Field(
         max_length=2048,
         description="the issuer (its discovery document)",
@@ -791,6 +803,13 @@ class OidcSettings(_Part):
     )
     ssl_verify: StrictBool = True
     expected_status_codes: list[int] = Field(default_factory=list, max_length=100)
+    oidc_config: OidcConfig = Field(default_factory=OidcConfig)
+    tls_expiry_threshold_days: int = Field(
+        default=14,
+        ge=0,
+        le=3650,
+        description="DEGRADED when the certificate or a signing key expires within this",
+    )
 
     @field_validator("url")
     @classmethod
