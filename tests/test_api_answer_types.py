@@ -67,7 +67,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "udp": {"host": "example.com", "port": 53},
     "dns": {"host": "example.com", "dns_expected_ips": ["192.0.2.1"]},
     "tls": {"host": "example.com", "tls_server_name": "www.example.com"},
-    "ftp": {"host": "example.com", "auth_password": "p"},
+    "ftp": {"host": "example.com", "auth_password": "p", "ftp_password": "p"},
     "mail": {"host": "example.com"},
     "database": {"db_type": "postgresql", "db_host": "db.internal", "db_password": "p"},
     "api_scenario": {"steps": [{"url": "https://example.com/a", "extra": 1}]},

@@ -406,11 +406,12 @@ async def test_the_engine_follows_create_pause_change_and_delete(
     assert (await api(http, server, "DELETE", f"/api/checks/{cid}"))[0] == 204
     await wait_for(_quiet(target))
 
-    # A type without a probe is stored but not scheduled, and cannot be run now.
-    ftp = await create(http, server, type="ftp", host="127.0.0.1", interval=1)
-    code, resp = await api(http, server, "POST", f"/api/checks/{ftp['id']}/run-now")
+    # A type without a probe (mail, for now) is stored but not scheduled, and cannot be
+    # run now.
+    mail = await create(http, server, type="mail", host="127.0.0.1", interval=1)
+    code, resp = await api(http, server, "POST", f"/api/checks/{mail['id']}/run-now")
     assert code == 409 and "no probe" in resp["detail"]
-    code, resp = await api(http, server, "GET", f"/api/checks/{ftp['id']}")
+    code, resp = await api(http, server, "GET", f"/api/checks/{mail['id']}")
     assert resp["status"] == "UNKNOWN"
     hb = await create(http, server, type="heartbeat", interval=60)
     assert (await api(http, server, "POST", f"/api/checks/{hb['id']}/run-now"))[0] == 409

@@ -12,6 +12,7 @@ from tocsin.models import Check, ProbeOutcome, Result, Rollup, Status, StatusCha
 from tocsin.probes import ProbeRegistry, UnknownProbeTypeError, default_registry, probe
 from tocsin.probes import api_scenario as _api_scenario  # noqa: F401  registers `api_scenario`
 from tocsin.probes import database as _database  # noqa: F401  registers `database`
+from tocsin.probes import ftp as _ftp  # noqa: F401  registers `ftp`
 from tocsin.probes import http as _http  # noqa: F401  registers `http_aiohttp`
 from tocsin.probes import oidc as _oidc  # noqa: F401  registers `oidc`
 

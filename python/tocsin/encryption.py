@@ -25,6 +25,7 @@ SECRET_KEYS = frozenset(
         "auth_password",
         "auth_bearer_token",
         "db_password",
+        "ftp_password",
         "client_secret",
         "password",
         "smtp_password",

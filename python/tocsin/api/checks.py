@@ -53,7 +53,9 @@ def _union_defaults() -> dict[str, Any]:
         for name, info in model.model_fields.items():
             if name in COLUMN_SETTINGS or name in out:
                 continue
-            out[name] = None if info.is_required() else info.get_default(call_default_factory=True)
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
+            # A nested settings object (`oidc_config`) as JSON, as it is stored.
+            out[name] = default.model_dump() if isinstance(default, BaseModel) else default
     return out
 
 

@@ -61,7 +61,7 @@ MIN_INTERVAL_S = _core.MIN_INTERVAL_MS // 1000
 MAX_INTERVAL_S = _core.MAX_INTERVAL_MS // 1000
 MAX_TIMEOUT_S = _core.MAX_TIMEOUT_MS // 1000
 # Stored encrypted (tocsin.encryption.SECRET_KEYS), answered as MASK.
-SECRET_FIELDS = ("auth_password", "auth_bearer_token", "db_password")
+SECRET_FIELDS = ("auth_password", "auth_bearer_token", "db_password", "ftp_password")
 MASK = "******"
 DNS_RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "TXT", "SOA", "SRV", "CAA")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -617,15 +617,37 @@ class DnsSettings(_Part):
         return [ip.strip() for ip in v]
 
 
+FTP_PORTS = {"ftp": 21, "ftps": 21, "ftps_implicit": 990, "sftp": 22}
+
+
 class FtpSettings(_Part):
+    """`ftp`: log in over FTP, FTPS (explicit or implicit) or SFTP, optionally look at
+    one path (probes/ftp.py)."""
+
     host: HostName = Field(max_length=255)
-    port: int = Field(default=21, ge=0, le=65_535, description="0 means 21")
+    port: int = Field(default=0, ge=0, le=65_535, description="0: the protocol's default")
+    ftp_protocol: Literal["ftp", "ftps", "ftps_implicit", "sftp"] = Field(
+        default="ftp", description="ftps: explicit (AUTH TLS); ftps_implicit: TLS from the start"
+    )
+    ftp_username: str = Field(default="", max_length=512, description='"": anonymous')
+    ftp_password: str = Field(default="", max_length=4096)
+    # The older names, still taken.
     auth_username: str = Field(default="", max_length=512)
     auth_password: str = Field(default="", max_length=4096)
+    ftp_passive: StrictBool = Field(
+        default=True, description="passive mode (active mode is not supported: false is 422)"
+    )
+    ftp_path: str = Field(default="", max_length=1024, description="a path that must exist")
+    ftp_min_size_bytes: int = Field(default=0, ge=0, le=2**62)
+    ftp_max_age_minutes: int = Field(default=0, ge=0, le=10 * 525_600)
+    ssl_verify: StrictBool = True
+    tls_expiry_threshold_days: int = Field(default=14, ge=0, le=3650)
 
     @model_validator(mode="after")
     def _port(self) -> FtpSettings:
-        self.port = self.port or 21
+        self.port = self.port or FTP_PORTS[self.ftp_protocol]
+        if not self.ftp_passive and self.ftp_protocol != "sftp":
+            raise _field("ftp_passive", "active mode is not supported; use passive mode")
         return self
 
 
