@@ -3,6 +3,8 @@
     python bench/probe_throughput.py [--target URL] [--n N] [--concurrency C]
                                      [--mode native|python|both] [--json]
     python bench/probe_throughput.py --checks K --interval S --duration D [--json]
+    python bench/probe_throughput.py --type database|api_scenario --checks K --interval S
+                                     --duration D [--json]
 
 Burst mode (default) prints probes/s, probes per CPU-second of this process (the whole
 tocsin process: native threads and Python), p50/p99 latency and errors. Without
@@ -12,6 +14,12 @@ close"` against the same page in the same run as the limit of this machine.
 
 Sustained mode (--checks) schedules K native HTTP checks at interval S for D seconds
 and reports the achieved rate, missed runs and dispatch lateness while probing.
+
+With --type, K checks of that plugin type run beside the K native HTTP checks in the
+same engine for the same D seconds, each reported on its own (missed runs, lateness),
+with the probe CPU per run of the whole process: `database` against a throwaway Redis
+(`GET` of a key, compared), `api_scenario` two steps against the nginx page (status and
+body assertions, a value extracted by regex and used by the second step).
 """
 
 from __future__ import annotations
@@ -174,43 +182,81 @@ async def burst(url: str, n: int, concurrency: int, mode: str) -> dict[str, Any]
     return summarise(mode, results, wall, cpu)
 
 
-async def sustained(
-    url: str, k: int, interval: float, duration: float, concurrency: int
-) -> dict[str, Any]:
-    seen: dict[tuple[int, int], int] = {}
-    lateness: list[float] = []
-    errors = 0
-    interval_ms = round(interval * 1000)
+def plugin_checks(
+    kind: str, url: str, first_id: int, k: int, interval: float, port: int
+) -> list[Check]:
+    """K checks of a plugin type (`--type`), against the local servers."""
+    if kind == "database":
+        options: dict[str, Any] = {
+            "db_type": "redis",
+            "db_host": "127.0.0.1",
+            "db_port": port,
+            "db_query": "GET bench:depth",
+            "db_expected_result": "< 10",
+        }
+    else:
+        options = {
+            "api_scenario_steps": [
+                {
+                    "url": url,
+                    "extract": [{"var": "word", "from": "regex", "pattern": "<p>(\\w+)</p>"}],
+                    "assertions": [
+                        {"type": "status", "value": 200},
+                        {"type": "body", "op": "contains", "value": "tocsin bench"},
+                    ],
+                },
+                {"url": url + "?w={{word}}", "assertions": [{"type": "status", "in": [200]}]},
+            ]
+        }
+    return [
+        Check(id=first_id + i, type=kind, interval=interval, timeout=5, options=options)
+        for i in range(k)
+    ]
 
-    def on_batch(results: Sequence[Result], _changes: Sequence[Any]) -> None:
-        nonlocal errors
-        for r in results:
-            if r.due_at is None:
-                continue
-            due = round(r.due_at * 1000)
-            seen[(r.check_id, due)] = seen.get((r.check_id, due), 0) + 1
-            lateness.append((r.started_at - r.due_at) * 1000)
-            errors += r.status is not Status.UP
 
-    ids = range(1, k + 1)
-    async with Engine(max_in_flight=concurrency, max_per_host=concurrency) as engine:
-        engine.add_listener(on_batch)
-        cpu0 = cpu_seconds()
-        engine.upsert(
-            [Check(id=i, type="uptime", url=url, interval=interval, timeout=5) for i in ids]
-        )
-        start_ms = int(time.time() * 1000) + 1
-        await asyncio.sleep(duration)
-        end_ms = int(time.time() * 1000)
-        cpu = cpu_seconds() - cpu0
-        # Keep running while the runs due before the end finish; only those count.
-        await asyncio.sleep(min(5.0, interval + 2))
+@contextlib.contextmanager
+def redis_server() -> Iterator[int]:
+    ensure_packages(("redis-server", "redis-server"))
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="tocsin-bench-redis-") as d:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", d, "--maxclients", "20000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", port), 0.2),
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "SET", "bench:depth", "7"],
+                check=True,
+                capture_output=True,
+            )
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _row(
+    name: str, seen: dict[tuple[int, int], int], lateness: list[float], errors: int,
+    ids: range, interval: float, duration: float, start_ms: int, end_ms: int,
+) -> dict[str, Any]:  # fmt: skip
     window = {key: n for key, n in seen.items() if start_ms < key[1] <= end_ms}
-    expected = expected_runs(ids, interval_ms, start_ms, end_ms)
+    expected = expected_runs(ids, round(interval * 1000), start_ms, end_ms)
     late = sorted(lateness)
     return {
-        "mode": "sustained native",
-        "checks": k,
+        "mode": name,
+        "checks": len(ids),
         "interval_s": interval,
         "duration_s": duration,
         "expected_runs": expected,
@@ -222,15 +268,71 @@ async def sustained(
         "lateness_p50_ms": round(percentile(late, 0.5), 3),
         "lateness_p99_ms": round(percentile(late, 0.99), 3),
         "lateness_max_ms": round(late[-1], 3) if late else None,
-        "cpu_seconds": round(cpu, 2),
     }
+
+
+async def sustained(
+    url: str,
+    k: int,
+    interval: float,
+    duration: float,
+    concurrency: int,
+    plugin: str | None = None,
+    port: int = 0,
+) -> list[dict[str, Any]]:
+    """K native HTTP checks (ids 1..K) and, with `plugin`, K checks of that type (ids
+    K+1..2K), scheduled together; a row for each."""
+    seen: dict[str, dict[tuple[int, int], int]] = {"native": {}, "plugin": {}}
+    lateness: dict[str, list[float]] = {"native": [], "plugin": []}
+    errors = {"native": 0, "plugin": 0}
+
+    def on_batch(results: Sequence[Result], _changes: Sequence[Any]) -> None:
+        for r in results:
+            if r.due_at is None:
+                continue
+            which = "native" if r.check_id <= k else "plugin"
+            due = round(r.due_at * 1000)
+            key = (r.check_id, due)
+            seen[which][key] = seen[which].get(key, 0) + 1
+            lateness[which].append((r.started_at - r.due_at) * 1000)
+            errors[which] += r.status is not Status.UP
+
+    checks = [
+        Check(id=i, type="uptime", url=url, interval=interval, timeout=5) for i in range(1, k + 1)
+    ]
+    if plugin:
+        checks += plugin_checks(plugin, url, k + 1, k, interval, port)
+    async with Engine(max_in_flight=concurrency, max_per_host=concurrency) as engine:
+        engine.add_listener(on_batch)
+        cpu0 = cpu_seconds()
+        engine.upsert(checks)
+        start_ms = int(time.time() * 1000) + 1
+        await asyncio.sleep(duration)
+        end_ms = int(time.time() * 1000)
+        cpu = cpu_seconds() - cpu0
+        # Keep running while the runs due before the end finish; only those count.
+        await asyncio.sleep(min(5.0, interval + 2))
+    rows = [
+        _row("sustained native", seen["native"], lateness["native"], errors["native"],
+             range(1, k + 1), interval, duration, start_ms, end_ms)
+    ]  # fmt: skip
+    if plugin:
+        rows.append(
+            _row(f"sustained {plugin}", seen["plugin"], lateness["plugin"], errors["plugin"],
+                 range(k + 1, 2 * k + 1), interval, duration, start_ms, end_ms)
+        )  # fmt: skip
+    runs = sum(r["completed_runs"] for r in rows)
+    for r in rows:
+        r["cpu_seconds_all"] = round(cpu, 2)
+        r["cpu_us_per_run_all"] = round(cpu / runs * 1e6, 1) if runs else None
+    return rows
 
 
 def table(rows: list[dict[str, Any]], keys: list[str]) -> None:
     width = max(len(k) for k in keys) + 2
-    print(" " * width + "".join(f"{r.get('mode', ''):>22}" for r in rows))
+    print(" " * width + "".join(f"{r.get('mode', ''):>26}" for r in rows))
     for k in keys:
-        print(f"{k:<{width}}" + "".join(f"{r.get(k)!s:>22}" for r in rows))
+        print(f"{k:<{width}}" + "".join(f"{r.get(k)!s:>26}" for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--mode", choices=["native", "python", "both"], default="both")
     p.add_argument("--checks", type=int, help="sustained mode: number of checks")
+    p.add_argument(
+        "--type",
+        choices=["database", "api_scenario"],
+        help="sustained mode: also K checks of this plugin type",
+    )
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--wrk-seconds", type=int, default=10)
@@ -248,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.n <= 1_000_000 or not 0 < args.duration <= 600:
         p.error("--n must be 1..1000000 and --duration 0..600")
+    if args.type and not args.checks:
+        p.error("--type needs --checks (sustained mode)")
 
     try:
         import uvloop
@@ -260,13 +369,22 @@ def main(argv: list[str] | None = None) -> int:
         url = args.target or stack.enter_context(nginx(args.nginx_workers))
         report: dict[str, Any] = {"bench": "probe_throughput", "machine": machine(), "target": url}
         if args.checks:
-            row = run(sustained(url, args.checks, args.interval, args.duration, args.concurrency))
-            report["sustained"] = row
+            port = stack.enter_context(redis_server()) if args.type == "database" else 0
+            rows = run(
+                sustained(
+                    url, args.checks, args.interval, args.duration, args.concurrency,
+                    args.type, port,
+                )
+            )  # fmt: skip
+            report["sustained"] = rows[0]
+            if args.type:
+                report["plugin"] = rows[1]
+            also = f" and {args.checks} {args.type} checks" if args.type else ""
             print(
-                f"sustained: {args.checks} native HTTP checks every {args.interval:g} s"
+                f"sustained: {args.checks} native HTTP checks{also} every {args.interval:g} s"
                 f" for {args.duration:g} s against {url}"
             )
-            table([row], [k for k in row if k != "mode"])
+            table(rows, [k for k in rows[0] if k != "mode"])
         else:
             rows = []
             modes = ["native", "python"] if args.mode == "both" else [args.mode]
