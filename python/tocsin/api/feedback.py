@@ -18,7 +18,7 @@ from tocsin.api.common import iso, principal
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID
-from tocsin.api.schemas import json_number, parse
+from tocsin.api.schemas import MAX_ID, json_number, parse
 from tocsin.store.base import Row, Store
 
 NOT_FOUND = "Feedback not found"
@@ -34,6 +34,8 @@ KIND_ALIASES = {
     "general": "other",
     "complaint": "other",
     "compliment": "praise",
+    # A zero value: the default.
+    "": "other",
 }
 STATUS_ALIASES = {"open": "new", "in_progress": "triaged", "closed": "done", "resolved": "done"}
 
@@ -57,7 +59,10 @@ class FeedbackCreate(BaseModel):
         default=None, max_length=500, description="where in the product it was sent from"
     )
     organization_id: int | None = Field(
-        default=None, ge=0, description="one of the sender's organisations (0 or null: none)"
+        default=None,
+        ge=0,
+        le=MAX_ID,
+        description="one of the sender's organisations (0 or null: none)",
     )
 
     _kind = field_validator("kind", mode="before")(_alias(KIND_ALIASES))
@@ -75,6 +80,11 @@ class FeedbackTriage(BaseModel):
     response: str | None = Field(default=None, max_length=5000)
 
     _status = field_validator("status", mode="before")(_alias(STATUS_ALIASES))
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _empty(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
 
 
 class FeedbackJson(TypedDict):
@@ -186,10 +196,13 @@ class FeedbackResource:
         fields: dict[str, Any] = {}
         if body.status is not None:
             fields["status"] = body.status
-        if body.response is not None:
-            fields["response"] = body.response or None
+        if body.response:
+            fields["response"] = body.response
             fields["responded_by"] = p.user_id
             fields["responded_at"] = time.time()
+        elif body.response is not None:
+            # An empty response takes the answer back.
+            fields.update(response=None, responded_by=None, responded_at=None)
         row = await self._store.update_feedback(feedback_id, fields) if fields else None
         if row is None:
             row = await self._visible(req, feedback_id)

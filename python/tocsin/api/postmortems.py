@@ -22,7 +22,7 @@ from tocsin.api.common import iso, principal, require_role
 from tocsin.api.context import AppContext
 from tocsin.api.errors import field_error
 from tocsin.api.paths import ID, ORG
-from tocsin.api.schemas import json_number, parse
+from tocsin.api.schemas import MAX_ID, json_number, parse
 from tocsin.store.base import Principal, Row, Store
 from tocsin.workflow import postmortems as pm
 
@@ -52,7 +52,9 @@ class ActionItem(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     title: str = Field(min_length=1, max_length=500)
-    owner_id: int | None = Field(default=None, ge=0, description="a member (0 or null: none)")
+    owner_id: int | None = Field(
+        default=None, ge=0, le=MAX_ID, description="a member (0 or null: none)"
+    )
     due_date: dt.date | None = Field(default=None, description="YYYY-MM-DD")
     status: ItemStatus = "open"
 
@@ -156,7 +158,7 @@ async def _incidents(store: Store, org_id: int, ids: list[int]) -> list[Row]:
     out: list[Row] = []
     seen: set[int] = set()
     for i, iid in enumerate(ids):
-        row = await store.get("incidents", [org_id], iid) if iid >= 1 else None
+        row = await store.get("incidents", [org_id], iid) if 1 <= iid <= MAX_ID else None
         if row is None:
             raise field_error(["incident_ids", i], f"incident {iid} not found", "not_found")
         if iid not in seen:

@@ -179,7 +179,7 @@ def markdown(pm: Mapping[str, Any], people: Mapping[int, str]) -> str:
     """The review as Markdown: its sections, the timeline as a table, the action items
     as a checklist (`people`: user id → how to name them)."""
     t = pm.get("timeline") or {}
-    out = [f"# {pm['title']}", ""]
+    out = [f"# {' '.join(str(pm['title']).split())}", ""]
     out.append(f"Status: **{pm['status'].replace('_', ' ')}**")
     if pm.get("published_at"):
         out.append(f"  \nPublished: {_time(pm['published_at'])}")
