@@ -518,6 +518,14 @@ def _resources(server: Server) -> dict[str, int]:
     project = post("/api/organizations/1/projects", {"name": "p"})
     page = post("/api/status-pages", {"name": "Status", "slug": "booleans", "is_public": False})
     watch = post("/api/organizations/1/lifecycle-watches", {"platform": "python"})
+    playbook = post(
+        "/api/organizations/1/playbooks",
+        {
+            "name": "p",
+            "trigger_type": "incident_opened",
+            "steps": [{"type": "add_note", "body": "x"}],
+        },
+    )
     return {
         "check_id": check["id"],
         "slo_id": slo["slo"]["id"],
@@ -529,6 +537,7 @@ def _resources(server: Server) -> dict[str, int]:
         "page_id": page["id"],
         "slug": page["slug"],
         "watch_id": watch["id"],
+        "playbook_id": playbook["id"],
     }
 
 

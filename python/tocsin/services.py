@@ -139,6 +139,7 @@ class Services:
         playbooks = PlaybookRunner(store, engine, events, router)
         incidents.on_change.append(playbooks.watch)
         inbound.on_change.append(playbooks.watch_many)
+        router.takeovers.append(playbooks.takeover)
         return cls(
             store=store,
             engine=engine,

@@ -11,6 +11,7 @@ in this process (the schema has no partial unique index for it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -63,7 +64,7 @@ class WarRoomJson(TypedDict):
     updated_at: str
 
 
-class MemberJson(TypedDict):
+class WarRoomMemberJson(TypedDict):
     user_id: int
     email: str | None
     role: str
@@ -71,7 +72,7 @@ class MemberJson(TypedDict):
     added_at: str
 
 
-class EntryJson(TypedDict):
+class WarRoomEntryJson(TypedDict):
     id: int
     # opened, member_added, member_updated, member_removed, note, playbook, closed
     kind: str
@@ -82,8 +83,8 @@ class EntryJson(TypedDict):
 
 
 class WarRoomDetailJson(WarRoomJson):
-    members: list[MemberJson]
-    entries: list[EntryJson]
+    members: list[WarRoomMemberJson]
+    entries: list[WarRoomEntryJson]
 
 
 def room_json(row: Row) -> WarRoomJson:
@@ -103,7 +104,7 @@ def room_json(row: Row) -> WarRoomJson:
     }
 
 
-def entry_json(row: Row) -> EntryJson:
+def entry_json(row: Row) -> WarRoomEntryJson:
     return {
         "id": row["id"],
         "kind": row["kind"],
@@ -134,7 +135,7 @@ class WarRooms:
         )
         return rows[0] if rows else None
 
-    async def members(self, org_id: int, room_id: int) -> list[MemberJson]:
+    async def members(self, org_id: int, room_id: int) -> list[WarRoomMemberJson]:
         rows = await self._store.select(
             "war_room_members", [org_id], where={"war_room_id": room_id}, limit=MAX_MEMBERS
         )
@@ -152,7 +153,7 @@ class WarRooms:
             for r in rows
         ]
 
-    async def entries(self, org_id: int, room_id: int) -> list[EntryJson]:
+    async def entries(self, org_id: int, room_id: int) -> list[WarRoomEntryJson]:
         out: list[Row] = []
         while len(out) < MAX_ENTRIES:
             page = await self._store.select(
@@ -262,7 +263,7 @@ class WarRooms:
 
     async def add_member(
         self, room: Row, user_id: int, role: str, actor_id: int | None
-    ) -> tuple[MemberJson, bool]:
+    ) -> tuple[WarRoomMemberJson, bool]:
         """Add a member (or change their role); answers the member and whether they are
         new. The user must be a member of the organisation (NotFoundError naming
         `user_id` otherwise)."""
@@ -302,7 +303,7 @@ class WarRooms:
 
     async def add_entry(
         self, room: Row, body: str, actor_id: int | None, kind: str = "note"
-    ) -> EntryJson:
+    ) -> WarRoomEntryJson:
         """Add to the running log (a closed room's log is kept, not extended:
         ConflictError)."""
         org_id, room_id = int(room["organization_id"]), int(room["id"])
@@ -329,7 +330,9 @@ class WarRooms:
             row = rows[0]
             if row["role"] == role:
                 return row, False
-            updated = await self._store.update("war_room_members", [org_id], row["id"], {"role": role})
+            updated = await self._store.update(
+                "war_room_members", [org_id], row["id"], {"role": role}
+            )
             await self._entry(
                 org_id, room_id, "member_updated", actor, f"user {user_id} is now {role}", now
             )
@@ -347,7 +350,9 @@ class WarRooms:
             if not rows:
                 raise
             return rows[0], False
-        await self._entry(org_id, room_id, "member_added", actor, f"user {user_id} joined as {role}", now)
+        await self._entry(
+            org_id, room_id, "member_added", actor, f"user {user_id} joined as {role}", now
+        )
         return row, True
 
     async def _entry(
@@ -368,7 +373,8 @@ class WarRooms:
         at: float,
         detail: dict[str, Any],
     ) -> None:
-        try:
+        # The incident may have been deleted meanwhile.
+        with contextlib.suppress(NotFoundError):
             await self._store.insert(
                 "incident_events",
                 org_id,
@@ -380,8 +386,6 @@ class WarRooms:
                     "at": at,
                 },
             )
-        except NotFoundError:
-            pass  # the incident was deleted meanwhile
 
     def _publish(self, type_: str, room: Row) -> None:
         self._events.publish(int(room["organization_id"]), type_, dict(room_json(room)))
