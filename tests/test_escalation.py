@@ -364,7 +364,7 @@ async def test_policies_crud_validation_roles_and_isolation(
             ["body", "steps", 0, "targets", 0, "id"],
         ),
         (
-            {"name": "x", "steps": [{"targets": [{"type": "team", "id": 1}]}]},
+            {"name": "x", "steps": [{"targets": [{"type": "squad", "id": 1}]}]},
             ["body", "steps", 0, "targets", 0, "type"],
         ),
         (
