@@ -11,7 +11,6 @@ import pytest
 
 from store_helpers import NOW, check_fields, raw_fetch, store
 from tocsin.store import ConflictError, NotFoundError
-from tocsin.store.base import RowOp
 from tocsin.store.sql import SqlStore
 from tocsin.store.tables import LINKS, TABLES
 
@@ -248,41 +247,6 @@ async def test_uniqueness_rules_are_conflicts_and_change_nothing(store: SqlStore
         await store.select("incidents", [org], where={"title": "c"})
     with pytest.raises(ValueError, match="no column"):
         await store.insert("incidents", org, {"bogus": 1})
-
-
-async def test_many_writes_in_one_transaction_each_on_its_own(store: SqlStore) -> None:
-    """`write_rows`: a conflict, a foreign reference or a missing row fail only their own
-    write; the others of the batch are written."""
-    org = (await store.create_organization("o"))["id"]
-    other = (await store.create_organization("x"))["id"]
-    check = (await store.create_check(org, check_fields("c")))["id"]
-    theirs = (await store.create_check(other, check_fields("t")))["id"]
-    await store.insert("status_pages", org, {"name": "s", "slug": "taken"})
-    page = await store.insert("status_pages", org, {"name": "p", "slug": "mine"})
-    results = await store.write_rows(
-        [
-            RowOp("status_pages", org, {"name": "dup", "slug": "taken"}),
-            RowOp("incidents", org, {"title": "a", "started_at": NOW, "check_id": check}),
-            RowOp("incidents", org, {"title": "b", "started_at": NOW, "check_id": theirs}),
-            RowOp("status_pages", org, {"name": "renamed"}, page["id"]),
-            RowOp("status_pages", other, {"name": "not theirs"}, page["id"]),
-            RowOp("status_pages", org, {"name": "fresh", "slug": "fresh"}),
-        ]
-    )
-    assert isinstance(results[0], ConflictError)
-    assert isinstance(results[1], dict) and results[1]["title"] == "a"
-    assert isinstance(results[2], NotFoundError)
-    assert isinstance(results[3], dict) and results[3]["name"] == "renamed"
-    assert results[4] is None
-    assert isinstance(results[5], dict) and results[5]["slug"] == "fresh"
-    assert await store.count("incidents", [org]) == 1
-    assert await store.count("incidents", [other]) == 0
-    assert sorted(r["slug"] for r in await store.select("status_pages", [org])) == [
-        "fresh",
-        "mine",
-        "taken",
-    ]
-    assert await store.write_rows([]) == []
 
 
 async def test_rows_round_trip_json_booleans_and_paging(store: SqlStore) -> None:

@@ -35,16 +35,6 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
-class RowOp:
-    """One write of `Store.write_rows`: an insert (no `row_id`) or an update."""
-
-    kind: str
-    org_id: int
-    fields: Mapping[str, Any]
-    row_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Retention:
     """How long each tier is kept, in days; None keeps it forever. Raw results and
     minute rollups go by whole UTC days."""
@@ -313,14 +303,6 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get(self, kind: str, org_ids: Collection[int], row_id: int) -> Row | None: ...
-
-    @abc.abstractmethod
-    async def write_rows(self, ops: Sequence[RowOp]) -> list[Row | Exception | None]:
-        """Many inserts and updates of organisation-owned rows in one transaction (group
-        commit), each on its own: a row that conflicts with a unique constraint answers
-        a ConflictError, one whose references are not the organisation's a
-        NotFoundError, an update of a row that is not there None; the others are
-        written. A database error other than those fails the whole batch."""
 
     @abc.abstractmethod
     async def scan(self, kind: str, *, after_id: int = 0, limit: int = 500) -> list[Row]:

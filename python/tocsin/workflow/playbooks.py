@@ -26,7 +26,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -43,7 +43,6 @@ from tocsin.store.base import (
     ConflictError,
     NotFoundError,
     Row,
-    RowOp,
     Store,
     StoreUnavailableError,
 )
@@ -209,20 +208,20 @@ class _Run:
 
 
 class _Group:
-    """Group commit: whoever submits an op waits for the transaction it went in. `write`
-    writes a batch and answers one result per op (an Exception result is raised to that
-    op's submitter only); if the whole batch fails, each op is written alone."""
+    """Group commit of incident writes (`write_incident_batch` ops): whoever submits
+    waits for the transaction their op went in."""
 
-    def __init__(self, write: Callable[[list[Any]], Awaitable[list[Any]]], name: str) -> None:
-        self._write = write
-        self._name = name
-        self._ops: list[tuple[Any, asyncio.Future[Any]]] = []
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._ops: list[tuple[dict[str, Any], asyncio.Future[Row | None]]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Semaphore(MAX_PENDING_WRITES)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="tocsin-playbook-writes"
+        )
 
     async def close(self) -> None:
         if self._task is not None:
@@ -235,11 +234,11 @@ class _Group:
                 fut.set_exception(StoreUnavailableError("stopping"))
         self._ops.clear()
 
-    async def submit(self, op: Any) -> Any:
+    async def submit(self, op: dict[str, Any]) -> Row | None:
         if self._task is None:  # not started (embedded use): write it alone
-            return _raise_or(await self._write([op]))
+            return (await self._store.write_incident_batch([op]))[0]
         async with self._room:
-            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Row | None] = asyncio.get_running_loop().create_future()
             self._ops.append((op, fut))
             self._wake.set()
             return await fut
@@ -254,7 +253,7 @@ class _Group:
             await asyncio.sleep(0)
             chunk, self._ops = self._ops[:COMMIT_BATCH], self._ops[COMMIT_BATCH:]
             try:
-                results = await self._write([op for op, _ in chunk])
+                results = await self._store.write_incident_batch([op for op, _ in chunk])
             except asyncio.CancelledError:
                 for _, fut in chunk:
                     if not fut.done():
@@ -264,29 +263,17 @@ class _Group:
                 # One bad op (e.g. its incident deleted) must not fail the others.
                 for op, fut in chunk:
                     try:
-                        [one] = await self._write([op])
+                        [one] = await self._store.write_incident_batch([op])
                     except Exception as exc:
-                        one = exc
-                    _settle(fut, one)
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    else:
+                        if not fut.done():
+                            fut.set_result(one)
                 continue
-            for (_, fut), result in zip(chunk, results, strict=True):
-                _settle(fut, result)
-
-
-def _settle(fut: asyncio.Future[Any], result: Any) -> None:
-    if fut.done():
-        return
-    if isinstance(result, Exception):
-        fut.set_exception(result)
-    else:
-        fut.set_result(result)
-
-
-def _raise_or(results: list[Any]) -> Any:
-    [one] = results
-    if isinstance(one, Exception):
-        raise one
-    return one
+            for (_, fut), row in zip(chunk, results, strict=True):
+                if not fut.done():
+                    fut.set_result(row)
 
 
 class StepFailed(Exception):
@@ -320,9 +307,7 @@ class PlaybookRunner:
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
-        self._group = _Group(store.write_incident_batch, "tocsin-playbook-incident-writes")
-        # Runs' own rows (claims, notes, results), committed together too.
-        self._rows = _Group(store.write_rows, "tocsin-playbook-row-writes")
+        self._group = _Group(store)
         self._http: aiohttp.ClientSession | None = None
         self._started = False
         # Counters (the bench and the operational metrics read them).
@@ -345,7 +330,6 @@ class PlaybookRunner:
         except StoreUnavailableError as exc:
             log.warning("playbooks not loaded yet (database unavailable: %s)", exc)
         self._group.start()
-        self._rows.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tocsin-playbooks")
         self._started = True
 
@@ -367,7 +351,6 @@ class PlaybookRunner:
         for t in list(self._background):
             t.cancel()
         await self._group.close()
-        await self._rows.close()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -606,18 +589,16 @@ class PlaybookRunner:
     async def _claim_and_run(self, org_id: int, playbook: Row, incident: dict[str, Any]) -> None:
         now = time.time()
         try:
-            claim = await self._rows.submit(
-                RowOp(
-                    "playbook_runs",
-                    org_id,
-                    {
-                        "playbook_id": playbook["id"],
-                        "incident_id": incident["id"],
-                        "status": "running",
-                        "steps": [],
-                        "started_at": now,
-                    },
-                )
+            claim = await self._store.insert(
+                "playbook_runs",
+                org_id,
+                {
+                    "playbook_id": playbook["id"],
+                    "incident_id": incident["id"],
+                    "status": "running",
+                    "steps": [],
+                    "started_at": now,
+                },
             )
         except ConflictError:
             return  # run already (heard of twice, or by another process)
@@ -697,13 +678,11 @@ class PlaybookRunner:
             "steps": run.outcomes,
         }
         try:
-            row = await self._rows.submit(
-                RowOp(
-                    "playbook_runs",
-                    run.org_id,
-                    {"status": status, "steps": run.outcomes, "finished_at": now},
-                    run.run_id,
-                )
+            row = await self._store.update(
+                "playbook_runs",
+                [run.org_id],
+                run.run_id,
+                {"status": status, "steps": run.outcomes, "finished_at": now},
             )
             await self._group.submit(
                 {
@@ -759,15 +738,11 @@ class PlaybookRunner:
         return f"checklist of {len(items)} item(s) added", {"note_id": note["id"]}
 
     async def _note(self, run: _Run, body: str) -> Row:
-        row: Row | None = await self._rows.submit(
-            RowOp(
-                "incident_notes",
-                run.org_id,
-                {"incident_id": run.incident["id"], "author_id": None, "body": body},
-            )
+        return await self._store.insert(
+            "incident_notes",
+            run.org_id,
+            {"incident_id": run.incident["id"], "author_id": None, "body": body},
         )
-        assert row is not None  # an insert answers its row
-        return row
 
     def _notice(self, run: _Run, i: int, step: Mapping[str, Any]) -> dict[str, Any]:
         inc = run.incident
@@ -950,7 +925,7 @@ class PlaybookRunner:
         }
         if only_if_status is not None:
             op["only_if_status"] = tuple(only_if_status)
-        row: Row | None = await self._group.submit(op)
+        row = await self._group.submit(op)
         if row is None and only_if_status is None:
             raise StepFailed("the incident was deleted")
         return row

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from tocsin.slugs import numbered, slugify
-from tocsin.store.base import ConflictError, NotFoundError, Row, RowOp
+from tocsin.store.base import ConflictError, NotFoundError, Row
 from tocsin.store.sql.base import Conn, SqlBase, from_json
 from tocsin.store.tables import LINKS, TABLES, Table
 
@@ -288,53 +288,6 @@ class OrganizationSql(SqlBase):
                 f"UPDATE {kind} SET {sets} WHERE id = ? RETURNING *", *values.values(), row_id
             )
         return self._row(table, row) if row else None
-
-    async def write_rows(self, ops: Sequence[RowOp]) -> list[Row | Exception | None]:
-        out: list[Row | Exception | None] = []
-        if not ops:
-            return out
-        now = time.time()
-        async with self._write() as c:
-            for i, op in enumerate(ops):
-                table = TABLES[op.kind]
-                values = self._values(table, op.fields)
-                await c.execute(f"SAVEPOINT row_{i}")
-                try:
-                    if op.row_id is None:
-                        await self._same_org(c, table, op.org_id, op.fields)
-                        cols = ["organization_id", *values, "created_at", "updated_at"]
-                        row = await c.fetchrow(
-                            f"INSERT INTO {op.kind} ({', '.join(cols)})"
-                            f" VALUES ({', '.join('?' * len(cols))}) RETURNING *",
-                            op.org_id,
-                            *values.values(),
-                            now,
-                            now,
-                        )
-                    else:
-                        await self._same_org(c, table, op.org_id, op.fields)
-                        values["updated_at"] = now
-                        sets = ", ".join(f"{k} = ?" for k in values)
-                        row = await c.fetchrow(
-                            f"UPDATE {op.kind} SET {sets} WHERE id = ? AND organization_id = ?"
-                            " RETURNING *",
-                            *values.values(),
-                            op.row_id,
-                            op.org_id,
-                        )
-                except NotFoundError as exc:
-                    await c.execute(f"ROLLBACK TO SAVEPOINT row_{i}")
-                    out.append(exc)
-                    continue
-                except Exception as exc:
-                    if not self._is_conflict(exc):
-                        raise
-                    await c.execute(f"ROLLBACK TO SAVEPOINT row_{i}")
-                    out.append(ConflictError(f"such a {op.kind} row already exists"))
-                    continue
-                await c.execute(f"RELEASE SAVEPOINT row_{i}")
-                out.append(self._row(table, row) if row else None)
-        return out
 
     async def delete(self, kind: str, org_ids: Collection[int], row_id: int) -> bool:
         if kind not in TABLES:  # before any SQL is built from it
