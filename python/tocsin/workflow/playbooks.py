@@ -188,6 +188,38 @@ def matches(
     return False
 
 
+class _Index:
+    """An organisation's active playbooks arranged so that an incident is matched against
+    the few that can match it, not all of them: `check_tag` playbooks by their tags (a
+    check's incident looks up its own tags), the others in a list. `matches` still
+    decides."""
+
+    __slots__ = ("by_tag", "general", "rows", "suppress")
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        # Whether any of them takes the default notifications over.
+        self.suppress = any(pb.get("suppress_default_notifications") for pb in rows)
+        self.general: list[Row] = []
+        self.by_tag: dict[str, list[Row]] = {}
+        for pb in rows:
+            cond = pb.get("trigger_conditions") or {}
+            if pb["trigger_type"] == "check_tag" and cond.get("tags"):
+                for tag in {str(t).lower() for t in cond["tags"]}:
+                    self.by_tag.setdefault(tag, []).append(pb)
+            else:
+                self.general.append(pb)
+
+    def candidates(self, incident: Mapping[str, Any], tags: Collection[str]) -> list[Row]:
+        if not self.by_tag or incident.get("kind") != "check" or not tags:
+            return self.general
+        found: dict[int, Row] = {int(pb["id"]): pb for pb in self.general}
+        for tag in tags:
+            for pb in self.by_tag.get(str(tag).lower(), ()):
+                found.setdefault(int(pb["id"]), pb)
+        return [found[k] for k in sorted(found)]
+
+
 def _takes_over_by_tag(playbook: Mapping[str, Any]) -> bool:
     return bool(playbook.get("suppress_default_notifications")) and (
         playbook.get("trigger_type") == "check_tag"
@@ -296,6 +328,7 @@ class PlaybookRunner:
         self.war_rooms = WarRooms(store, events)
         # org id -> (when it expires, its active playbooks)
         self._playbooks: dict[int, tuple[float, list[Row]]] = {}
+        self._indexes: dict[int, _Index] = {}
         self._loading: dict[int, asyncio.Task[list[Row]]] = {}
         # check id -> (when it expires, its tags)
         self._tags: dict[int, tuple[float, list[str]]] = {}
@@ -489,24 +522,34 @@ class PlaybookRunner:
 
     # -- the router's hook -----------------------------------------------------------------
 
+    def _index_of(self, org_id: int, rows: list[Row]) -> _Index:
+        """The index of these rows (built once per reload of the organisation's list)."""
+        index = self._indexes.get(org_id)
+        if index is None or index.rows is not rows:
+            index = self._indexes[org_id] = _Index(rows)
+        return index
+
     def takeover(self, org_id: int, incident: Mapping[str, Any]) -> str | None:
         """`Router.takeovers` hook: the reason an incident's default notifications are
         suppressed (an active playbook with `suppress_default_notifications` matches
         it), or None."""
-        for pb in self._cached(org_id):
+        index = self._index_of(org_id, self._cached(org_id))
+        if not index.suppress:
+            return None
+        tags: list[str] = []
+        if incident.get("check_id") is not None and index.by_tag:
+            # What is known now (read again in the background when old): the hook never
+            # waits for the database.
+            if self._tag_orgs.get(org_id, 0.0) <= time.monotonic():
+                self._tag_orgs[org_id] = time.monotonic() + TAGS_TTL_S
+                self._later(self._load_tags(org_id), f"reading check tags of org {org_id}")
+            hit = self._tags.get(int(incident["check_id"]))
+            tags = hit[1] if hit is not None else []
+        for pb in index.candidates(incident, tags):
             if not pb.get("suppress_default_notifications"):
                 continue
-            tags: list[str] = []
-            if pb["trigger_type"] == "check_tag" and incident.get("check_id") is not None:
-                # What is known now (read again in the background when old): the hook
-                # never waits for the database.
-                if self._tag_orgs.get(org_id, 0.0) <= time.monotonic():
-                    self._tag_orgs[org_id] = time.monotonic() + TAGS_TTL_S
-                    self._later(self._load_tags(org_id), f"reading check tags of org {org_id}")
-                hit = self._tags.get(int(incident["check_id"]))
-                if hit is None:
-                    continue
-                tags = hit[1]
+            if pb["trigger_type"] == "check_tag" and not tags:
+                continue
             if matches(pb, incident, tags):
                 return f"taken over by playbook {pb['id']} ({pb['name']})"
         return None
@@ -569,9 +612,10 @@ class PlaybookRunner:
                 tags = await self._tags_of(
                     org_id, {int(r["check_id"]) for r in rows if r.get("check_id") is not None}
                 )
+            index = self._index_of(org_id, playbooks)
             for inc in rows:
                 inc_tags = tags.get(int(inc["check_id"]), []) if inc.get("check_id") else []
-                for pb in playbooks:
+                for pb in index.candidates(inc, inc_tags):
                     if matches(pb, inc, inc_tags):
                         await self._slots.acquire()
                         task = asyncio.get_running_loop().create_task(
