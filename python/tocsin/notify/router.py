@@ -3,7 +3,12 @@ carry it. The rows are planned here (reads only) and written by the store in the
 transaction as the incident change (`Store.write_incident_change`).
 
 - Channels: the check's linked channels plus the organisation's default channels
-  (`is_default`), active ones only.
+  (`is_default`), active ones only; an incident of a service also its service's channels
+  (`ServiceBook`).
+- Takeovers: a playbook that takes an incident's notifications over
+  (`suppress_default_notifications`) makes its channel rows `suppressed`.
+- Notices that are not transitions (SLO crossings, lifecycle notices, playbook steps):
+  `queue_notice`, one row per channel under the caller's dedup key.
 - Suppression: a check in a maintenance window or paused gets `suppressed` rows (kept,
   visible, never sent).
 - One message per transition: the dedup key is `incident:{id}:{event}:{channel}`
